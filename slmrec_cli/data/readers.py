@@ -1,0 +1,284 @@
+"""Readers for interaction logs: every format becomes a `Log` in the file's original row order."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slmrec_cli.data.builtin import BUILTIN_DATASETS, builtin_dataset
+from slmrec_cli.errors import SlmrecError
+
+FORMATS = ("amazon-json", "amazon-csv", "movielens", "recbole", "csv")
+CSV_DEFAULTS: dict[str, Any] = {
+    "user_col": "user_id",
+    "item_col": "item_id",
+    "rating_col": None,
+    "time_col": "timestamp",
+    "delimiter": ",",
+}
+
+__all__ = ["BUILTIN_DATASETS", "CSV_DEFAULTS", "FORMATS", "Log", "builtin_dataset", "read_log"]
+
+
+@dataclass
+class Log:
+    """Raw interactions, one entry per data row, in file order (row order breaks timestamp ties later)."""
+
+    users: list[str]
+    items: list[str]
+    ratings: np.ndarray | None  # float64, or None for implicit logs
+    timestamps: np.ndarray  # float64
+
+    def __post_init__(self) -> None:
+        n = len(self.users)
+        if len(self.items) != n or len(self.timestamps) != n or (
+            self.ratings is not None and len(self.ratings) != n
+        ):
+            raise ValueError("Log columns must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+class _Rows:
+    """Column accumulator shared by the readers."""
+
+    def __init__(self, path: Path, with_ratings: bool) -> None:
+        self.path = path
+        self.users: list[str] = []
+        self.items: list[str] = []
+        self.ratings: list[float] | None = [] if with_ratings else None
+        self.times: list[float] = []
+
+    def add(self, line: int, user: Any, item: Any, rating: Any, ts: Any) -> None:
+        self.users.append(_id(user, "user id", self.path, line))
+        self.items.append(_id(item, "item id", self.path, line))
+        if self.ratings is not None:
+            self.ratings.append(_num(rating, "rating", self.path, line))
+        self.times.append(_num(ts, "timestamp", self.path, line))
+
+    def log(self, what: str = "is empty") -> Log:
+        if not self.users:
+            raise SlmrecError(f"{self.path} {what}: no interactions to read; check the file and --format")
+        ratings = None if self.ratings is None else np.asarray(self.ratings, dtype=np.float64)
+        return Log(self.users, self.items, ratings, np.asarray(self.times, dtype=np.float64))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _id(value: Any, what: str, path: Path, line: int) -> str:
+    # JSON may carry numeric ids; bools and containers are not ids
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise SlmrecError(f"{path}: line {line}: {what} {_short(value)} is not a string; fix or remove the row")
+    text = str(value).strip()
+    if not text:
+        raise SlmrecError(f"{path}: line {line}: empty {what}; fix or remove the row")
+    return text
+
+
+def _num(value: Any, what: str, path: Path, line: int) -> float:
+    bad = SlmrecError(f"{path}: line {line}: {what} {_short(value)} is not a number; fix or remove the row")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise bad
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise bad from None
+    if not math.isfinite(number):
+        raise bad
+    return number
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _open_text(path: Path, newline: str | None = None):
+    # gzip is detected by its magic bytes, not by the file name; utf-8-sig drops a BOM
+    if _is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)
+    return open(path, encoding="utf-8-sig", newline=newline)
+
+
+def _read_errors(path: Path, line: int, exc: BaseException) -> SlmrecError:
+    if isinstance(exc, UnicodeDecodeError):
+        return SlmrecError(f"{path}: line {line}: not UTF-8 text; is --format right?")
+    return SlmrecError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); check the file")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline), blank lines skipped."""
+    line = 0
+    try:
+        with _open_text(path) as f:
+            for line, text in enumerate(f, 1):
+                text = text.rstrip("\n")
+                if text.strip():
+                    yield line, text
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
+        raise _read_errors(path, line + 1, exc) from None
+
+
+def _fields(path: Path, line: int, text: str, sep: str, n: int, name: str) -> list[str]:
+    parts = text.split(sep) if sep else text.split()
+    if len(parts) != n:
+        raise SlmrecError(f"{path}: line {line}: expected {n} {name}-separated fields, got {len(parts)}")
+    return [p.strip() for p in parts]
+
+
+def _read_amazon_json(path: Path) -> Log:
+    rows = _Rows(path, with_ratings=True)
+    for line, text in _lines(path):
+        try:
+            obj = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SlmrecError(f"{path}: line {line}: not valid JSON ({msg}); is --format right?") from None
+        if not isinstance(obj, dict):
+            raise SlmrecError(f"{path}: line {line}: expected a JSON object, got {type(obj).__name__}")
+        for key in ("reviewerID", "asin", "overall", "unixReviewTime"):
+            if key not in obj:
+                raise SlmrecError(f"{path}: line {line}: missing field '{key}'; amazon-json needs "
+                                  "reviewerID, asin, overall and unixReviewTime")
+        rows.add(line, obj["reviewerID"], obj["asin"], obj["overall"], obj["unixReviewTime"])
+    return rows.log()
+
+
+def _read_amazon_csv(path: Path) -> Log:
+    rows = _Rows(path, with_ratings=True)
+    for line, text in _lines(path):
+        item, user, rating, ts = _fields(path, line, text, ",", 4, "comma")
+        try:
+            rows.add(line, user, item, rating, ts)
+        except SlmrecError as exc:
+            # the usual cause on line 1 is a header, which these files do not have
+            hint = " (amazon-csv files have no header: item,user,rating,timestamp)" if line == 1 else ""
+            raise SlmrecError(f"{exc}{hint}") from None
+    return rows.log()
+
+
+def _read_movielens(path: Path) -> Log:
+    rows = _Rows(path, with_ratings=True)
+    sep = None
+    for line, text in _lines(path):
+        if sep is None:
+            # ratings.dat uses '::', u.data tabs: decided by the first row's content, not the name
+            sep = "::" if "::" in text else ""
+        name = "'::'" if sep else "whitespace"
+        user, item, rating, ts = _fields(path, line, text, sep, 4, name)
+        rows.add(line, user, item, rating, ts)
+    return rows.log()
+
+
+def _read_recbole(path: Path) -> Log:
+    rows: _Rows | None = None
+    cols: dict[str, int] = {}
+    n_cols = 0
+    for line, text in _lines(path):
+        if rows is None:
+            names = [c.strip().split(":", 1)[0] for c in text.split("\t")]
+            dup = sorted({c for c in names if names.count(c) > 1})
+            if dup:
+                raise SlmrecError(f"{path}: line {line}: column {dup[0]!r} appears twice in the header")
+            for need in ("user_id", "item_id", "timestamp"):
+                if need not in names:
+                    raise SlmrecError(f"{path}: line {line}: missing column '{need}' in the header "
+                                      f"(found {', '.join(names)}); .inter files need user_id, item_id, "
+                                      "timestamp")
+            cols = {c: i for i, c in enumerate(names)}
+            n_cols = len(names)
+            rows = _Rows(path, with_ratings="rating" in cols)
+            continue
+        parts = _fields(path, line, text, "\t", n_cols, "tab")
+        rating = parts[cols["rating"]] if "rating" in cols else None
+        rows.add(line, parts[cols["user_id"]], parts[cols["item_id"]], rating, parts[cols["timestamp"]])
+    if rows is None:
+        raise SlmrecError(f"{path} is empty: no header and no interactions; check the file and --format")
+    return rows.log("has a header but no rows")
+
+
+def _delimiter(value: str) -> str:
+    value = {"\\t": "\t", "tab": "\t"}.get(value, value)
+    if len(value) != 1:
+        raise SlmrecError(f"--delimiter {value!r} must be a single character (use '\\t' for tab)")
+    return value
+
+
+def _read_csv(path: Path, user_col: str, item_col: str, rating_col: str | None, time_col: str,
+              delimiter: str) -> Log:
+    rows: _Rows | None = None
+    idx: list[int] = []
+    header: list[str] = []
+    reader = None
+    try:
+        with _open_text(path, newline="") as f:
+            reader = csv.reader(f, delimiter=_delimiter(delimiter))
+            for record in reader:
+                if not any(cell.strip() for cell in record):
+                    continue
+                if rows is None:
+                    header = [c.strip() for c in record]
+                    wanted = [("--user-col", user_col), ("--item-col", item_col), ("--time-col", time_col)]
+                    if rating_col is not None:
+                        wanted.append(("--rating-col", rating_col))
+                    for flag, col in wanted:
+                        if col not in header:
+                            raise SlmrecError(f"{path}: line {reader.line_num}: column {col!r} not in the "
+                                              f"header ({', '.join(header)}); pass {flag}")
+                    idx = [header.index(col) for _, col in wanted]
+                    rows = _Rows(path, with_ratings=rating_col is not None)
+                    continue
+                if len(record) != len(header):
+                    raise SlmrecError(f"{path}: line {reader.line_num}: expected {len(header)} fields like "
+                                      f"the header, got {len(record)}; check --delimiter")
+                vals = [record[i] for i in idx]
+                rows.add(reader.line_num, vals[0], vals[1], vals[3] if len(vals) > 3 else None, vals[2])
+    except csv.Error as exc:
+        line = reader.line_num if reader is not None else 1
+        raise SlmrecError(f"{path}: line {line}: malformed CSV ({exc})") from None
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
+        line = reader.line_num + 1 if reader is not None else 1
+        raise _read_errors(path, line, exc) from None
+    if rows is None:
+        raise SlmrecError(f"{path} is empty: no header and no interactions; check the file and --format")
+    return rows.log("has a header but no rows")
+
+
+def read_log(path: Path, fmt: str, **csv_options: Any) -> Log:
+    """Read an interaction log. `csv_options` (user_col, item_col, rating_col, time_col, delimiter) are
+    used by the `csv` format only."""
+    unknown = set(csv_options) - set(CSV_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown csv options: {sorted(unknown)}")
+    if fmt not in FORMATS:
+        raise SlmrecError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+    path = Path(path)
+    if not path.exists():
+        raise SlmrecError(f"{path} does not exist; check the path")
+    if not path.is_file():
+        raise SlmrecError(f"{path} is not a file; pass the interaction file itself")
+    if path.stat().st_size == 0:
+        raise SlmrecError(f"{path} is empty: no interactions to read; check the file")
+    if fmt == "amazon-json":
+        return _read_amazon_json(path)
+    if fmt == "amazon-csv":
+        return _read_amazon_csv(path)
+    if fmt == "movielens":
+        return _read_movielens(path)
+    if fmt == "recbole":
+        return _read_recbole(path)
+    opts = {**CSV_DEFAULTS, **{k: v for k, v in csv_options.items() if v is not None or k == "rating_col"}}
+    return _read_csv(path, **opts)

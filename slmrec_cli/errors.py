@@ -1,0 +1,13 @@
+"""Errors the CLI turns into one line and an exit code."""
+
+
+class SlmrecError(Exception):
+    """Bad input: the message names what is wrong, where, and what to do. Exit code 2."""
+
+    exit_code = 2
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C after saving a checkpoint. Exit code 130."""
+
+    exit_code = 130

@@ -1,0 +1,76 @@
+"""`slmrec evaluate`: score runs (and the popularity baseline) on one split, write metrics files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slmrec_cli.data import load_dataset
+from slmrec_cli.errors import SlmrecError
+from slmrec_cli.evaluation.evaluate import PROTOCOLS, metrics_record, rank_split, write_metrics
+from slmrec_cli.evaluation.tables import print_records
+from slmrec_cli.runs import check_same_data, load_model, load_run_config
+
+
+def popularity_scorer(data):
+    """Most popular in the training histories: the same scores for every user (ties are pessimistic)."""
+    counts = torch.from_numpy(np.asarray(data.train_items_count(), dtype=np.float32))
+
+    def score_all(hist: torch.Tensor) -> torch.Tensor:
+        return counts.to(hist.device).expand(hist.shape[0], -1)
+
+    return score_all
+
+
+def _protocols(protocol: str) -> tuple[str, ...]:
+    if protocol == "both":
+        return PROTOCOLS
+    if protocol not in PROTOCOLS:
+        raise SlmrecError(f"--protocol must be sampled, full or both, got '{protocol}'")
+    return (protocol,)
+
+
+def run_evaluate(runs: list[Path], *, split: str, protocol: str, data: Path | None, popularity: bool,
+                 mask_history: bool, batch_size: int, json_out: bool) -> list[dict]:
+    if split not in ("valid", "test"):
+        raise SlmrecError(f"--split must be valid or test, got '{split}'")
+    protocols = _protocols(protocol)
+    if not runs and not popularity:
+        raise SlmrecError("nothing to evaluate; give one or more RUN directories, or --popularity --data DIR")
+    if popularity and not runs and data is None:
+        raise SlmrecError("--popularity needs --data DIR (or a run whose dataset it can use)")
+    configs = [(Path(r), load_run_config(r)) for r in runs]  # check every run before scoring any
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cache: dict[str, object] = {}
+
+    def dataset(path) -> object:
+        key = str(path)
+        if key not in cache:
+            cache[key] = load_dataset(path)
+        return cache[key]
+
+    records = []
+    for run, cfg in configs:
+        ds = dataset(data or cfg["data"]["path"])
+        check_same_data(cfg, ds, run)
+        _, model = load_model(run, device)
+        res = rank_split(model.score_all, ds, split, protocols, max_len=model.cfg.max_len, batch_size=batch_size,
+                         mask_history=mask_history, device=device, desc=f"{run} {split}")
+        for p in protocols:
+            rec = metrics_record(res[p], ds, split, str(run))
+            write_metrics(run, rec)
+            records.append(rec)
+    if popularity:
+        ds = dataset(data or configs[0][1]["data"]["path"])
+        res = rank_split(popularity_scorer(ds), ds, split, protocols, max_len=1, batch_size=batch_size,
+                         mask_history=mask_history, desc=f"popularity {split}")
+        records.extend(metrics_record(res[p], ds, split, "popularity") for p in protocols)
+    if json_out:
+        for rec in records:
+            print(json.dumps(rec))
+    else:
+        print_records(records, title=f"{split} split")
+    return records

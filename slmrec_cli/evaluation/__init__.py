@@ -1,0 +1,1 @@
+"""Ranks, metrics and metrics files, exactly as ../shared/PROTOCOL.md."""

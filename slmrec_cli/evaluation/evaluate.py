@@ -1,0 +1,109 @@
+"""Score a split under the sampled and/or full protocol and write metrics files (PROTOCOL.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slmrec_cli import __version__
+from slmrec_cli.data import left_pad
+from slmrec_cli.evaluation.ranking import metrics_from_ranks, pessimistic_ranks
+from slmrec_cli.io import write_json
+from slmrec_cli.ui import progress
+
+# score_all(histories [B, T] long) -> scores [B, n_items + 1] (column 0 = padding, ignored)
+ScoreAll = Callable[[torch.Tensor], torch.Tensor]
+PROTOCOLS = ("sampled", "full")
+
+
+@dataclass
+class SplitResult:
+    protocol: str
+    user_ids: np.ndarray
+    ranks: np.ndarray
+    mask_history: bool
+    candidates: int
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return metrics_from_ranks(self.ranks)
+
+
+@torch.no_grad()
+def rank_split(
+    score_all: ScoreAll,
+    data,
+    split: str,
+    protocols: Sequence[str] = PROTOCOLS,
+    *,
+    max_len: int,
+    batch_size: int = 256,
+    mask_history: bool = True,
+    users: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+    desc: str | None = None,
+) -> dict[str, SplitResult]:
+    """Ranks of every user's target under each protocol, from one forward pass per batch."""
+    users = np.arange(data.n_users) if users is None else np.asarray(users)
+    targets_all = data.split_target(split)
+    ranks = {p: [] for p in protocols}
+    n_neg = data.negatives.shape[1]
+    with progress(desc or f"eval {split}", total=len(users)) as bar:
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            inputs = [data.split_input(split, int(u)) for u in batch]
+            hist = torch.from_numpy(left_pad(inputs, max_len)).to(device)
+            scores = score_all(hist).float()
+            targets = torch.from_numpy(targets_all[batch]).to(scores.device)
+            pos = scores.gather(1, targets[:, None]).squeeze(1)
+            if "sampled" in protocols:
+                negs = torch.from_numpy(data.negatives[batch]).to(scores.device)
+                ranks["sampled"].append(pessimistic_ranks(pos, scores.gather(1, negs), negs != 0).cpu())
+            if "full" in protocols:
+                valid = torch.ones_like(scores, dtype=torch.bool)
+                valid[:, 0] = False
+                valid.scatter_(1, targets[:, None], False)  # the positive is not its own competitor
+                if mask_history:
+                    for row, items in enumerate(inputs):
+                        idx = torch.as_tensor(items[items != targets_all[batch[row]]], dtype=torch.long)
+                        valid[row, idx.to(valid.device)] = False
+                ranks["full"].append(pessimistic_ranks(pos, scores, valid).cpu())
+            bar.advance(len(batch))
+    out = {}
+    for p in protocols:
+        out[p] = SplitResult(
+            protocol=p,
+            user_ids=users,
+            ranks=torch.cat(ranks[p]).numpy() if ranks[p] else np.zeros(0, dtype=np.int64),
+            mask_history=mask_history if p == "full" else False,
+            candidates=(n_neg + 1) if p == "sampled" else data.n_items,
+        )
+    return out
+
+
+def metrics_record(result: SplitResult, data, split: str, run: str) -> dict:
+    """The metrics-file contract of issue 2 (extra keys allowed)."""
+    return {
+        "dataset": data.name,
+        "data_hash": data.content_hash,
+        "split": split,
+        "protocol": result.protocol,
+        "candidates": int(result.candidates),
+        "mask_history": bool(result.mask_history),
+        "users": int(len(result.ranks)),
+        "run": run,
+        "version": __version__,
+        "metrics": result.metrics,
+        "ties": "pessimistic",
+        "protocol_doc": "PROTOCOL.md",
+    }
+
+
+def write_metrics(run_dir: Path, record: dict) -> Path:
+    path = Path(run_dir) / "eval" / f"{record['split']}-{record['protocol']}.json"
+    write_json(path, record)
+    return path

@@ -1,0 +1,1 @@
+"""Models: SASRec (id baseline and id table) and the LLM recommender."""

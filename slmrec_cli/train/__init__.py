@@ -1,0 +1,1 @@
+"""One training engine for SASRec, teacher and student."""
