@@ -39,7 +39,8 @@ class SASRecTask:
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         w = self.windows[torch.from_numpy(indices)]
-        return {"inputs": w[:, :-1], "targets": w[:, 1:]}
+        inputs = w[:, :-1]
+        return {"inputs": inputs, "targets": w[:, 1:] * (inputs != 0)}  # no target without an input item
 
     def loss(self, model, batch):
         loss = model(batch["inputs"], batch["targets"])

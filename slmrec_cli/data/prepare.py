@@ -66,7 +66,7 @@ def _first_appearance(codes: np.ndarray) -> np.ndarray:
 
 def sample_negatives(sequences: np.ndarray, offsets: np.ndarray, n_items: int, num_negatives: int,
                      seed: int) -> np.ndarray:
-    """Per user, `num_negatives` distinct never-interacted items drawn uniformly, once, from one seeded rng."""
+    """Per user, `num_negatives` distinct never-seen items drawn uniformly, once, from one seeded rng."""
     n_users = len(offsets) - 1
     rng = np.random.default_rng(seed)
     out = np.zeros((n_users, num_negatives), dtype=np.int64)

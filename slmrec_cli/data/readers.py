@@ -50,27 +50,44 @@ class Log:
 
 
 class _Rows:
-    """Column accumulator shared by the readers."""
+    """Column accumulator shared by the readers; numbers are converted in bulk at the end (fast path)."""
 
     def __init__(self, path: Path, with_ratings: bool) -> None:
         self.path = path
+        self.lines: list[int] = []
         self.users: list[str] = []
         self.items: list[str] = []
-        self.ratings: list[float] | None = [] if with_ratings else None
-        self.times: list[float] = []
+        self.ratings: list[Any] | None = [] if with_ratings else None
+        self.times: list[Any] = []
 
-    def add(self, line: int, user: Any, item: Any, rating: Any, ts: Any) -> None:
-        self.users.append(_id(user, "user id", self.path, line))
-        self.items.append(_id(item, "item id", self.path, line))
+    def add(self, line: int, user: str, item: str, rating: Any, ts: Any) -> None:
+        self.lines.append(line)
+        self.users.append(user)
+        self.items.append(item)
         if self.ratings is not None:
-            self.ratings.append(_num(rating, "rating", self.path, line))
-        self.times.append(_num(ts, "timestamp", self.path, line))
+            self.ratings.append(rating)
+        self.times.append(ts)
+
+    def _floats(self, values: list[Any], what: str) -> np.ndarray:
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+            if np.isfinite(arr).all():
+                return arr
+        except (ValueError, TypeError, OverflowError):
+            pass
+        # slow path: find the first bad value to name its line
+        checked = [_num(v, what, self.path, n) for v, n in zip(values, self.lines, strict=True)]
+        return np.asarray(checked, dtype=np.float64)
 
     def log(self, what: str = "is empty") -> Log:
         if not self.users:
             raise SlmrecError(f"{self.path} {what}: no interactions to read; check the file and --format")
-        ratings = None if self.ratings is None else np.asarray(self.ratings, dtype=np.float64)
-        return Log(self.users, self.items, ratings, np.asarray(self.times, dtype=np.float64))
+        for ids, name in ((self.users, "user id"), (self.items, "item id")):
+            if "" in ids:
+                line = self.lines[ids.index("")]
+                raise SlmrecError(f"{self.path}: line {line}: empty {name}; fix or remove the row")
+        ratings = None if self.ratings is None else self._floats(self.ratings, "rating")
+        return Log(self.users, self.items, ratings, self._floats(self.times, "timestamp"))
 
 
 def _short(value: Any) -> str:
@@ -81,7 +98,7 @@ def _short(value: Any) -> str:
 def _id(value: Any, what: str, path: Path, line: int) -> str:
     # JSON may carry numeric ids; bools and containers are not ids
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise SlmrecError(f"{path}: line {line}: {what} {_short(value)} is not a string; fix or remove the row")
+        raise SlmrecError(f"{path}: line {line}: {what} {_short(value)} is not a string; fix the row")
     text = str(value).strip()
     if not text:
         raise SlmrecError(f"{path}: line {line}: empty {what}; fix or remove the row")
@@ -89,15 +106,14 @@ def _id(value: Any, what: str, path: Path, line: int) -> str:
 
 
 def _num(value: Any, what: str, path: Path, line: int) -> float:
-    bad = SlmrecError(f"{path}: line {line}: {what} {_short(value)} is not a number; fix or remove the row")
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise bad
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):
-        raise bad from None
-    if not math.isfinite(number):
-        raise bad
+    number = None
+    if not isinstance(value, bool) and isinstance(value, (str, int, float)):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            pass
+    if number is None or not math.isfinite(number):
+        raise SlmrecError(f"{path}: line {line}: {what} {_short(value)} is not a number; fix the row")
     return number
 
 
@@ -153,7 +169,9 @@ def _read_amazon_json(path: Path) -> Log:
             if key not in obj:
                 raise SlmrecError(f"{path}: line {line}: missing field '{key}'; amazon-json needs "
                                   "reviewerID, asin, overall and unixReviewTime")
-        rows.add(line, obj["reviewerID"], obj["asin"], obj["overall"], obj["unixReviewTime"])
+        user, item = _id(obj["reviewerID"], "user id", path, line), _id(obj["asin"], "item id", path, line)
+        rating = _num(obj["overall"], "rating", path, line)
+        rows.add(line, user, item, rating, _num(obj["unixReviewTime"], "timestamp", path, line))
     return rows.log()
 
 
@@ -161,12 +179,14 @@ def _read_amazon_csv(path: Path) -> Log:
     rows = _Rows(path, with_ratings=True)
     for line, text in _lines(path):
         item, user, rating, ts = _fields(path, line, text, ",", 4, "comma")
-        try:
-            rows.add(line, user, item, rating, ts)
-        except SlmrecError as exc:
-            # the usual cause on line 1 is a header, which these files do not have
-            hint = " (amazon-csv files have no header: item,user,rating,timestamp)" if line == 1 else ""
-            raise SlmrecError(f"{exc}{hint}") from None
+        if not rows.lines:
+            try:
+                _num(rating, "rating", path, line), _num(ts, "timestamp", path, line)
+            except SlmrecError as exc:
+                # the usual cause on the first row is a header, which these files do not have
+                hint = "amazon-csv files have no header: item,user,rating,timestamp"
+                raise SlmrecError(f"{exc} ({hint})") from None
+        rows.add(line, user, item, rating, ts)
     return rows.log()
 
 
@@ -244,7 +264,7 @@ def _read_csv(path: Path, user_col: str, item_col: str, rating_col: str | None, 
                 if len(record) != len(header):
                     raise SlmrecError(f"{path}: line {reader.line_num}: expected {len(header)} fields like "
                                       f"the header, got {len(record)}; check --delimiter")
-                vals = [record[i] for i in idx]
+                vals = [record[i].strip() for i in idx]
                 rows.add(reader.line_num, vals[0], vals[1], vals[3] if len(vals) > 3 else None, vals[2])
     except csv.Error as exc:
         line = reader.line_num if reader is not None else 1

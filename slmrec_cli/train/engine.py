@@ -152,7 +152,8 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
                                   acc.num_processes))
     total = max(1, args.epochs * per_epoch // args.grad_accum)
     scheduler = cosine_with_warmup(optimizer, int(args.warmup_ratio * total), total)
-    model, optimizer, scheduler = acc.prepare(task.model, optimizer, scheduler)
+    # the scheduler stays unprepared: accelerate would step it once per process, our totals are per process
+    model, optimizer = acc.prepare(task.model, optimizer)
     st = {"epoch": 0, "batch": 0, "step": 0, "best_mrr": -1.0, "best_step": -1, "bad_evals": 0,
           "train_seconds": 0.0, "epochs_done": 0, "stopped_early": False, "history": []}
     if resume and (run_dir / CKPT).exists():
@@ -180,10 +181,11 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
                 task.save_best(acc.unwrap_model(model), run_dir)
         else:
             st["bad_evals"] += 1
-        st["history"].append({"step": st["step"], "epoch": st["epoch"] + 1, "valid_MRR": metrics["MRR"]})
-        log({"event": "valid", "step": st["step"], "epoch": st["epoch"] + 1,
+        epoch = st["epoch"] + (1 if st["batch"] else 0)  # epochs begun
+        st["history"].append({"step": st["step"], "epoch": epoch, "valid_MRR": metrics["MRR"]})
+        log({"event": "valid", "step": st["step"], "epoch": epoch,
              **{f"valid_{k}": v for k, v in metrics.items()}, "best": improved})
-        ui.info(f"epoch {st['epoch'] + 1} step {st['step']}: valid MRR {metrics['MRR']:.4f}"
+        ui.info(f"epoch {epoch} step {st['step']}: valid MRR {metrics['MRR']:.4f}"
                 f"{' (best)' if improved else ''}")
         checkpoint()
 
@@ -211,7 +213,8 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
                         if acc.sync_gradients and args.grad_clip > 0:
                             acc.clip_grad_norm_(params, args.grad_clip)
                         optimizer.step()
-                        scheduler.step()
+                        if acc.sync_gradients:
+                            scheduler.step()
                         optimizer.zero_grad()
                     st["batch"] += 1
                     if not acc.sync_gradients:

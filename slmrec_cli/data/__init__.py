@@ -1,0 +1,24 @@
+"""Data layer: read interaction logs, prepare leave-one-out sequences, store and load datasets."""
+
+from slmrec_cli.data.builtin import BUILTIN_DATASETS, builtin_dataset
+from slmrec_cli.data.prepare import Prepared, prepare, sample_negatives
+from slmrec_cli.data.readers import CSV_DEFAULTS, FORMATS, Log, read_log
+from slmrec_cli.data.store import SeqData, content_hash, is_dataset, left_pad, load_dataset, save_dataset
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "CSV_DEFAULTS",
+    "FORMATS",
+    "Log",
+    "Prepared",
+    "SeqData",
+    "builtin_dataset",
+    "content_hash",
+    "is_dataset",
+    "left_pad",
+    "load_dataset",
+    "prepare",
+    "read_log",
+    "sample_negatives",
+    "save_dataset",
+]
