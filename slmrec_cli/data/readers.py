@@ -122,30 +122,27 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def _open_text(path: Path, newline: str | None = None):
-    # gzip is detected by its magic bytes, not by the file name; utf-8-sig drops a BOM
-    if _is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)
-    return open(path, encoding="utf-8-sig", newline=newline)
-
-
-def _read_errors(path: Path, line: int, exc: BaseException) -> SlmrecError:
-    if isinstance(exc, UnicodeDecodeError):
-        return SlmrecError(f"{path}: line {line}: not UTF-8 text; is --format right?")
-    return SlmrecError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); check the file")
+def _raw_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line with its newline); decoded per line so errors name the line."""
+    line = 0
+    try:
+        # gzip is detected by its magic bytes, not by the file name
+        with gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb") as f:
+            for line, data in enumerate(f, 1):
+                text = data.decode("utf-8")
+                yield line, text.removeprefix("\ufeff") if line == 1 else text
+    except UnicodeDecodeError:
+        raise SlmrecError(f"{path}: line {line}: not UTF-8 text; is --format right?") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise SlmrecError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); check the file") from None
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its newline), blank lines skipped."""
-    line = 0
-    try:
-        with _open_text(path) as f:
-            for line, text in enumerate(f, 1):
-                text = text.rstrip("\n")
-                if text.strip():
-                    yield line, text
-    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
-        raise _read_errors(path, line + 1, exc) from None
+    """(1-based line number, line without its line ending), blank lines skipped."""
+    for line, text in _raw_lines(path):
+        text = text.rstrip("\r\n")
+        if text.strip():
+            yield line, text
 
 
 def _fields(path: Path, line: int, text: str, sep: str, n: int, name: str) -> list[str]:
@@ -242,36 +239,31 @@ def _read_csv(path: Path, user_col: str, item_col: str, rating_col: str | None, 
     rows: _Rows | None = None
     idx: list[int] = []
     header: list[str] = []
-    reader = None
+    # csv.reader over our decoded lines: quoted fields may span lines, line_num stays a file line number
+    reader = csv.reader((text for _, text in _raw_lines(path)), delimiter=_delimiter(delimiter))
     try:
-        with _open_text(path, newline="") as f:
-            reader = csv.reader(f, delimiter=_delimiter(delimiter))
-            for record in reader:
-                if not any(cell.strip() for cell in record):
-                    continue
-                if rows is None:
-                    header = [c.strip() for c in record]
-                    wanted = [("--user-col", user_col), ("--item-col", item_col), ("--time-col", time_col)]
-                    if rating_col is not None:
-                        wanted.append(("--rating-col", rating_col))
-                    for flag, col in wanted:
-                        if col not in header:
-                            raise SlmrecError(f"{path}: line {reader.line_num}: column {col!r} not in the "
-                                              f"header ({', '.join(header)}); pass {flag}")
-                    idx = [header.index(col) for _, col in wanted]
-                    rows = _Rows(path, with_ratings=rating_col is not None)
-                    continue
-                if len(record) != len(header):
-                    raise SlmrecError(f"{path}: line {reader.line_num}: expected {len(header)} fields like "
-                                      f"the header, got {len(record)}; check --delimiter")
-                vals = [record[i].strip() for i in idx]
-                rows.add(reader.line_num, vals[0], vals[1], vals[3] if len(vals) > 3 else None, vals[2])
+        for record in reader:
+            if not any(cell.strip() for cell in record):
+                continue
+            if rows is None:
+                header = [c.strip() for c in record]
+                wanted = [("--user-col", user_col), ("--item-col", item_col), ("--time-col", time_col)]
+                if rating_col is not None:
+                    wanted.append(("--rating-col", rating_col))
+                for flag, col in wanted:
+                    if col not in header:
+                        raise SlmrecError(f"{path}: line {reader.line_num}: column {col!r} not in the "
+                                          f"header ({', '.join(header)}); pass {flag}")
+                idx = [header.index(col) for _, col in wanted]
+                rows = _Rows(path, with_ratings=rating_col is not None)
+                continue
+            if len(record) != len(header):
+                raise SlmrecError(f"{path}: line {reader.line_num}: expected {len(header)} fields like "
+                                  f"the header, got {len(record)}; check --delimiter")
+            vals = [record[i].strip() for i in idx]
+            rows.add(reader.line_num, vals[0], vals[1], vals[3] if len(vals) > 3 else None, vals[2])
     except csv.Error as exc:
-        line = reader.line_num if reader is not None else 1
-        raise SlmrecError(f"{path}: line {line}: malformed CSV ({exc})") from None
-    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
-        line = reader.line_num + 1 if reader is not None else 1
-        raise _read_errors(path, line, exc) from None
+        raise SlmrecError(f"{path}: line {reader.line_num}: malformed CSV ({exc})") from None
     if rows is None:
         raise SlmrecError(f"{path} is empty: no header and no interactions; check the file and --format")
     return rows.log("has a header but no rows")
