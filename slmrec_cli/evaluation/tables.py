@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.table import Table
 
 from slmrec_cli import ui
@@ -9,23 +11,30 @@ from slmrec_cli.evaluation.ranking import METRIC_NAMES
 
 
 def records_table(records: list[dict], title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in ("run", "split", "protocol", "cands", "users"):
-        table.add_column(col, justify="left" if col in ("run", "split", "protocol") else "right")
+    """One row per (run, split, protocol); the best value of each group of comparable rows in bold."""
+    splits = sorted({r["split"] for r in records})
+    table = Table(title=title or f"{'/'.join(splits)} split, metrics in %", title_justify="left")
+    table.add_column("run", no_wrap=True)
+    if len(splits) > 1:
+        table.add_column("split", no_wrap=True)
+    table.add_column("protocol", no_wrap=True)
     for name in METRIC_NAMES:
-        table.add_column(name + " %", justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     for r in records:
+        group = [x for x in records if x["split"] == r["split"] and x["protocol"] == r["protocol"]]
         cells = []
         for m in METRIC_NAMES:
             v = f"{100 * r['metrics'][m]:.2f}"
-            same_group = [x for x in records if x["split"] == r["split"] and x["protocol"] == r["protocol"]]
-            top = max(x["metrics"][m] for x in same_group)
-            cells.append(f"[bold]{v}[/]" if len(same_group) > 1 and r["metrics"][m] == top else v)
-        table.add_row(r["run"], r["split"], r["protocol"], str(r["candidates"]), str(r["users"]), *cells)
-    dataset = {(r["dataset"], r["data_hash"][:12]) for r in records}
-    table.caption = "; ".join(f"{d} ({h})" for d, h in sorted(dataset)) + \
-        " · pessimistic ties · PROTOCOL.md" + \
-        (" · full protocol masks history" if any(r["mask_history"] for r in records) else "")
+            top = max(x["metrics"][m] for x in group)
+            cells.append(f"[bold]{v}[/]" if len(group) > 1 and r["metrics"][m] == top else v)
+        name = Path(r["run"]).name or r["run"]
+        split = [r["split"]] if len(splits) > 1 else []
+        proto = f"{r['protocol']} ({r['candidates']})"
+        table.add_row(name, *split, proto, *cells)
+    datasets = sorted({(r["dataset"], r["data_hash"][:12], r["users"]) for r in records})
+    table.caption = "; ".join(f"{d} {h}, {u} users" for d, h, u in datasets) + \
+        " · (n) = candidates · pessimistic ties" + \
+        (" · full ranking masks history" if any(r["mask_history"] for r in records) else "")
     return table
 
 
