@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from slmrec_cli import __version__, ui
+from slmrec_cli import options as o
 from slmrec_cli.config import config_option
 
 app = typer.Typer(
@@ -19,10 +20,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-TRAIN = "Training"
-OPT = "Optimisation"
-
 
 def _version(value: bool) -> None:
     if value:
@@ -75,51 +72,91 @@ def prepare(
 
 @app.command("pretrain-ids")
 def pretrain_ids(
-    data: Annotated[Path, typer.Option(help="Dataset directory from `slmrec prepare`.")],
-    out: Annotated[Path, typer.Option(help="Run directory to write.")],
+    data: o.Data,
+    out: o.Out,
     dim: Annotated[int, typer.Option(help="Id embedding width (the table the LLM models reuse).")] = 128,
     layers: Annotated[int, typer.Option(help="Self-attention blocks.")] = 2,
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 2,
-    max_len: Annotated[int, typer.Option(help="Most recent items the model reads.")] = 50,
+    max_len: o.MaxLen = 50,
     dropout: Annotated[float, typer.Option(help="Dropout on embeddings, attention and feed-forward.")] = 0.5,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.", rich_help_panel=OPT)] = 200,
-    batch_size: Annotated[int, typer.Option(help="Training windows per batch (per process).",
-                                            rich_help_panel=OPT)] = 128,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).", rich_help_panel=OPT)] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.", rich_help_panel=OPT)] = 0.0,
-    warmup_ratio: Annotated[float, typer.Option(help="Fraction of steps of linear warm-up before the cosine "
-                                                     "decay.", rich_help_panel=OPT)] = 0.02,
-    grad_clip: Annotated[float, typer.Option(help="Max gradient norm (0 = off).", rich_help_panel=OPT)] = 1.0,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.", rich_help_panel=OPT)] = 1,
-    patience: Annotated[int, typer.Option(help="Stop after this many validations without a better valid MRR.",
-                                          rich_help_panel=OPT)] = 10,
-    eval_every: Annotated[int, typer.Option(help="Validate every N steps (0 = every epoch).",
-                                            rich_help_panel=OPT)] = 0,
-    seed: Annotated[int, typer.Option(help="Seed for init, data order and dropout.", rich_help_panel=OPT)] = 42,
-    mixed_precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | no | bf16 | fp16.",
-                                                 rich_help_panel=TRAIN)] = "auto",
-    log_with: Annotated[str | None, typer.Option(help="Also log through an accelerate tracker (tensorboard).",
-                                                 rich_help_panel=TRAIN)] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.",
-                                         rich_help_panel=TRAIN)] = False,
-    force: Annotated[bool, typer.Option(help="Replace an existing run in --out.", rich_help_panel=TRAIN)] = False,
+    epochs: o.Epochs = 200,
+    batch_size: o.BatchSize = 128,
+    lr: o.Lr = 1e-3,
+    weight_decay: o.WeightDecay = 0.0,
+    warmup_ratio: o.WarmupRatio = 0.02,
+    grad_clip: o.GradClip = 1.0,
+    grad_accum: o.GradAccum = 1,
+    patience: o.Patience = 10,
+    eval_every: o.EvalEvery = 0,
+    seed: o.Seed = 42,
+    mixed_precision: o.MixedPrecision = "auto",
+    log_with: o.LogWith = None,
+    resume: o.Resume = False,
+    force: o.Force = False,
     config: config_option = None,
 ) -> None:
     """Train SASRec (full-softmax CE on every position): the classic baseline and the item-id table."""
+    from slmrec_cli.config import check_model_options
     from slmrec_cli.evaluation.tables import print_records
     from slmrec_cli.pretrain import pretrain_ids as run
-    from slmrec_cli.train.engine import TrainArgs
 
-    args = TrainArgs(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                     warmup_ratio=warmup_ratio, grad_clip=grad_clip, grad_accum=grad_accum, patience=patience,
-                     eval_every=eval_every, seed=seed, mixed_precision=mixed_precision, log_with=log_with)
+    args = o.train_args(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                        warmup_ratio=warmup_ratio, grad_clip=grad_clip, grad_accum=grad_accum, patience=patience,
+                        eval_every=eval_every, seed=seed, mixed_precision=mixed_precision, log_with=log_with)
     model = {"dim": dim, "layers": layers, "heads": heads, "max_len": max_len, "dropout": dropout}
-    from slmrec_cli.config import check_model_options
-
     check_model_options(model)
     summary = run(data, out, model, args, resume=resume, force=force)
     if "records" in summary:
         print_records(summary["records"], title=f"SASRec {out}")
+
+
+@app.command("train-teacher")
+def train_teacher(
+    data: o.Data,
+    ids: Annotated[Path, typer.Option(help="SASRec run from `slmrec pretrain-ids` (its frozen item-id table).")],
+    out: o.Out,
+    base_model: o.BaseModel = "smollm2-135m",
+    layers: o.Layers = 8,
+    max_len: o.MaxLen = 30,
+    targets: o.Targets = "last",
+    prompt: o.Prompt = None,
+    lora_r: o.LoraR = 16,
+    lora_alpha: o.LoraAlpha = 16,
+    lora_dropout: o.LoraDropout = 0.05,
+    lora_targets: o.LoraTargets = "gate_proj,up_proj,down_proj",
+    epochs: o.Epochs = 10,
+    batch_size: o.BatchSize = 32,
+    lr: o.Lr = 1e-3,
+    weight_decay: o.WeightDecay = 0.0,
+    warmup_ratio: o.WarmupRatio = 0.05,
+    grad_clip: o.GradClip = 1.0,
+    grad_accum: o.GradAccum = 1,
+    patience: o.Patience = 3,
+    eval_every: o.EvalEvery = 0,
+    eval_batch: o.EvalBatch = 32,
+    seed: o.Seed = 42,
+    mixed_precision: o.MixedPrecision = "auto",
+    load_in_8bit: o.LoadIn8bit = False,
+    load_in_4bit: o.LoadIn4bit = False,
+    log_with: o.LogWith = None,
+    resume: o.Resume = False,
+    force: o.Force = False,
+    config: config_option = None,
+) -> None:
+    """Train the E4SRec-style LLM recommender (the teacher) on the first --layers layers of a base LM, with LoRA."""
+    from slmrec_cli.config import llm_options
+    from slmrec_cli.evaluation.tables import print_records
+    from slmrec_cli.teacher import train_teacher as run
+
+    args = o.train_args(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                        warmup_ratio=warmup_ratio, grad_clip=grad_clip, grad_accum=grad_accum, patience=patience,
+                        eval_every=eval_every, seed=seed, mixed_precision=mixed_precision, log_with=log_with)
+    model = llm_options(layers=layers, max_len=max_len, prompt=prompt, lora_r=lora_r, lora_alpha=lora_alpha,
+                        lora_dropout=lora_dropout, lora_targets=lora_targets)
+    summary = run(data, ids, base_model, out, model, args, targets=targets, load_in_8bit=load_in_8bit,
+                  load_in_4bit=load_in_4bit, eval_batch=eval_batch, resume=resume, force=force)
+    if "records" in summary:
+        print_records(summary["records"], title=f"teacher {out}")
 
 
 @app.command()

@@ -98,6 +98,10 @@ def load_model(run: Path, device: str = "cpu"):
             raise SlmrecError(f"{run}/model.safetensors does not match its config.json ({str(e).splitlines()[0]}); "
                               "retrain the run") from None
         return cfg, model.to(device).eval()
+    if kind in ("teacher", "student"):
+        from slmrec_cli.teacher import load_llmrec_run
+
+        return cfg, load_llmrec_run(Path(run), cfg, device)
     raise SlmrecError(f"{run} is a '{kind}' run, which this version of slmrec cannot load; upgrade slmrec")
 
 

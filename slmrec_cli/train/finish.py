@@ -49,11 +49,11 @@ def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, bat
 
 
 def write_efficiency(run_dir: Path, model, *, seconds_per_epoch: float, inference_seconds: float,
-                     inference_users: int, device, inference_params: int | None = None) -> dict:
+                     inference_users: int, device, params: dict | None = None) -> dict:
     total = sum(p.numel() for p in model.parameters())
     record = {
-        "params": {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                   "total": total, "inference": inference_params if inference_params is not None else total},
+        "params": params or {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                             "total": total, "inference": total},
         "train_seconds_per_epoch": float(seconds_per_epoch),
         "inference_seconds": float(inference_seconds),
         "inference_users": int(inference_users),

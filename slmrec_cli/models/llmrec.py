@@ -1,0 +1,126 @@
+"""The E4SRec-style LLM recommender (SLMRec Section 3): id table → up-projection → spliced into a prompt →
+truncated decoder (LoRA) → last-token state after the final norm → down-projection → scores over every item."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slmrec_cli.errors import SlmrecError
+
+DEFAULT_PROMPT = ("Here is the sequence of items a user interacted with, oldest first: {history}\n"
+                  "Which item will the user interact with next? Answer:")
+LORA_TARGETS = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LLMRecConfig:
+    n_items: int
+    id_dim: int  # d0: width of the SASRec id table
+    hidden: int  # d1: width of the LLM
+    layers: int
+    max_len: int = 30
+    prompt: str = DEFAULT_PROMPT
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+
+    def prompt_parts(self) -> tuple[str, str]:
+        if self.prompt.count("{history}") != 1:
+            raise SlmrecError("--prompt must contain '{history}' exactly once (where the item sequence goes)")
+        prefix, suffix = self.prompt.split("{history}")
+        return prefix, suffix
+
+
+def add_lora(decoder: nn.Module, cfg: LLMRecConfig) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in decoder.named_modules()}
+    missing = [t for t in cfg.lora_targets if t not in present]
+    if missing:
+        raise SlmrecError(f"--lora-targets {missing[0]} is not a module of this base model; "
+                          f"choose among e.g. q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj")
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets), bias="none")
+    return get_peft_model(decoder, lora)
+
+
+class LLMRec(nn.Module):
+    """`decoder` is the (optionally peft-wrapped) inner decoder with .embed_tokens/.layers/.norm semantics."""
+
+    def __init__(self, cfg: LLMRecConfig, decoder: nn.Module, tokenizer, id_table: torch.Tensor):
+        super().__init__()
+        self.cfg = cfg
+        self.decoder = decoder
+        self.register_buffer("id_table", id_table.detach().float().clone(), persistent=False)
+        self.up = nn.Linear(cfg.id_dim, cfg.hidden)  # d0 → d1
+        self.down = nn.Linear(cfg.hidden, cfg.id_dim)  # d1 → d0
+        prefix, suffix = cfg.prompt_parts()
+        pre = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        bos = getattr(tokenizer, "bos_token_id", None)
+        pre = ([bos] if bos is not None else []) + list(pre)
+        suf = list(tokenizer(suffix, add_special_tokens=False)["input_ids"])
+        self.register_buffer("prefix_ids", torch.tensor(pre, dtype=torch.long), persistent=False)
+        self.register_buffer("suffix_ids", torch.tensor(suf, dtype=torch.long), persistent=False)
+
+    # -- the inner pieces of the base model, whether or not peft wraps it
+    def _base(self) -> nn.Module:
+        d = self.decoder
+        return d.get_base_model() if hasattr(d, "get_base_model") else d
+
+    def inputs(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """items [B, T] left-padded → (inputs_embeds, attention_mask, position_ids) with all padding moved to
+        the far left, so the last position is always the response cue and positions never depend on padding."""
+        items = items[:, -self.cfg.max_len :]
+        b = items.shape[0]
+        embed = self._base().get_input_embeddings()
+        dtype = embed.weight.dtype
+        pre = embed(self.prefix_ids).to(dtype).expand(b, -1, -1)
+        suf = embed(self.suffix_ids).to(dtype).expand(b, -1, -1)
+        hist = self.up(self.id_table[items].to(self.up.weight.dtype)).to(dtype)
+        x = torch.cat([pre, hist, suf], dim=1)
+        ones = lambda n: torch.ones(b, n, dtype=torch.long, device=items.device)  # noqa: E731
+        mask = torch.cat([ones(pre.shape[1]), (items != 0).long(), ones(suf.shape[1])], dim=1)
+        order = torch.sort(mask, dim=1, stable=True).indices  # padding (0) first, real tokens keep their order
+        x = x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))
+        mask = mask.gather(1, order)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        return x, mask, pos
+
+    def hidden(self, items: torch.Tensor, all_layers: bool = False):
+        """Last-token hidden state after the final norm [B, d1]. With all_layers, also the last-token output of
+        every decoder layer, before the final norm, [L, B, d1] (read by hooks: unambiguous across versions)."""
+        x, mask, pos = self.inputs(items)
+        captured: list[torch.Tensor] = []
+        hooks = []
+        if all_layers:
+            def grab(module, args, output):
+                captured.append((output[0] if isinstance(output, tuple) else output)[:, -1])
+
+            hooks = [layer.register_forward_hook(grab) for layer in self._base().layers]
+        try:
+            out = self.decoder(inputs_embeds=x, attention_mask=mask, position_ids=pos, use_cache=False)
+        finally:
+            for h in hooks:
+                h.remove()
+        last = out.last_hidden_state[:, -1]
+        return (last, torch.stack(captured)) if all_layers else last
+
+    def final_norm(self) -> nn.Module:
+        return self._base().norm
+
+    def user_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return self.down(self.hidden(items).to(self.down.weight.dtype))
+
+    def score_all(self, items: torch.Tensor) -> torch.Tensor:
+        return self.user_vectors(items) @ self.id_table.T
+
+    def forward(self, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy of the next item (paper Eq. 1); column 0 (padding) is never a class."""
+        logits = self.score_all(items)
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits.float(), targets)
