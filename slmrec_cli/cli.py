@@ -159,6 +159,23 @@ def train_teacher(
         print_records(summary["records"], title=f"teacher {out}")
 
 
+@app.command("prune-probe")
+def prune_probe(
+    run: Annotated[Path, typer.Argument(help="A trained teacher (or student) run.")],
+    split: Annotated[str, typer.Option(help="valid | test.")] = "test",
+    layers: Annotated[str | None, typer.Option(help="Comma-separated layers to read, e.g. 1,2,8 "
+                                                    "(default: every layer).")] = None,
+    final_norm: Annotated[bool, typer.Option(help="Apply the model's final norm before the down-projection.")] = True,
+    baseline: Annotated[Path | None, typer.Option(help="A run whose eval file is drawn as a line (e.g. SASRec).")]
+    = None,
+    batch_size: o.EvalBatch = 32,
+) -> None:
+    """Score a trained LLM run's last-token state after each layer, through its own down-projection (no training)."""
+    from slmrec_cli.probe import prune_probe as run_probe
+
+    run_probe(run, split=split, layers=layers, final_norm=final_norm, baseline=baseline, batch_size=batch_size)
+
+
 @app.command()
 def evaluate(
     runs: Annotated[list[Path] | None, typer.Argument(help="Run directories to score.")] = None,

@@ -1,0 +1,54 @@
+"""The distillation terms, named as in the paper. Inputs are last-token states stacked per block: [B, batch, d]."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NORM_LOSSES = ("squared", "l2", "normalized")
+
+
+def d_cos(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Eq. 3: cosine similarity of student and teacher features, averaged over blocks (and the batch)."""
+    return F.cosine_similarity(student.float(), teacher.float(), dim=-1).mean()
+
+
+def d_norm(student: torch.Tensor, teacher: torch.Tensor, kind: str = "squared") -> torch.Tensor:
+    """Eq. 4: distance of the features, averaged over blocks (and the batch).
+    squared = ||s - t||² (the paper); l2 = ||s - t||; normalized = ||s - t||² / ||t||² (scale-free)."""
+    s, t = student.float(), teacher.float()
+    sq = (s - t).pow(2).sum(-1)
+    if kind == "squared":
+        return sq.mean()
+    if kind == "l2":
+        return sq.clamp_min(1e-12).sqrt().mean()
+    if kind == "normalized":
+        return (sq / t.pow(2).sum(-1).clamp_min(1e-12)).mean()
+    raise ValueError(f"unknown norm loss {kind!r}; choose from {NORM_LOSSES}")
+
+
+def next_item_ce(user: torch.Tensor, id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Full-softmax cross-entropy of the next item over the id table (Eq. 1); row 0 (padding) is never a class."""
+    logits = user.float() @ id_table.float().T
+    logits[:, 0] = float("-inf")
+    return F.cross_entropy(logits, targets)
+
+
+def l_ms(block_users: list[torch.Tensor], id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: mean CE of the B−1 intermediate-block adapters' predictions."""
+    if not block_users:
+        return id_table.new_zeros(())
+    return torch.stack([next_item_ce(u, id_table, targets) for u in block_users]).mean()
+
+
+def total_loss(ce: torch.Tensor, cos: torch.Tensor, norm: torch.Tensor, ms: torch.Tensor, *, lambda_cos: float,
+               lambda_norm: float, lambda_ms: float) -> torch.Tensor:
+    """Eq. 6: CE + λ1(1 − D_cos) + λ2 D_norm + λ3 L_ms; a zero λ drops its term (and its gradient) entirely."""
+    loss = ce
+    if lambda_cos:
+        loss = loss + lambda_cos * (1 - cos)
+    if lambda_norm:
+        loss = loss + lambda_norm * norm
+    if lambda_ms:
+        loss = loss + lambda_ms * ms
+    return loss

@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+
+from slmrec_cli.distill.blocks import block_layers
+from slmrec_cli.distill.losses import d_cos, d_norm, l_ms, next_item_ce, total_loss
+from slmrec_cli.errors import SlmrecError
+
+
+def test_d_cos_hand_computed():
+    s = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]])  # 2 blocks, batch 1
+    t = torch.tensor([[[0.0, 1.0]], [[1.0, 1.0]]])
+    assert d_cos(s, t).item() == pytest.approx((0.0 + 1.0) / 2)
+
+
+def test_d_norm_hand_computed():
+    s = torch.tensor([[[1.0, 2.0]], [[0.0, 0.0]]])
+    t = torch.tensor([[[1.0, 0.0]], [[3.0, 4.0]]])
+    assert d_norm(s, t, "squared").item() == pytest.approx((4.0 + 25.0) / 2)
+    assert d_norm(s, t, "l2").item() == pytest.approx((2.0 + 5.0) / 2)
+    assert d_norm(s, t, "normalized").item() == pytest.approx((4.0 / 1.0 + 25.0 / 25.0) / 2)
+
+
+def test_equal_features_are_perfectly_aligned():
+    t = torch.randn(4, 3, 8)
+    assert d_cos(t.clone(), t).item() == pytest.approx(1.0)
+    for kind in ("squared", "l2", "normalized"):
+        assert d_norm(t.clone(), t, kind).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_ce_and_l_ms_hand_computed():
+    table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # row 0 = padding
+    user = torch.tensor([[2.0, 0.0]])
+    target = torch.tensor([1])
+    expected = -math.log(math.exp(2) / (math.exp(2) + math.exp(0)))  # padding excluded
+    assert next_item_ce(user, table, target).item() == pytest.approx(expected)
+    other = torch.tensor([[0.0, 0.0]])
+    assert l_ms([user, other], table, target).item() == pytest.approx((expected + math.log(2)) / 2)
+    assert l_ms([], table, target).item() == 0.0
+
+
+@pytest.mark.parametrize("term", ["cos", "norm", "ms"])
+def test_zero_lambda_removes_the_terms_gradient(term):
+    x = torch.tensor(2.0, requires_grad=True)
+    parts = {"cos": x * 0.5, "norm": x * 3.0, "ms": x * 7.0}
+    lambdas = {"lambda_cos": 1.0, "lambda_norm": 0.1, "lambda_ms": 1.0, f"lambda_{term}": 0.0}
+    loss = total_loss(torch.tensor(1.0), parts["cos"], parts["norm"], parts["ms"], **lambdas)
+    loss.backward()
+    expected = {"cos": -0.5 * lambdas["lambda_cos"], "norm": 3.0 * lambdas["lambda_norm"],
+                "ms": 7.0 * lambdas["lambda_ms"]}
+    expected[term] = 0.0
+    assert x.grad.item() == pytest.approx(sum(expected.values()))
+
+
+@pytest.mark.parametrize("m, n, b, pairs", [
+    (8, 4, 4, [(2, 1), (4, 2), (6, 3), (8, 4)]),
+    (30, 6, 3, [(10, 2), (20, 4), (30, 6)]),
+    (8, 2, 2, [(4, 1), (8, 2)]),
+])
+def test_block_mapping(m, n, b, pairs):
+    assert block_layers(m, n, b) == pairs
+
+
+@pytest.mark.parametrize("m, n, b, word", [(8, 8, 4, "fewer"), (8, 6, 4, "divide"), (30, 4, 4, "divide"),
+                                           (8, 4, 0, "at least")])
+def test_block_mapping_bad_input(m, n, b, word):
+    with pytest.raises(SlmrecError, match=word):
+        block_layers(m, n, b)
