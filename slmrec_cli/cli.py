@@ -159,6 +159,57 @@ def train_teacher(
         print_records(summary["records"], title=f"teacher {out}")
 
 
+@app.command()
+def distill(
+    teacher: Annotated[Path, typer.Option(help="A teacher run from `slmrec train-teacher`.")],
+    out: o.Out,
+    student_layers: Annotated[int, typer.Option(help="N: the student keeps the base model's first N layers.")] = 4,
+    blocks: Annotated[int, typer.Option(help="B: align teacher layer k·M/B with student layer k·N/B, k=1..B.")] = 4,
+    lambda_cos: Annotated[float, typer.Option(help="λ1 of (1 − D_cos), Eq. 3 (0 = off).")] = 1.0,
+    lambda_norm: Annotated[float, typer.Option(help="λ2 of D_norm, Eq. 4 (0 = off).")] = 0.1,
+    lambda_ms: Annotated[float, typer.Option(help="λ3 of L_ms, Eq. 5 (0 = off).")] = 1.0,
+    norm_loss: Annotated[str, typer.Option(help="D_norm as squared (Eq. 4) | l2 | normalized (by the teacher's "
+                                                "norm).")] = "normalized",
+    mode: Annotated[str, typer.Option(help="offline: frozen trained teacher; online: teacher and student trained "
+                                           "together from the base model (RQ4).")] = "offline",
+    init_projections: Annotated[str, typer.Option(help="fresh | teacher (copy the teacher's up/down "
+                                                       "projections).")] = "fresh",
+    teacher_cache: Annotated[Path | None, typer.Option(help="Directory for the frozen teacher's block features "
+                                                            "(built once, reused; offline only).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Dataset directory (default: the teacher's).")] = None,
+    targets: Annotated[str | None, typer.Option(help="last | all (default: the teacher's).")] = None,
+    epochs: o.Epochs = 10,
+    batch_size: o.BatchSize = 32,
+    lr: o.Lr = 1e-3,
+    weight_decay: o.WeightDecay = 0.0,
+    warmup_ratio: o.WarmupRatio = 0.05,
+    grad_clip: o.GradClip = 1.0,
+    grad_accum: o.GradAccum = 1,
+    patience: o.Patience = 3,
+    eval_every: o.EvalEvery = 0,
+    eval_batch: o.EvalBatch = 32,
+    seed: o.Seed = 42,
+    mixed_precision: o.MixedPrecision = "auto",
+    log_with: o.LogWith = None,
+    resume: o.Resume = False,
+    force: o.Force = False,
+    config: config_option = None,
+) -> None:
+    """Distill an N-layer student from a trained M-layer teacher: CE + λ1(1−D_cos) + λ2·D_norm + λ3·L_ms."""
+    from slmrec_cli.distill.stage import distill as run
+    from slmrec_cli.evaluation.tables import print_records
+
+    args = o.train_args(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                        warmup_ratio=warmup_ratio, grad_clip=grad_clip, grad_accum=grad_accum, patience=patience,
+                        eval_every=eval_every, seed=seed, mixed_precision=mixed_precision, log_with=log_with)
+    summary = run(teacher, out, student_layers, args, data_dir=data, blocks=blocks, lambda_cos=lambda_cos,
+                  lambda_norm=lambda_norm, lambda_ms=lambda_ms, norm_loss=norm_loss, mode=mode,
+                  init_projections=init_projections, teacher_cache=teacher_cache, targets=targets,
+                  eval_batch=eval_batch, resume=resume, force=force)
+    if "records" in summary:
+        print_records(summary["records"], title=f"student {out}")
+
+
 @app.command("prune-probe")
 def prune_probe(
     run: Annotated[Path, typer.Argument(help="A trained teacher (or student) run.")],

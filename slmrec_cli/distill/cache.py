@@ -1,0 +1,69 @@
+"""Teacher feature cache (offline mode): the frozen teacher's block features per training example, computed once."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slmrec_cli import ui
+from slmrec_cli.errors import SlmrecError
+from slmrec_cli.io import file_sha256, save_safetensors
+
+CACHE_FILE = "teacher_features.safetensors"
+
+
+def teacher_fingerprint(run: Path) -> str:
+    """Hash of what determines the teacher's outputs: its config and trained weights."""
+    run = Path(run)
+    h = hashlib.sha256()
+    for name in ("config.json", "projections.safetensors", "adapter/adapter_model.safetensors",
+                 "item_embeddings.safetensors"):
+        path = run / name
+        if not path.exists():
+            raise SlmrecError(f"--teacher {run} has no {name}; it is not a finished teacher run (train it first)")
+        h.update(name.encode() + file_sha256(path).encode())
+    return h.hexdigest()[:32]
+
+
+def cache_key(teacher_hash: str, data_hash: str, targets: str, max_len: int, pairs: list) -> dict[str, str]:
+    return {"teacher_hash": teacher_hash, "data_hash": data_hash, "targets": targets, "max_len": str(max_len),
+            "teacher_layers": ",".join(str(t) for t, _ in pairs)}
+
+
+def load_or_build(path: Path, key: dict[str, str], task, distiller, batch_size: int, device) -> torch.Tensor:
+    """[n_examples, blocks, d1] features; refuse a cache whose key differs (another teacher, data or setup)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    file = path / CACHE_FILE if path.suffix != ".safetensors" else path
+    if file.exists():
+        try:
+            with safe_open(str(file), "pt") as f:
+                meta = f.metadata() or {}
+                feats = f.get_tensor("features")
+        except Exception as e:  # safetensors raises several types for damaged files
+            raise SlmrecError(f"teacher cache {file} is unreadable ({e}); delete it to rebuild") from None
+        for k, v in key.items():
+            if meta.get(k) != v:
+                raise SlmrecError(f"teacher cache {file} was built for a different {k.replace('_', ' ')} "
+                                  f"({meta.get(k)} ≠ {v}); pass another --teacher-cache or delete it")
+        if feats.shape[0] != task.n_examples:
+            raise SlmrecError(f"teacher cache {file} has {feats.shape[0]} examples, the data has {task.n_examples}; "
+                              "delete it to rebuild")
+        ui.info(f"teacher features from cache {file}")
+        return feats
+    chunks = []
+    with ui.progress("teacher cache", total=task.n_examples) as bar:
+        for start in range(0, task.n_examples, batch_size):
+            idx = np.arange(start, min(start + batch_size, task.n_examples))
+            items = task.batch(idx)["items"].to(device)
+            feats, _ = distiller.teacher_features(items)
+            chunks.append(feats.float().transpose(0, 1).cpu())
+            bar.advance(len(idx))
+    feats = torch.cat(chunks)
+    save_safetensors({"features": feats}, file, metadata=key)
+    ui.info(f"wrote teacher cache {file} ({feats.numel() * 4 / 2**20:.1f} MiB)")
+    return feats
