@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -132,7 +133,9 @@ def build_model(cfg: LLMRecConfig, base_model: str, id_table: torch.Tensor, *, d
 
         if not (Path(adapter_dir) / "adapter_config.json").exists():
             raise SlmrecError(f"{adapter_dir} is missing; the run has no trained weights yet (train or --resume it)")
-        decoder = PeftModel.from_pretrained(decoder, str(adapter_dir))
+        with warnings.catch_warnings():  # peft calls a transformers API that warns about its own rename
+            warnings.simplefilter("ignore", FutureWarning)
+            decoder = PeftModel.from_pretrained(decoder, str(adapter_dir))
     cfg.hidden = ref.hidden_size
     model = LLMRec(cfg, decoder, tokenizer, id_table)
     return model, ref

@@ -53,3 +53,20 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         ui.set_mode()
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+SASREC_TINY = {"dim": 16, "layers": 1, "heads": 2, "max_len": 8, "dropout": 0.1}
+TEACHER_TINY = {"layers": 4, "max_len": 8, "lora_r": 4, "lora_alpha": 8}
+
+
+def tiny_teacher(root: Path, epochs: int = 2):
+    """(data dir, sasrec run, tiny-random 4-layer teacher run) under root."""
+    from slmrec_cli.pretrain import pretrain_ids
+    from slmrec_cli.teacher import train_teacher
+    from slmrec_cli.train.engine import TrainArgs
+
+    data = make_dataset(root)
+    pretrain_ids(data, root / "sasrec", SASREC_TINY, TrainArgs(epochs=3, batch_size=32, lr=5e-3))
+    train_teacher(data, root / "sasrec", "tiny-random", root / "t4", TEACHER_TINY,
+                  TrainArgs(epochs=epochs, batch_size=16, lr=5e-3, log_every=1))
+    return data, root / "sasrec", root / "t4"

@@ -3,6 +3,7 @@ truncated decoder (LoRA) → last-token state after the final norm → down-proj
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -46,7 +47,9 @@ def add_lora(decoder: nn.Module, cfg: LLMRecConfig) -> nn.Module:
                           f"choose among e.g. q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj")
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_targets), bias="none")
-    return get_peft_model(decoder, lora)
+    with warnings.catch_warnings():  # peft calls a transformers API that warns about its own rename
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(decoder, lora)
 
 
 class LLMRec(nn.Module):

