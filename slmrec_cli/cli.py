@@ -78,7 +78,7 @@ def pretrain_ids(
     layers: Annotated[int, typer.Option(help="Self-attention blocks.")] = 2,
     heads: Annotated[int, typer.Option(help="Attention heads.")] = 2,
     max_len: o.MaxLen = 50,
-    dropout: Annotated[float, typer.Option(help="Dropout on embeddings, attention and feed-forward.")] = 0.5,
+    dropout: Annotated[float, typer.Option(help="Dropout on embeddings, attention and feed-forward.")] = 0.2,
     epochs: o.Epochs = 200,
     batch_size: o.BatchSize = 128,
     lr: o.Lr = 1e-3,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import warnings
 import shutil
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 

@@ -1,0 +1,142 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from slmrec_cli.data import load_dataset
+from slmrec_cli.distill.blocks import block_layers
+from slmrec_cli.distill.cache import cache_key, load_or_build, teacher_fingerprint
+from slmrec_cli.distill.model import Distiller
+from slmrec_cli.distill.stage import DistillTask, distill
+from slmrec_cli.errors import SlmrecError
+from slmrec_cli.models.llmrec import LLMRecConfig
+from slmrec_cli.teacher import build_model, load_llmrec_run
+from slmrec_cli.train.engine import TrainArgs
+from tests.helpers import make_dataset, run_cli, tiny_teacher
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    return tiny_teacher(tmp_path_factory.mktemp("distill"), epochs=2)
+
+
+def args(**kw):
+    return TrainArgs(**{"epochs": 2, "batch_size": 16, "lr": 5e-3, "log_every": 1, **kw})
+
+
+@pytest.mark.parametrize("mode", ["offline", "online"])
+def test_distillation_runs_end_to_end(teacher, tmp_path, mode):
+    _, _, t4 = teacher
+    out = tmp_path / f"s2-{mode}"
+    summary = distill(t4, out, 2, args(), blocks=2, mode=mode)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == "student" and cfg["model"]["layers"] == 2
+    assert cfg["distill"]["teacher"] == str(t4) and len(cfg["distill"]["teacher_hash"]) >= 16
+    assert cfg["distill"]["pairs"] == [[2, 1], [4, 2]] and cfg["distill"]["mode"] == mode
+    for f in ("adapter/adapter_model.safetensors", "projections.safetensors", "ms_adapters.safetensors",
+              "eval/test-sampled.json", "eval/test-full.json", "efficiency.json"):
+        assert (out / f).exists(), f
+    logs = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    train = [x for x in logs if x["event"] == "train"]
+    assert {"ce", "d_cos", "d_norm", "l_ms"} <= set(train[0])
+    if mode == "online":
+        assert "teacher_ce" in train[0]
+    assert summary["fit"]["best_step"] > 0
+
+
+def test_student_works_with_evaluate_and_probe(teacher, tmp_path, capsys):
+    _, _, t4 = teacher
+    out = tmp_path / "s2"
+    distill(t4, out, 2, args(epochs=1), blocks=2)
+    code, stdout, err = run_cli(["evaluate", out, "--protocol", "sampled", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["metrics"] == json.loads((out / "eval/test-sampled.json").read_text())["metrics"]
+    assert run_cli(["prune-probe", out], capsys)[0] == 0
+
+
+def _distiller(teacher, **kw):
+    data_dir, _, t4 = teacher
+    tcfg = json.loads((t4 / "config.json").read_text())
+    t = load_llmrec_run(t4, tcfg)
+    scfg = LLMRecConfig(**{**tcfg["model"], "layers": 2})
+    torch.manual_seed(0)
+    s, _ = build_model(scfg, "tiny-random", t.id_table)
+    opts = {"lambda_cos": 1.0, "lambda_norm": 0.1, "lambda_ms": 1.0, "norm_loss": "squared", "online": False, **kw}
+    return Distiller(s, t, block_layers(4, 2, 2), **opts), load_dataset(data_dir), t4
+
+
+def test_cache_gives_the_same_losses_as_the_live_teacher(teacher, tmp_path):
+    model, data, t4 = _distiller(teacher)
+    model.eval()
+    task = DistillTask(model, data, "last", 16, None)
+    key = cache_key(teacher_fingerprint(t4), data.content_hash, "last", 8, model.pairs)
+    feats = load_or_build(tmp_path / "cache", key, task, model, 16, "cpu")
+    assert feats.shape == (task.n_examples, 2, model.student.cfg.hidden)
+    idx = np.arange(10)
+    live = task.batch(idx)
+    task.features = feats
+    cached = task.batch(idx)
+    with torch.no_grad():
+        a = model(live["items"], live["targets"])
+        b = model(cached["items"], cached["targets"], cached["teacher_feats"])
+    assert a[0].item() == pytest.approx(b[0].item(), rel=1e-5)
+    for k in ("ce", "d_cos", "d_norm", "l_ms"):
+        assert a[1][k].item() == pytest.approx(b[1][k].item(), rel=1e-5, abs=1e-6)
+    # a second call reads the file instead of recomputing
+    again = load_or_build(tmp_path / "cache", key, task, model, 16, "cpu")
+    assert torch.equal(again, feats)
+    with pytest.raises(SlmrecError, match="different teacher hash"):
+        load_or_build(tmp_path / "cache", {**key, "teacher_hash": "0" * 32}, task, model, 16, "cpu")
+
+
+def test_student_equal_to_teacher_is_perfectly_aligned(teacher):
+    model, data, _ = _distiller(teacher)
+    task = DistillTask(model, data, "last", 16, None)
+    batch = task.batch(np.arange(8))
+    with torch.no_grad():
+        _, states = model.student.hidden(batch["items"], all_layers=True)
+        feats = states[[s - 1 for _, s in model.pairs]]
+        _, terms = model(batch["items"], batch["targets"], feats)
+    assert terms["d_cos"].item() == pytest.approx(1.0, abs=1e-5)
+    assert terms["d_norm"].item() == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("which", ["lambda_cos", "lambda_norm", "lambda_ms"])
+def test_zero_lambda_leaves_no_gradient_from_its_term(teacher, which):
+    lambdas = {"lambda_cos": 0.0, "lambda_norm": 0.0, "lambda_ms": 0.0, which: 1.0}
+    model, data, _ = _distiller(teacher, **lambdas)
+    model.train()
+    batch = DistillTask(model, data, "last", 16, None).batch(np.arange(8))
+    loss, terms = model(batch["items"], batch["targets"])
+    loss.backward()
+    adapter_grad = sum(p.grad.abs().sum().item() for p in model.ms_adapters.parameters() if p.grad is not None)
+    assert (adapter_grad > 0) == (which == "lambda_ms")  # only L_ms reaches the adapters
+
+
+def test_distill_bad_input(teacher, tmp_path, capsys):
+    data_dir, sasrec, t4 = teacher
+    base = ["distill", "--teacher", t4, "--out", tmp_path / "s", "--epochs", "1", "--student-layers", "2", "--blocks", "2"]
+    cases = [
+        (["--teacher", tmp_path / "missing"], "does not exist"),
+        (["--teacher", sasrec], "train-teacher"),
+        (["--student-layers", "4"], "fewer"),
+        (["--student-layers", "3"], "divide"),
+        (["--lambda-cos", "-1"], "lambda-cos"),
+        (["--norm-loss", "cosine"], "norm-loss"),
+        (["--mode", "online", "--teacher-cache", tmp_path / "c"], "offline"),
+    ]
+    for extra, word in cases:
+        code, _, err = run_cli([*base, *extra], capsys)
+        assert code == 2 and word in err and "Traceback" not in err, (extra, err)
+        assert not (tmp_path / "s").exists()
+    other = make_dataset(tmp_path, name="other", seed=4)
+    code, _, err = run_cli([*base, "--data", other], capsys)
+    assert code == 2 and "trained on data" in err
+    fake = tmp_path / "half"
+    shutil.copytree(t4, fake)
+    (fake / "projections.safetensors").unlink()
+    code, _, err = run_cli(["distill", "--teacher", fake, "--out", tmp_path / "s", "--student-layers", "2",
+                            "--blocks", "2"], capsys)
+    assert code == 2 and "projections" in err
