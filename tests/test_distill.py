@@ -117,7 +117,8 @@ def test_zero_lambda_leaves_no_gradient_from_its_term(teacher, which):
 
 def test_distill_bad_input(teacher, tmp_path, capsys):
     data_dir, sasrec, t4 = teacher
-    base = ["distill", "--teacher", t4, "--out", tmp_path / "s", "--epochs", "1", "--student-layers", "2", "--blocks", "2"]
+    base = ["distill", "--teacher", t4, "--out", tmp_path / "s", "--epochs", "1", "--student-layers", "2",
+            "--blocks", "2"]
     cases = [
         (["--teacher", tmp_path / "missing"], "does not exist"),
         (["--teacher", sasrec], "train-teacher"),
