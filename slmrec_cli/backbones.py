@@ -172,7 +172,7 @@ def _convert_gguf(gguf: Path, sha: str, folder: Path, ref: str) -> None:
     ui.info(f"converting {gguf.name} into {folder} (once; about a minute)")
     start = time.monotonic()
     try:
-        with _quiet_transformers(progress=not ui.quiet()):
+        with quiet_transformers(progress=not ui.quiet()):
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                          **_dense_gguf_kwargs())
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -241,7 +241,7 @@ def _load_config(folder: Path, ref: str) -> Any:
     from transformers import AutoConfig
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoConfig.from_pretrained(folder)  # never trust_remote_code: only built-in architectures
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SlmrecError(f"--base-model {ref}: transformers cannot read {folder}/config.json "
@@ -260,7 +260,7 @@ def _check_decoder(config: Any, ref: str) -> None:
     shallow = copy.deepcopy(config)
     _set_depth(shallow, 1)
     try:
-        with torch.device("meta"), _quiet_transformers():  # a weightless 1-layer skeleton: instant, no memory
+        with torch.device("meta"), quiet_transformers():  # a weightless 1-layer skeleton: instant, no memory
             skeleton = AutoModel.from_config(shallow)
     except (ValueError, KeyError, TypeError) as e:
         raise SlmrecError(f"{what} has no plain decoder class ({_first_line(e)}); pass a LLaMA-family model") from None
@@ -384,7 +384,7 @@ def _load_decoder(folder: Path, ref: str, layers: int, device: str, dtype: torch
         kwargs["device_map"] = {"": device}  # straight to the GPU, no full copy in host memory
     if quant is not None:
         kwargs["quantization_config"] = quant
-    with _quiet_transformers():  # the load report lists every skipped layer as UNEXPECTED: noise here
+    with quiet_transformers():  # the load report lists every skipped layer as UNEXPECTED: noise here
         decoder, info = AutoModel.from_pretrained(folder, **kwargs)
     missing = sorted(info.get("missing_keys") or [])
     if missing:  # a missing tensor would silently stay random-initialised
@@ -399,7 +399,7 @@ def _load_tokenizer(folder: Path, ref: str) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SlmrecError(f"--base-model {ref}: no usable tokenizer in {folder} ({_first_line(e)}); "
@@ -416,7 +416,7 @@ def _finish(decoder: nn.Module, tokenizer: Any) -> None:
 
 
 @contextmanager
-def _quiet_transformers(progress: bool = False) -> Iterator[None]:
+def quiet_transformers(progress: bool = False) -> Iterator[None]:
     """Silence transformers' warnings (and, unless asked, its progress bars) for one call; restore after."""
     from transformers.utils import logging as hf_logging
 

@@ -228,6 +228,57 @@ def prune_probe(
 
 
 @app.command()
+def export(
+    model: Annotated[Path | None, typer.Option(help="Teacher or student run (default: the latest finished distill "
+                                                   "run under ./runs).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Export directory (default exports/<run name>).")] = None,
+    format: Annotated[list[str] | None, typer.Option("--format", help="onnx, safetensors (both by default; "
+                                                     "repeatable or comma list).")] = None,
+    quantize: Annotated[list[str] | None, typer.Option(help="none | int8 | int4 (repeatable or comma list): ONNX "
+                                                       "int8 dynamic / int4 block MatMul; bitsandbytes int8 / "
+                                                       "nf4.")] = None,
+    bench: Annotated[bool, typer.Option(help="Benchmark every variant on every available runtime.")] = False,
+    bench_only: Annotated[Path | None, typer.Option(help="Only benchmark an existing export directory.")] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes for the benchmark.")] = "1,32,512",
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch and ONNX Runtime (default: "
+                                                     "torch's).")] = None,
+    eval_batch: o.EvalBatch = 64,
+    force: Annotated[bool, typer.Option(help="Replace an existing export directory.")] = False,
+) -> None:
+    """Merge LoRA, fold the prompt, write ONNX/safetensors (+ int8/int4), score every variant, benchmark latency."""
+    from slmrec_cli.errors import SlmrecError
+    from slmrec_cli.export import stage
+
+    try:
+        batches = [int(b) for b in batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        raise SlmrecError(f"--batch-sizes must be comma-separated integers, got '{batch_sizes}'") from None
+    if bench_only is not None:
+        stage.bench_only(bench_only, batches=batches, threads=threads)
+        return
+    run = model if model is not None else stage.latest_distill_run()
+    formats = stage.split_list(format, ["onnx", "safetensors"])
+    stage.export(run, out or Path("exports") / Path(run).name, formats=formats,
+                 quantize=stage.split_list(quantize, ["none"]), bench=bench, batches=batches, threads=threads,
+                 eval_batch=eval_batch, force=force)
+
+
+@app.command()
+def recommend(
+    model: Annotated[Path, typer.Option(help="An export directory from `slmrec export`.")],
+    history: Annotated[str | None, typer.Option(help="Comma-separated raw item ids, oldest first.")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="A file with one comma-separated history per "
+                                               "line.")] = None,
+    k: Annotated[int, typer.Option(help="How many items to return.")] = 10,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per history on stdout.")] = False,
+) -> None:
+    """Top-k next items for a history (raw ids in, raw ids out; items already in the history are never returned)."""
+    from slmrec_cli.recommend import recommend as run
+
+    run(model, history=history, input=input, k=k, json_out=json_out)
+
+
+@app.command()
 def evaluate(
     runs: Annotated[list[Path] | None, typer.Argument(help="Run directories to score.")] = None,
     split: Annotated[str, typer.Option(help="valid | test.")] = "test",

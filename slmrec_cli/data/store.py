@@ -53,6 +53,14 @@ def _parse_map(data: bytes, start: int, where: Path) -> list[str]:
     return out
 
 
+def read_item_map(path: Path) -> list[str]:
+    """index -> raw item id from an item_map.tsv (index 0 is "<pad>")."""
+    path = Path(path)
+    if not path.exists():
+        raise SlmrecError(f"{path} is missing; export again from a run whose dataset directory is present")
+    return [PAD] + _parse_map(path.read_bytes(), 1, path)
+
+
 def content_hash(arrays: dict[str, np.ndarray], maps: dict[str, bytes]) -> str:
     """sha256 (16 hex) over the arrays' dtype, shape and data, and the map files' bytes, in fixed order."""
     h = hashlib.sha256()

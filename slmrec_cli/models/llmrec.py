@@ -52,6 +52,23 @@ def add_lora(decoder: nn.Module, cfg: LLMRecConfig) -> nn.Module:
         return get_peft_model(decoder, lora)
 
 
+def splice(prefix: torch.Tensor, hist: torch.Tensor, suffix: torch.Tensor, items: torch.Tensor):
+    """[prefix | history | suffix] with the history's left padding moved to the far left, so the last position is
+    always the response cue and positions (cumsum of the mask) never depend on the amount of padding.
+    prefix [P, d], hist [B, T, d], suffix [S, d], items [B, T] left-padded with 0 → (embeds, mask, positions).
+    Pure gathers and arithmetic, so it exports to ONNX unchanged."""
+    b, t = items.shape
+    p_len = prefix.shape[0]
+    x = torch.cat([prefix.expand(b, -1, -1), hist, suffix.expand(b, -1, -1)], dim=1)
+    pads = (items == 0).sum(1, keepdim=True)  # [B, 1]
+    j = torch.arange(x.shape[1], device=items.device).unsqueeze(0)
+    order = torch.where(j < pads, p_len + j, torch.where(j < pads + p_len, j - pads, j))
+    x = x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    mask = (j >= pads).long()
+    pos = (j - pads).clamp(min=0)
+    return x, mask, pos
+
+
 class LLMRec(nn.Module):
     """`decoder` is the (optionally peft-wrapped) inner decoder with .embed_tokens/.layers/.norm semantics."""
 
@@ -76,23 +93,12 @@ class LLMRec(nn.Module):
         return d.get_base_model() if hasattr(d, "get_base_model") else d
 
     def inputs(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """items [B, T] left-padded → (inputs_embeds, attention_mask, position_ids) with all padding moved to
-        the far left, so the last position is always the response cue and positions never depend on padding."""
+        """items [B, T] left-padded → (inputs_embeds, attention_mask, position_ids) of the whole prompt."""
         items = items[:, -self.cfg.max_len :]
-        b = items.shape[0]
         embed = self._base().get_input_embeddings()
         dtype = embed.weight.dtype
-        pre = embed(self.prefix_ids).to(dtype).expand(b, -1, -1)
-        suf = embed(self.suffix_ids).to(dtype).expand(b, -1, -1)
         hist = self.up(self.id_table[items].to(self.up.weight.dtype)).to(dtype)
-        x = torch.cat([pre, hist, suf], dim=1)
-        ones = lambda n: torch.ones(b, n, dtype=torch.long, device=items.device)  # noqa: E731
-        mask = torch.cat([ones(pre.shape[1]), (items != 0).long(), ones(suf.shape[1])], dim=1)
-        order = torch.sort(mask, dim=1, stable=True).indices  # padding (0) first, real tokens keep their order
-        x = x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))
-        mask = mask.gather(1, order)
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        return x, mask, pos
+        return splice(embed(self.prefix_ids).to(dtype), hist, embed(self.suffix_ids).to(dtype), items)
 
     def hidden(self, items: torch.Tensor, all_layers: bool = False):
         """Last-token hidden state after the final norm [B, d1]. With all_layers, also the last-token output of

@@ -1,0 +1,97 @@
+"""ONNX: export with dynamic batch and sequence axes, check against torch, quantize (int8 dynamic, int4 blocks)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slmrec_cli.errors import SlmrecError
+from slmrec_cli.export.model import Recommender, WithScores
+from slmrec_cli.io import atomic_path
+
+OPSET = 18
+
+
+def need_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SlmrecError("ONNX export needs onnxruntime: pip install '.[cpu]' (or '.[gpu]' on CUDA)") from None
+    return ort
+
+
+def export_onnx(rec: Recommender, path: Path) -> None:
+    need_onnxruntime()
+    wrapper = WithScores(rec).eval()
+    example = torch.tensor([[0, 0, 1, 2, 3], [1, 2, 3, 4, 5]], dtype=torch.long)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the TorchScript exporter: no extra dependency, and the graph is plain tensor ops (checked below)
+        torch.onnx.export(wrapper, (example,), str(tmp), input_names=["items"], output_names=["user", "scores"],
+                          dynamic_axes={"items": {0: "batch", 1: "length"}, "user": {0: "batch"},
+                                        "scores": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+
+
+def session(path: Path, threads: int | None = None, provider: str = "cpu"):
+    """An ORT session; for CUDA the provider list is checked after creation (it can silently fall back)."""
+    ort = need_onnxruntime()
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
+    sess = ort.InferenceSession(str(path), opts, providers=providers)
+    if provider == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
+        raise SlmrecError("ONNX Runtime could not start its CUDA provider here; install onnxruntime-gpu with a "
+                          "matching CUDA, or use the CPU")
+    return sess
+
+
+def onnx_scorer(sess):
+    def score_all(items: torch.Tensor) -> torch.Tensor:
+        _, scores = sess.run(None, {"items": items.cpu().numpy().astype(np.int64)})
+        return torch.from_numpy(scores)
+
+    return score_all
+
+
+def max_abs_diff(rec: Recommender, path: Path, n_items: int, seed: int = 0) -> float:
+    """ORT vs torch user vectors on fresh random left-padded histories, in shapes not seen at export."""
+    rng = np.random.default_rng(seed)
+    sess = session(path, threads=1)
+    worst = 0.0
+    for batch, length in ((1, 3), (3, 11), (7, rec.max_len + 4)):
+        items = rng.integers(1, n_items + 1, size=(batch, length))
+        for row in range(batch):
+            items[row, : rng.integers(0, length)] = 0  # various amounts of left padding
+        items[:, -1] = rng.integers(1, n_items + 1, size=batch)
+        with torch.no_grad():
+            ref = rec(torch.from_numpy(items)).float().numpy()
+        got = sess.run(["user"], {"items": items.astype(np.int64)})[0]
+        worst = max(worst, float(np.abs(ref - got).max()))
+    return worst
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with atomic_path(dst) as tmp:
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def quantize_int4(src: Path, dst: Path, block_size: int = 32) -> None:
+    try:
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    except ImportError as e:
+        raise SlmrecError(f"int4 ONNX quantization needs onnx and onnx-ir ({e.name} is missing): "
+                          "pip install '.[cpu]'") from None
+    model = onnx.load(str(src))
+    quant = MatMulNBitsQuantizer(model, block_size=block_size, is_symmetric=True)
+    quant.process()
+    with atomic_path(dst) as tmp:
+        quant.model.save_model_to_file(str(tmp), use_external_data_format=False)

@@ -1,0 +1,86 @@
+"""The variants an export directory holds, each loadable on its own: name → file and a scorer per runtime."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from slmrec_cli.errors import SlmrecError
+
+VARIANTS = ("torch-fp32", "onnx-fp32", "onnx-int8", "onnx-int4", "bnb-int8", "bnb-nf4")
+FILES = {"torch-fp32": "model.safetensors", "onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx",
+         "onnx-int4": "model.int4.onnx", "bnb-int8": "bnb-int8", "bnb-nf4": "bnb-nf4"}
+
+
+@dataclass
+class Variant:
+    name: str
+    path: Path
+
+    @property
+    def file(self) -> str:
+        return FILES[self.name] + ("/model.safetensors" if self.name.startswith("bnb") else "")
+
+    @property
+    def bytes(self) -> int:
+        if self.path.is_dir():
+            return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        return self.path.stat().st_size
+
+
+def present(export_dir: Path) -> list[Variant]:
+    return [Variant(n, Path(export_dir) / FILES[n]) for n in VARIANTS if (Path(export_dir) / FILES[n]).exists()]
+
+
+def runtimes(variant: Variant, cuda: bool, ort_cuda: bool) -> list[tuple[str, str]]:
+    """(runtime, provider) pairs this variant runs on here."""
+    if variant.name.startswith("onnx"):
+        return [("ort", "cpu")] + ([("ort", "cuda")] if ort_cuda else [])
+    if variant.name.startswith("bnb"):
+        return [("torch", "cpu")] + ([("torch", "cuda")] if cuda else [])
+    return [("torch", "cpu")] + ([("torch", "cuda-fp32"), ("torch", "cuda-bf16")] if cuda else [])
+
+
+def scorer(variant: Variant, export_dir: Path, runtime: str, provider: str, threads: int | None = None):
+    """score_all(items [B, T]) → scores [B, n_items + 1] on CPU tensors, plus a sync function (or None)."""
+    from slmrec_cli.export.model import load_export
+
+    if runtime == "ort":
+        from slmrec_cli.export.onnx import onnx_scorer, session
+
+        return onnx_scorer(session(variant.path, threads=threads, provider=provider)), None
+    device = "cuda" if provider.startswith("cuda") else "cpu"
+    if variant.name.startswith("bnb"):
+        from slmrec_cli.export.bnb import load_bnb
+
+        template, _ = load_export(export_dir)
+        rec = load_bnb(variant.path, template, device)
+    else:
+        rec, _ = load_export(export_dir, device)
+        if provider == "cuda-bf16":
+            rec = copy.deepcopy(rec).to(torch.bfloat16)
+    sync = torch.cuda.synchronize if device == "cuda" else None
+
+    @torch.no_grad()
+    def score_all(items: torch.Tensor) -> torch.Tensor:
+        return rec.score_all(items.to(device)).float().cpu()
+
+    return score_all, sync
+
+
+def ort_cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()  # confirmed per session in session()
+
+
+def check_names(values: list[str], allowed: tuple[str, ...], option: str) -> list[str]:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise SlmrecError(f"{option} {bad[0]!r} is not one of {', '.join(allowed)}")
+    return values

@@ -1,0 +1,79 @@
+"""`slmrec recommend`: top-k next items from an export, by raw item ids, history excluded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slmrec_cli import ui
+from slmrec_cli.data import left_pad, read_item_map
+from slmrec_cli.errors import SlmrecError
+
+
+def parse_history(text: str, index: dict[str, int], where: str) -> np.ndarray:
+    raw = [x.strip() for x in text.split(",") if x.strip()]
+    if not raw:
+        raise SlmrecError(f"{where}: the history is empty; give at least one item id")
+    unknown = [x for x in raw if x not in index]
+    if unknown:
+        shown = ", ".join(repr(x) for x in unknown[:5]) + (" …" if len(unknown) > 5 else "")
+        raise SlmrecError(f"{where}: unknown item ids {shown}; use raw ids from the dataset's item_map.tsv")
+    return np.asarray([index[x] for x in raw], dtype=np.int64)
+
+
+def load_scorer(model: Path):
+    """ONNX (fp32) when the export has it, else the safetensors module."""
+    from slmrec_cli.export.variants import Variant, scorer
+
+    if (model / "model.onnx").exists():
+        try:
+            return scorer(Variant("onnx-fp32", model / "model.onnx"), model, "ort", "cpu")[0]
+        except SlmrecError:
+            pass  # onnxruntime not installed: fall back to torch
+    return scorer(Variant("torch-fp32", model / "model.safetensors"), model, "torch", "cpu")[0]
+
+
+def recommend(model: Path, *, history: str | None, input: Path | None, k: int, json_out: bool) -> list[list[str]]:
+    model = Path(model)
+    if not (model / "config.json").exists():
+        raise SlmrecError(f"{model} is not an slmrec export (no config.json); run `slmrec export` first")
+    if (history is None) == (input is None):
+        raise SlmrecError("give exactly one of --history ID,ID,... or --input FILE (one history per line)")
+    if k < 1:
+        raise SlmrecError(f"--k must be at least 1, got {k}")
+    raw_ids = read_item_map(model / "item_map.tsv")
+    index = {raw: i for i, raw in enumerate(raw_ids) if i > 0}
+    if history is not None:
+        histories = [parse_history(history, index, "--history")]
+    else:
+        if not Path(input).exists():
+            raise SlmrecError(f"--input {input} does not exist")
+        lines = Path(input).read_text().splitlines()
+        histories = [parse_history(line, index, f"{input} line {n}") for n, line in enumerate(lines, 1)
+                     if line.strip()]
+        if not histories:
+            raise SlmrecError(f"--input {input} has no histories; write one comma-separated history per line")
+    from slmrec_cli.io import read_json
+
+    max_len = read_json(model / "config.json")["max_len"]
+    score_all = load_scorer(model)
+    results = []
+    for start in range(0, len(histories), 64):
+        chunk = histories[start : start + 64]
+        scores = score_all(torch.from_numpy(left_pad(chunk, max_len))).clone()
+        scores[:, 0] = float("-inf")
+        for row, h in enumerate(chunk):
+            scores[row, torch.from_numpy(h)] = float("-inf")  # never recommend what the user already has
+        top = scores.topk(min(k, scores.shape[1] - 1), dim=1)
+        for row, h in enumerate(chunk):
+            items = [raw_ids[i] for i, s in zip(top.indices[row].tolist(), top.values[row].tolist(), strict=True)
+                     if s != float("-inf")]
+            results.append(items)
+            if json_out:
+                print(json.dumps({"history": [raw_ids[i] for i in h], "items": items}))
+            else:
+                ui.out.print("\n".join(f"{n:>3}. {item}" for n, item in enumerate(items, 1)), highlight=False)
+    return results

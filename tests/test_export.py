@@ -1,0 +1,123 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from slmrec_cli.export.model import load_export, merge_run
+from slmrec_cli.export.stage import export
+from slmrec_cli.runs import load_model
+from tests.helpers import run_cli, tiny_teacher
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data, _, run = tiny_teacher(root, epochs=1)
+    torch.set_num_threads(1)
+    out = root / "exp"
+    result = export(run, out, formats=["onnx", "safetensors"], quantize=["int8", "int4"], bench=True,
+                    batches=[1, 4], threads=1, min_seconds=0.0)
+    return data, run, out, result
+
+
+def histories(n_items, batch=5, length=8, seed=1):
+    rng = np.random.default_rng(seed)
+    items = rng.integers(1, n_items + 1, size=(batch, length))
+    for row in range(batch):
+        items[row, : rng.integers(0, length - 1)] = 0
+    return torch.from_numpy(items)
+
+
+def test_merged_equals_unmerged(exported):
+    _, run, _, _ = exported
+    _, model = load_model(run)
+    rec, _ = merge_run(run)
+    x = histories(model.cfg.n_items)
+    with torch.no_grad():
+        assert (rec.score_all(x) - model.score_all(x)).abs().max().item() <= 1e-5
+
+
+def test_export_reload_equals_run(exported):
+    _, run, out, _ = exported
+    _, model = load_model(run)
+    rec, cfg = load_export(out)
+    x = histories(cfg["n_items"], batch=3, length=11)
+    cands = torch.randint(1, cfg["n_items"] + 1, (3, 6))
+    with torch.no_grad():
+        assert (rec.score_all(x) - model.score_all(x)).abs().max().item() <= 1e-5
+        assert torch.allclose(rec.score(x, cands), model.score_all(x).gather(1, cands), atol=1e-5)
+
+
+def test_onnx_matches_torch_and_int8_keeps_the_top10(exported):
+    from slmrec_cli.export.onnx import onnx_scorer, session
+
+    _, _, out, result = exported
+    assert result["quality"]["onnx_max_abs_diff"] <= 1e-4  # measured on shapes not seen at export
+    rec, cfg = load_export(out)
+    fp32 = onnx_scorer(session(out / "model.onnx", threads=1))
+    int8 = onnx_scorer(session(out / "model.int8.onnx", threads=1))
+    x = histories(cfg["n_items"], batch=16, length=9, seed=3)
+    with torch.no_grad():
+        ref = rec.score_all(x)
+    assert (fp32(x) - ref).abs().max().item() <= 1e-4
+    a, b = fp32(x)[:, 1:].topk(10).indices, int8(x)[:, 1:].topk(10).indices
+    overlap = np.mean([len(set(a[i].tolist()) & set(b[i].tolist())) / 10 for i in range(len(a))])
+    assert overlap >= 0.9
+
+
+def test_quality_and_bench_files(exported):
+    _, _, out, _ = exported
+    quality = json.loads((out / "quality.json").read_text())
+    names = [v["name"] for v in quality["variants"]]
+    assert names[:4] == ["torch-fp32", "onnx-fp32", "onnx-int8", "onnx-int4"]
+    for v in quality["variants"]:
+        assert set(v["metrics"]) == {"sampled", "full"} and v["bytes"] > 0 and (out / v["file"]).exists()
+        assert v["relative_mrr"] > 0
+    assert quality["variants"][0]["relative_mrr"] == 1.0
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["threads"] == 1 and bench["results"]
+    for r in bench["results"]:
+        assert {"variant", "runtime", "provider", "batch", "p50_ms", "p95_ms", "users_per_s"} <= set(r)
+        assert r["runtime"] in ("torch", "ort") and r["batch"] in (1, 4)
+
+
+def test_recommend_returns_raw_ids_and_never_the_history(exported, capsys, tmp_path):
+    data, _, out, _ = exported
+    raw = [line.split("\t")[1] for line in (out / "item_map.tsv").read_text().splitlines()[1:]]
+    history = raw[:3]
+    code, stdout, err = run_cli(["recommend", "--model", out, "--history", ",".join(history), "--k", "10",
+                                 "--json"], capsys)
+    assert code == 0, err
+    rec = json.loads(stdout)
+    assert len(rec["items"]) == 10 and not set(rec["items"]) & set(history)
+    assert set(rec["items"]) <= set(raw)
+    lines = tmp_path / "h.txt"
+    lines.write_text(f"{raw[0]},{raw[1]}\n{raw[5]}\n")
+    code, stdout, _ = run_cli(["recommend", "--model", out, "--input", lines, "--k", "3", "--json"], capsys)
+    assert code == 0 and len(stdout.strip().splitlines()) == 2
+
+
+def test_bad_input(exported, capsys, tmp_path):
+    _, run, out, _ = exported
+    cases = [
+        (["recommend", "--model", out, "--history", "nope-1,nope-2"], "nope-1"),
+        (["recommend", "--model", out, "--history", " , "], "empty"),
+        (["recommend", "--model", tmp_path, "--history", "1"], "not an slmrec export"),
+        (["export", "--model", tmp_path, "--out", tmp_path / "e"], "not an slmrec run"),
+        (["export", "--model", run, "--out", tmp_path / "e", "--quantize", "int3"], "int3"),
+        (["export", "--model", run, "--out", tmp_path / "e", "--format", "tflite"], "tflite"),
+        (["export", "--model", run, "--out", out], "already exists"),
+        (["export", "--bench-only", tmp_path], "not an slmrec export"),
+    ]
+    for argv, word in cases:
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and word in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "e").exists()
+
+
+def test_bench_only_rewrites_bench(exported, capsys):
+    _, _, out, _ = exported
+    code, stdout, err = run_cli(["export", "--bench-only", out, "--batch-sizes", "2", "--threads", "1"], capsys)
+    assert code == 0, err
+    assert {r["batch"] for r in json.loads((out / "bench.json").read_text())["results"]} == {2}
