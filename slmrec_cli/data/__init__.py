@@ -3,8 +3,7 @@
 from slmrec_cli.data.builtin import BUILTIN_DATASETS, builtin_dataset
 from slmrec_cli.data.prepare import Prepared, prepare, sample_negatives
 from slmrec_cli.data.readers import CSV_DEFAULTS, FORMATS, Log, read_log
-from slmrec_cli.data.store import (SeqData, content_hash, is_dataset, left_pad, load_dataset, read_item_map,
-                                   save_dataset)
+from slmrec_cli.data.store import SeqData, content_hash, is_dataset, left_pad, load_dataset, read_item_map, save_dataset
 
 __all__ = [
     "BUILTIN_DATASETS",
