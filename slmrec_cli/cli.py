@@ -291,12 +291,15 @@ def evaluate(
                                                     "the ranking.")] = True,
     batch_size: Annotated[int, typer.Option(help="Users per batch.")] = 256,
     json_out: Annotated[bool, typer.Option("--json", help="Print one metrics object per line on stdout.")] = False,
+    reuse: Annotated[bool, typer.Option(help="Reuse a run's existing metrics files when they were made on the "
+                                             "same data with the same options (score only what is missing).")]
+    = False,
 ) -> None:
     """Score runs on a split by PROTOCOL.md and write RUN/eval/<split>-<protocol>.json; one table for all."""
     from slmrec_cli.evaluate_cmd import run_evaluate
 
     run_evaluate(runs or [], split=split, protocol=protocol, data=data, popularity=popularity,
-                 mask_history=mask_history, batch_size=batch_size, json_out=json_out)
+                 mask_history=mask_history, batch_size=batch_size, json_out=json_out, reuse=reuse)
 
 
 def main() -> None:

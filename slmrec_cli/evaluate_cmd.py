@@ -33,8 +33,22 @@ def _protocols(protocol: str) -> tuple[str, ...]:
     return (protocol,)
 
 
+def stored_records(run: Path, ds, split: str, protocols, mask_history: bool) -> list[dict] | None:
+    """The run's metrics files for this split, if all exist and were made on this data with these options."""
+    records = []
+    for p in protocols:
+        path = Path(run) / "eval" / f"{split}-{p}.json"
+        if not path.exists():
+            return None
+        rec = json.loads(path.read_text())
+        if rec.get("data_hash") != ds.content_hash or (p == "full" and rec.get("mask_history") != mask_history):
+            return None
+        records.append(rec)
+    return records
+
+
 def run_evaluate(runs: list[Path], *, split: str, protocol: str, data: Path | None, popularity: bool,
-                 mask_history: bool, batch_size: int, json_out: bool) -> list[dict]:
+                 mask_history: bool, batch_size: int, json_out: bool, reuse: bool = False) -> list[dict]:
     if split not in ("valid", "test"):
         raise SlmrecError(f"--split must be valid or test, got '{split}'")
     protocols = _protocols(protocol)
@@ -56,6 +70,9 @@ def run_evaluate(runs: list[Path], *, split: str, protocol: str, data: Path | No
     for run, cfg in configs:
         ds = dataset(data or cfg["data"]["path"])
         check_same_data(cfg, ds, run)
+        if reuse and (stored := stored_records(run, ds, split, protocols, mask_history)) is not None:
+            records.extend(stored)
+            continue
         _, model = load_model(run, device)
         res = rank_split(model.score_all, ds, split, protocols, max_len=model.cfg.max_len, batch_size=batch_size,
                          mask_history=mask_history, device=device, desc=f"{run} {split}")

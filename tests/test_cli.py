@@ -185,3 +185,16 @@ def test_bad_training_options(tiny, tmp_path, capsys):
         code, _, err = run_cli(["pretrain-ids", "--data", tiny, "--out", tmp_path / "x", *extra], capsys)
         assert code == 2 and word in err, err
         assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_reuse_reads_matching_files(trained, capsys):
+    path = trained / "eval" / "valid-sampled.json"
+    code, out, _ = run_cli(["evaluate", trained, "--split", "valid", "--protocol", "sampled", "--json"], capsys)
+    fresh = json.loads(out)
+    marked = {**fresh, "metrics": {**fresh["metrics"], "MRR": 0.123456}}
+    path.write_text(json.dumps(marked))
+    code, out, _ = run_cli(["evaluate", trained, "--split", "valid", "--protocol", "sampled", "--json", "--reuse"],
+                           capsys)
+    assert code == 0 and json.loads(out)["metrics"]["MRR"] == 0.123456  # read, not recomputed
+    code, out, _ = run_cli(["evaluate", trained, "--split", "valid", "--protocol", "sampled", "--json"], capsys)
+    assert json.loads(out)["metrics"] == fresh["metrics"]  # without --reuse it scores again
