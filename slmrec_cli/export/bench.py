@@ -15,9 +15,14 @@ def random_histories(batch: int, length: int, n_items: int, seed: int = 0) -> to
 
 
 def time_calls(fn: Callable[[], object], *, warmup: int = 1, min_calls: int = 3, min_seconds: float = 1.0,
-               max_calls: int = 50) -> list[float]:
+               max_calls: int = 50, slow_call: float = 15.0) -> list[float]:
+    """Latencies of repeated calls after warm-up; a call slower than `slow_call` seconds is timed only once
+    (bitsandbytes int8 on a CPU can take minutes at batch 512)."""
+    t0 = time.perf_counter()
     for _ in range(warmup):
         fn()
+    if warmup and (time.perf_counter() - t0) / warmup > slow_call:
+        min_calls, min_seconds = 1, 0.0
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < min_calls or (time.perf_counter() - start < min_seconds and len(times) < max_calls):
