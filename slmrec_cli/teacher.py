@@ -177,21 +177,33 @@ def train_teacher(data_dir: Path, ids_run: Path, base_model: str, out: Path, mod
                         quantized={"load_in_8bit": load_in_8bit, "load_in_4bit": load_in_4bit},
                         effective_batch_size=args.batch_size * args.grad_accum * acc.num_processes,
                         **(extra_config or {}))
-    if acc.is_main_process:
-        save_config(run_dir, config, resume)
-        save_safetensors({"item_embeddings": table}, run_dir / ID_TABLE)
+    start_llm_run(acc, run_dir, config, table, resume)
     task = LLMRecTask(model, data, targets, eval_batch)
     counts = param_counts(model)
     label = "" if ref.pretrained else " [NOT PRETRAINED: tiny-random]"
     ui.info(f"{kind} on {data.name}: {ref.ref} first {cfg.layers}/{ref.layers_total} layers{label}, "
             f"{task.n_examples} examples (targets={targets}), {counts['trainable']:,} trainable parameters")
     result = fit(task, args, run_dir, resume=resume, accelerator=acc, on_step=on_step)
+    return finish_llm_run(acc, run_dir, config, data, result, device=device, eval_batch=eval_batch,
+                          trainable=counts["trainable"])
+
+
+def start_llm_run(acc, run_dir: Path, config: dict, table: torch.Tensor, resume: bool) -> None:
+    """The config and a copy of the frozen id table, so the run reloads on its own."""
+    if acc.is_main_process:
+        save_config(run_dir, config, resume)
+        save_safetensors({"item_embeddings": table}, run_dir / ID_TABLE)
+
+
+def finish_llm_run(acc, run_dir: Path, config: dict, data, result, *, device: str, eval_batch: int,
+                   trainable: int) -> dict:
+    """Reload the selected weights, score valid and test once, write eval/ and efficiency.json."""
     best = load_llmrec_run(run_dir, config, device)
     summary = {"fit": asdict(result)}
     if acc.is_main_process:
-        ev = evaluate_and_record(best, data, run_dir, max_len=cfg.max_len, device=device, batch_size=eval_batch)
+        ev = evaluate_and_record(best, data, run_dir, max_len=best.cfg.max_len, device=device, batch_size=eval_batch)
         write_efficiency(run_dir, best, seconds_per_epoch=result.seconds_per_epoch,
                          inference_seconds=ev["inference_seconds"], inference_users=ev["inference_users"],
-                         device=device, params=counts)
+                         device=device, params={**param_counts(best), "trainable": trainable})
         summary["records"] = list(ev["records"].values())
     return summary

@@ -17,10 +17,16 @@ from slmrec_cli.distill.model import Distiller
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.llmrec import LLMRecConfig
-from slmrec_cli.runs import check_same_data, load_run_config, prepare_run_dir, run_config, save_config
-from slmrec_cli.teacher import ID_TABLE, LLMRecTask, build_model, load_llmrec_run, param_counts, save_llmrec_weights
+from slmrec_cli.runs import check_same_data, load_run_config, prepare_run_dir, run_config
+from slmrec_cli.teacher import (
+    LLMRecTask,
+    build_model,
+    finish_llm_run,
+    load_llmrec_run,
+    save_llmrec_weights,
+    start_llm_run,
+)
 from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator
-from slmrec_cli.train.finish import evaluate_and_record, write_efficiency
 
 
 class DistillTask(LLMRecTask):
@@ -102,9 +108,7 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
     config = run_config("student", data, model=asdict(student.cfg), base_model=asdict(ref), train=asdict(args),
                         targets=targets, ids=tcfg.get("ids"), distill=distill_cfg,
                         effective_batch_size=args.batch_size * args.grad_accum * acc.num_processes)
-    if acc.is_main_process:
-        save_config(run_dir, config, resume)
-        save_safetensors({"item_embeddings": table}, run_dir / ID_TABLE)
+    start_llm_run(acc, run_dir, config, table, resume)
     task = DistillTask(model, data, targets, eval_batch, None)
     if teacher_cache is not None:
         key = cache_key(t_hash, data.content_hash, targets, scfg.max_len, pairs)
@@ -112,14 +116,6 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
     ui.info(f"distill {m}→{student_layers} layers, blocks {pairs}, {mode}, λ=({lambda_cos}, {lambda_norm}, "
             f"{lambda_ms}), norm loss {norm_loss}, {task.n_examples} examples")
     result = fit(task, args, run_dir, resume=resume, accelerator=acc, on_step=on_step)
-    best = load_llmrec_run(run_dir, config, device)
-    summary = {"fit": asdict(result)}
-    if acc.is_main_process:
-        ev = evaluate_and_record(best, data, run_dir, max_len=scfg.max_len, device=device, batch_size=eval_batch)
-        counts = param_counts(best)
-        counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        write_efficiency(run_dir, best, seconds_per_epoch=result.seconds_per_epoch,
-                         inference_seconds=ev["inference_seconds"], inference_users=ev["inference_users"],
-                         device=device, params=counts)
-        summary["records"] = list(ev["records"].values())
-    return summary
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return finish_llm_run(acc, run_dir, config, data, result, device=device, eval_batch=eval_batch,
+                          trainable=trainable)
