@@ -1,0 +1,30 @@
+"""Project rules that a grep can check: no pickle anywhere, no remote code."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = [
+    (re.compile(r"^\s*(import pickle|from pickle|import cloudpickle|import dill)", re.M), "pickle"),
+    (re.compile(r"torch\.load\((?![^)]*weights_only=True)"), "torch.load without weights_only=True"),
+    (re.compile(r"allow_pickle\s*=\s*True"), "numpy allow_pickle=True"),
+    (re.compile(r"trust_remote_code\s*=\s*True"), "trust_remote_code=True"),
+    (re.compile(r"\.to_pickle\(|read_pickle\("), "pandas pickle"),
+]
+
+
+def test_no_pickle_and_no_remote_code():
+    offenders = []
+    for path in [*ROOT.glob("slmrec_cli/**/*.py"), *ROOT.glob("benchmarks/**/*.py"), *ROOT.glob("examples/**/*")]:
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            offenders += [f"{path.relative_to(ROOT)}: {why}" for rx, why in FORBIDDEN if rx.search(text)]
+    assert not offenders, offenders
+
+
+def test_the_rules_catch_what_they_should():
+    samples = {"import pickle\n": "pickle", "x = torch.load(f)": "torch.load", "np.load(p, allow_pickle=True)": "numpy",
+               "AutoModel.from_pretrained(p, trust_remote_code=True)": "trust_remote_code"}
+    for text, why in samples.items():
+        assert any(rx.search(text) and why in reason for rx, reason in FORBIDDEN), text
+    assert not any(rx.search("torch.load(f, weights_only=True)") for rx, _ in FORBIDDEN)
