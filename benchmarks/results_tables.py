@@ -3,6 +3,7 @@
 python benchmarks/results_tables.py quality RUN... [--split test] [--popularity DATA]
 python benchmarks/results_tables.py efficiency STUDENT TEACHER [OTHER...]
 python benchmarks/results_tables.py probe RUN [--split test]
+python benchmarks/results_tables.py datasets DATA_DIR...
 """
 
 from __future__ import annotations
@@ -90,9 +91,21 @@ def probe(run: Path, split: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def datasets(dirs: list[Path]) -> str:
+    out = ["| dataset | users | items | interactions | density | avg length | content hash | filters |",
+           "|---|---:|---:|---:|---:|---:|---|---|"]
+    for d in dirs:
+        m = read(d / "meta.json")
+        st, op = m["stats"], m["options"]
+        out.append(f"| {m['name']} | {st['users']:,} | {st['items']:,} | {st['interactions']:,} | "
+                   f"{100 * st['density']:.2f}% | {st['mean_length']:.1f} | `{m['content_hash']}` | rating > "
+                   f"{op['min_rating']:g}, {op['k_core']}-core, {op['num_negatives']} negatives (seed {op['seed']}) |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=("quality", "efficiency", "probe"))
+    ap.add_argument("what", choices=("quality", "efficiency", "probe", "datasets"))
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--split", default="test")
     ap.add_argument("--popularity", type=Path)
@@ -101,6 +114,8 @@ def main() -> None:
         print(quality(a.runs, a.split, a.popularity))
     elif a.what == "efficiency":
         print(efficiency(a.runs))
+    elif a.what == "datasets":
+        print(datasets(a.runs))
     else:
         print(probe(a.runs[0], a.split))
 
