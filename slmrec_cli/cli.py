@@ -35,7 +35,9 @@ def root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
 ) -> None:
     """slmrec: E4SRec-style LLM recommenders made small (SLMRec, ICLR 2025)."""
-    ui.set_mode(quiet=quiet, debug=debug)
+    from slmrec_cli.distributed import is_main_process
+
+    ui.set_mode(quiet=quiet or not is_main_process(), debug=debug)  # several processes: one speaks
 
 
 @app.command()
@@ -136,6 +138,7 @@ def train_teacher(
     eval_batch: o.EvalBatch = 32,
     seed: o.Seed = 42,
     mixed_precision: o.MixedPrecision = "auto",
+    gradient_checkpointing: o.GradientCheckpointing = False,
     load_in_8bit: o.LoadIn8bit = False,
     load_in_4bit: o.LoadIn4bit = False,
     log_with: o.LogWith = None,
@@ -154,7 +157,8 @@ def train_teacher(
     model = llm_options(layers=layers, max_len=max_len, prompt=prompt, lora_r=lora_r, lora_alpha=lora_alpha,
                         lora_dropout=lora_dropout, lora_targets=lora_targets)
     summary = run(data, ids, base_model, out, model, args, targets=targets, load_in_8bit=load_in_8bit,
-                  load_in_4bit=load_in_4bit, eval_batch=eval_batch, resume=resume, force=force)
+                  load_in_4bit=load_in_4bit, gradient_checkpointing=gradient_checkpointing, eval_batch=eval_batch,
+                  resume=resume, force=force)
     if "records" in summary:
         print_records(summary["records"], title=f"teacher {out}")
 
@@ -190,6 +194,7 @@ def distill(
     eval_batch: o.EvalBatch = 32,
     seed: o.Seed = 42,
     mixed_precision: o.MixedPrecision = "auto",
+    gradient_checkpointing: o.GradientCheckpointing = False,
     log_with: o.LogWith = None,
     resume: o.Resume = False,
     force: o.Force = False,
@@ -205,7 +210,7 @@ def distill(
     summary = run(teacher, out, student_layers, args, data_dir=data, blocks=blocks, lambda_cos=lambda_cos,
                   lambda_norm=lambda_norm, lambda_ms=lambda_ms, norm_loss=norm_loss, mode=mode,
                   init_projections=init_projections, teacher_cache=teacher_cache, targets=targets,
-                  eval_batch=eval_batch, resume=resume, force=force)
+                  eval_batch=eval_batch, gradient_checkpointing=gradient_checkpointing, resume=resume, force=force)
     if "records" in summary:
         print_records(summary["records"], title=f"student {out}")
 
@@ -306,6 +311,7 @@ def main() -> None:
     """Entry point: bad input → one line, exit 2; internal error → one line, exit 1 (traceback with --debug)."""
     import click
 
+    from slmrec_cli.distributed import is_main_process
     from slmrec_cli.errors import Interrupted, SlmrecError
 
     debug = "--debug" in sys.argv
@@ -325,7 +331,8 @@ def main() -> None:
         ui.err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except Interrupted as e:
-        ui.err.print(f"[yellow]interrupted:[/] {e}", highlight=False, soft_wrap=True)
+        if is_main_process():  # every process stops at the same step; one says so
+            ui.err.print(f"[yellow]interrupted:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         ui.err.print("interrupted")

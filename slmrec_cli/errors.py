@@ -11,3 +11,9 @@ class Interrupted(Exception):
     """Training stopped by Ctrl-C after saving a checkpoint. Exit code 130."""
 
     exit_code = 130
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (library errors can span many lines), for one-line errors."""
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from slmrec_cli.data import load_dataset
+from slmrec_cli.distributed import process_state
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.evaluate import PROTOCOLS, metrics_record, rank_split, write_metrics
 from slmrec_cli.evaluation.tables import print_records
@@ -49,6 +50,8 @@ def stored_records(run: Path, ds, split: str, protocols, mask_history: bool) -> 
 
 def run_evaluate(runs: list[Path], *, split: str, protocol: str, data: Path | None, popularity: bool,
                  mask_history: bool, batch_size: int, json_out: bool, reuse: bool = False) -> list[dict]:
+    """Under torchrun / accelerate launch every process loads the runs and scores its share of the users; the ranks
+    are gathered, and the main process alone writes the metrics files and prints."""
     if split not in ("valid", "test"):
         raise SlmrecError(f"--split must be valid or test, got '{split}'")
     protocols = _protocols(protocol)
@@ -56,8 +59,12 @@ def run_evaluate(runs: list[Path], *, split: str, protocol: str, data: Path | No
         raise SlmrecError("nothing to evaluate; give one or more RUN directories, or --popularity --data DIR")
     if popularity and not runs and data is None:
         raise SlmrecError("--popularity needs --data DIR (or a run whose dataset it can use)")
+    if batch_size < 1:
+        raise SlmrecError(f"--batch-size must be at least 1, got {batch_size}")
     configs = [(Path(r), load_run_config(r)) for r in runs]  # check every run before scoring any
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    state = process_state()
+    main = state is None or state.is_main_process
+    device = str(state.device) if state else "cuda" if torch.cuda.is_available() else "cpu"
     cache: dict[str, object] = {}
 
     def dataset(path) -> object:
@@ -78,13 +85,16 @@ def run_evaluate(runs: list[Path], *, split: str, protocol: str, data: Path | No
                          mask_history=mask_history, device=device, desc=f"{run} {split}")
         for p in protocols:
             rec = metrics_record(res[p], ds, split, str(run))
-            write_metrics(run, rec)
+            if main:
+                write_metrics(run, rec)
             records.append(rec)
     if popularity:
         ds = dataset(data or configs[0][1]["data"]["path"])
         res = rank_split(popularity_scorer(ds), ds, split, protocols, max_len=1, batch_size=batch_size,
                          mask_history=mask_history, desc=f"popularity {split}")
         records.extend(metrics_record(res[p], ds, split, "popularity") for p in protocols)
+    if not main:
+        return records
     if json_out:
         for rec in records:
             print(json.dumps(rec))

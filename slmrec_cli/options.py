@@ -14,7 +14,8 @@ LORA = "LoRA"
 Data = Annotated[Path, typer.Option(help="Dataset directory from `slmrec prepare`.")]
 Out = Annotated[Path, typer.Option(help="Run directory to write.")]
 Epochs = Annotated[int, typer.Option(help="Maximum epochs.", rich_help_panel=OPT)]
-BatchSize = Annotated[int, typer.Option(help="Training examples per batch (per process).", rich_help_panel=OPT)]
+BatchSize = Annotated[int, typer.Option(help="Training examples per batch, per process (effective batch = this x "
+                                             "--grad-accum x processes).", rich_help_panel=OPT)]
 Lr = Annotated[float, typer.Option(help="Peak learning rate (AdamW).", rich_help_panel=OPT)]
 WeightDecay = Annotated[float, typer.Option(help="AdamW weight decay.", rich_help_panel=OPT)]
 WarmupRatio = Annotated[float, typer.Option(help="Fraction of steps of linear warm-up before the cosine decay.",
@@ -46,6 +47,9 @@ LoraR = Annotated[int, typer.Option(help="LoRA rank.", rich_help_panel=LORA)]
 LoraAlpha = Annotated[int, typer.Option(help="LoRA alpha.", rich_help_panel=LORA)]
 LoraDropout = Annotated[float, typer.Option(help="LoRA dropout.", rich_help_panel=LORA)]
 LoraTargets = Annotated[str, typer.Option(help="Comma-separated module names that get LoRA.", rich_help_panel=LORA)]
+GradientCheckpointing = Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute each decoder "
+                                                     "layer's activations in the backward pass: less memory, about "
+                                                     "a third more compute (docs/scaling.md).", rich_help_panel=RUN)]
 LoadIn8bit = Annotated[bool, typer.Option("--load-in-8bit", help="Load the base model in 8-bit (bitsandbytes, "
                                           "CUDA).", rich_help_panel=RUN)]
 LoadIn4bit = Annotated[bool, typer.Option("--load-in-4bit", help="Load the base model in 4-bit NF4 "

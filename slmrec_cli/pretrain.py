@@ -13,7 +13,7 @@ from slmrec_cli.data import left_pad, load_dataset
 from slmrec_cli.evaluation.evaluate import rank_split
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.sasrec import SASRec, SASRecConfig
-from slmrec_cli.runs import load_weights, prepare_run_dir, run_config, save_config
+from slmrec_cli.runs import load_run_weights, open_run_dir, record_checksums, run_config, save_config
 from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator
 from slmrec_cli.train.finish import evaluate_and_record, write_efficiency
 
@@ -61,29 +61,33 @@ def save_best_sasrec(model: SASRec, run_dir: Path) -> None:
     save_safetensors(state, Path(run_dir) / "model.safetensors")
     save_safetensors({"item_embeddings": model.item_table()}, Path(run_dir) / "item_embeddings.safetensors",
                      metadata={"rows": "n_items + 1, row 0 = padding"})
+    record_checksums(run_dir, ["model.safetensors", "item_embeddings.safetensors"])
 
 
 def pretrain_ids(data_dir: Path, out: Path, model_cfg: dict, args: TrainArgs, *, resume: bool = False,
                  force: bool = False, on_step=None) -> dict:
+    """Train SASRec into `out`. Under several processes every process calls this; only the main one writes files
+    and gets "records" in the summary."""
     data = load_dataset(data_dir)
-    run_dir = prepare_run_dir(out, resume=resume, force=force)
-    acc = make_accelerator(args, run_dir)
+    acc = make_accelerator(args, Path(out))
+    run_dir = open_run_dir(acc, out, resume=resume, force=force)
     cfg = SASRecConfig(n_items=data.n_items, **model_cfg)
     config = run_config("sasrec", data, model=asdict(cfg), train=asdict(args), targets="all",
+                        processes=acc.num_processes,
                         effective_batch_size=args.batch_size * args.grad_accum * acc.num_processes)
-    if acc.is_main_process:
-        save_config(run_dir, config, resume)
+    save_config(run_dir, config, resume, write=acc.is_main_process)
     torch.manual_seed(args.seed)
     model = SASRec(cfg)
     task = SASRecTask(model, data, cfg.max_len)
     ui.info(f"SASRec on {data.name}: {data.n_users} users, {data.n_items} items, "
             f"{task.n_examples} training windows, {sum(p.numel() for p in model.parameters()):,} parameters")
     result = fit(task, args, run_dir, resume=resume, accelerator=acc, on_step=on_step)
-    model.load_state_dict(load_weights(run_dir / "model.safetensors"))
+    model.load_state_dict(load_run_weights(run_dir, "model.safetensors"))
     model.to(acc.device)
     summary = {"fit": asdict(result)}
+    ev = evaluate_and_record(model, data, run_dir, max_len=cfg.max_len, device=acc.device,
+                             write=acc.is_main_process)  # every process scores its share
     if acc.is_main_process:
-        ev = evaluate_and_record(model, data, run_dir, max_len=cfg.max_len, device=acc.device)
         write_efficiency(run_dir, model, seconds_per_epoch=result.seconds_per_epoch,
                          inference_seconds=ev["inference_seconds"], inference_users=ev["inference_users"],
                          device=acc.device)

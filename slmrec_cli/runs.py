@@ -9,15 +9,16 @@ from pathlib import Path
 import torch
 
 from slmrec_cli import __version__
-from slmrec_cli.errors import SlmrecError
-from slmrec_cli.io import read_json, write_json
+from slmrec_cli.errors import SlmrecError, first_line
+from slmrec_cli.io import file_sha256, read_json, write_json
 
 RUN_FORMAT = "slmrec-run"
 RUN_FORMAT_VERSION = 1
+CHECKSUMS = "checksums.json"
 
 
-def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> Path:
-    """A fresh run dir, or the existing one when resuming; never silently overwrite."""
+def prepare_run_dir(out: Path, *, resume: bool, force: bool, create: bool = True) -> Path:
+    """A fresh run dir, or the existing one when resuming; never silently overwrite. create=False only checks."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if resume:
@@ -28,11 +29,24 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> Path:
             raise SlmrecError(f"{out} already exists; pass --resume to continue it or --force to replace it")
         if not (out / "config.json").exists() and not (out / "meta.json").exists():
             raise SlmrecError(f"{out} exists and is not an slmrec run; refusing to delete it, choose another --out")
-        shutil.rmtree(out)
+        if create:
+            shutil.rmtree(out)
     elif resume:
         raise SlmrecError(f"{out} does not exist; nothing to resume (drop --resume to start a new run)")
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def open_run_dir(acc, out: Path, *, resume: bool, force: bool) -> Path:
+    """prepare_run_dir under several processes: every process checks (so all fail alike), then only the main one
+    deletes or creates, and the others wait for it."""
+    prepare_run_dir(out, resume=resume, force=force, create=False)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        prepare_run_dir(out, resume=resume, force=force)
+    acc.wait_for_everyone()
+    return Path(out)
 
 
 def run_config(kind: str, data, **sections) -> dict:
@@ -41,19 +55,25 @@ def run_config(kind: str, data, **sections) -> dict:
             "data": {"name": data.name, "path": str(data.path), "hash": data.content_hash}, **sections}
 
 
-def save_config(run_dir: Path, config: dict, resume: bool) -> None:
-    """On resume the options must be those of the original run (except epochs/patience, which may grow)."""
+def save_config(run_dir: Path, config: dict, resume: bool, write: bool = True) -> None:
+    """On resume the options must be those of the original run (except epochs/patience, which may grow).
+    Every process checks; only the one with write=True (the main process) writes."""
     path = Path(run_dir) / "config.json"
     if resume and path.exists():
-        old = read_json(path)
+        try:
+            old = read_json(path)
+        except ValueError:
+            raise SlmrecError(f"{path} is not valid JSON; the run is damaged, start it again with --force") from None
         for section in ("model", "data"):
             if old.get(section) != config.get(section):
                 raise SlmrecError(f"--resume with different {section} options than {path}; "
                                   "use the original options or start a new run")
-    write_json(path, config)
+    if write:
+        write_json(path, config)
 
 
 def load_run_config(run: Path) -> dict:
+    """A run's config.json, checked: format, version, and the sections every later stage reads."""
     run = Path(run)
     path = run / "config.json"
     if not run.is_dir():
@@ -62,12 +82,24 @@ def load_run_config(run: Path) -> dict:
         raise SlmrecError(f"{run} is not an slmrec run (no config.json); pass a directory written by a training stage")
     try:
         cfg = read_json(path)
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise SlmrecError(f"{path} is not valid JSON; the run is damaged, retrain it") from None
-    if cfg.get("format") != RUN_FORMAT:
+    if not isinstance(cfg, dict) or cfg.get("format") != RUN_FORMAT:
         raise SlmrecError(f"{path} is not an slmrec run config; pass a directory written by a training stage")
-    if cfg.get("format_version", 0) > RUN_FORMAT_VERSION:
-        raise SlmrecError(f"{run} was written by a newer slmrec (run format {cfg['format_version']}); upgrade slmrec")
+    version = cfg.get("format_version", 0)
+    if not isinstance(version, int):
+        raise SlmrecError(f"{path} has a run format version {version!r}, not a number; the run is damaged, retrain it")
+    if version > RUN_FORMAT_VERSION:
+        raise SlmrecError(f"{run} was written by a newer slmrec (run format {version}); upgrade slmrec")
+    data = cfg.get("data")
+    sections = [("kind", str), ("model", dict), ("data", dict)]
+    if cfg.get("kind") in ("teacher", "student"):
+        sections.append(("base_model", dict))
+    for key, kind in sections:
+        if not isinstance(cfg.get(key), kind):
+            raise SlmrecError(f"{path} has no valid '{key}' section; the run is damaged or incomplete, retrain it")
+    if not all(isinstance(data.get(k), str) for k in ("name", "path", "hash")):
+        raise SlmrecError(f"{path} does not record its dataset (name, path, hash); the run is damaged, retrain it")
     return cfg
 
 
@@ -79,8 +111,42 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise SlmrecError(f"{path} is missing; the run has no trained weights yet (train it, or --resume it)")
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise SlmrecError(f"{path} is unreadable or truncated ({e}); retrain the run") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SlmrecError(f"{path} is unreadable or truncated ({first_line(e)}); retrain the run") from None
+
+
+def record_checksums(run_dir: Path, names: list[str]) -> None:
+    """Record the sha256 of weight files a later stage loads (relative names), so a damaged file is refused."""
+    path = Path(run_dir) / CHECKSUMS
+    try:
+        sums = read_json(path)["sha256"] if path.exists() else {}
+    except (ValueError, KeyError, TypeError):
+        sums = {}
+    sums.update({name: file_sha256(Path(run_dir) / name) for name in names})
+    write_json(path, {"format": "slmrec-checksums", "sha256": dict(sorted(sums.items()))})
+
+
+def verify_checksum(run_dir: Path, name: str) -> None:
+    """Refuse a file whose bytes are not those recorded when it was written (runs without checksums.json pass)."""
+    path = Path(run_dir) / CHECKSUMS
+    if not path.exists() or not (Path(run_dir) / name).exists():
+        return
+    try:
+        expected = read_json(path)["sha256"].get(name)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise SlmrecError(f"{path} is damaged; retrain the run") from None
+    if expected is not None and file_sha256(Path(run_dir) / name) != expected:
+        raise SlmrecError(f"{Path(run_dir) / name} does not match the sha256 recorded when it was written (damaged, "
+                          "edited, or the run was killed while saving it); --resume or retrain the run")
+
+
+def load_run_weights(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
+    """A run's safetensors file, checked against the run's recorded sha256 first."""
+    if not (Path(run_dir) / name).exists():
+        raise SlmrecError(f"{Path(run_dir) / name} is missing; the run has no trained weights yet (train it, "
+                          "or --resume it)")
+    verify_checksum(run_dir, name)
+    return load_weights(Path(run_dir) / name)
 
 
 def load_model(run: Path, device: str = "cpu"):
@@ -90,8 +156,12 @@ def load_model(run: Path, device: str = "cpu"):
     if kind == "sasrec":
         from slmrec_cli.models.sasrec import SASRec, SASRecConfig
 
-        model = SASRec(SASRecConfig(**cfg["model"]))
-        state = load_weights(Path(run) / "model.safetensors")
+        try:
+            model = SASRec(SASRecConfig(**cfg["model"]))
+        except (TypeError, ValueError) as e:
+            raise SlmrecError(f"{run}/config.json has a model section this slmrec cannot build ({first_line(e)}); "
+                              "retrain the run") from None
+        state = load_run_weights(run, "model.safetensors")
         try:
             model.load_state_dict(state)
         except RuntimeError as e:

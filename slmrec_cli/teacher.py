@@ -10,20 +10,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from slmrec_cli import ui
 from slmrec_cli.data import left_pad, load_dataset
-from slmrec_cli.errors import SlmrecError
+from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.evaluation.evaluate import rank_split
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.llmrec import LLMRec, LLMRecConfig, add_lora
-from slmrec_cli.runs import check_same_data, load_run_config, load_weights, prepare_run_dir, run_config, save_config
+from slmrec_cli.runs import (
+    check_same_data,
+    load_run_config,
+    load_run_weights,
+    open_run_dir,
+    record_checksums,
+    run_config,
+    save_config,
+    verify_checksum,
+)
 from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator
 from slmrec_cli.train.finish import evaluate_and_record, write_efficiency
 
 ID_TABLE = "item_embeddings.safetensors"
 PROJECTIONS = "projections.safetensors"
 ADAPTER = "adapter"
+ADAPTER_FILES = (f"{ADAPTER}/adapter_model.safetensors", f"{ADAPTER}/adapter_config.json")
 
 
 def load_id_table(ids_run: Path, data) -> tuple[torch.Tensor, dict]:
@@ -32,7 +43,7 @@ def load_id_table(ids_run: Path, data) -> tuple[torch.Tensor, dict]:
     if cfg.get("kind") != "sasrec":
         raise SlmrecError(f"--ids {ids_run} is a '{cfg.get('kind')}' run; pass a run from `slmrec pretrain-ids`")
     check_same_data(cfg, data, ids_run)
-    table = load_weights(Path(ids_run) / ID_TABLE).get("item_embeddings")
+    table = load_run_weights(ids_run, ID_TABLE).get("item_embeddings")
     if table is None or table.ndim != 2:
         raise SlmrecError(f"{ids_run}/{ID_TABLE} has no [n_items + 1, dim] 'item_embeddings' tensor; retrain it")
     if table.shape[1] != cfg["model"]["dim"]:
@@ -88,7 +99,7 @@ class LLMRecTask:
 
 
 def save_llmrec_weights(model: LLMRec, run_dir: Path) -> None:
-    """LoRA in peft adapter format (swapped in whole), projections in safetensors."""
+    """LoRA in peft adapter format (swapped in whole), projections in safetensors, then their checksums."""
     run_dir = Path(run_dir)
     tmp = run_dir / f".{ADAPTER}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -101,6 +112,7 @@ def save_llmrec_weights(model: LLMRec, run_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     save_safetensors({f"up.{k}": v for k, v in model.up.state_dict().items()}
                      | {f"down.{k}": v for k, v in model.down.state_dict().items()}, run_dir / PROJECTIONS)
+    record_checksums(run_dir, [*ADAPTER_FILES, PROJECTIONS])
 
 
 def param_counts(model: LLMRec) -> dict[str, int]:
@@ -116,7 +128,7 @@ def param_counts(model: LLMRec) -> dict[str, int]:
 
 def build_model(cfg: LLMRecConfig, base_model: str, id_table: torch.Tensor, *, device: str = "cpu",
                 load_in_8bit: bool = False, load_in_4bit: bool = False, expect_hash: str | None = None,
-                adapter_dir: Path | None = None):
+                adapter_dir: Path | None = None, gradient_checkpointing: bool = False):
     """(LLMRec, BaseModelRef): fresh LoRA, or the saved adapter of a run."""
     from slmrec_cli.backbones import load_backbone
 
@@ -126,27 +138,55 @@ def build_model(cfg: LLMRecConfig, base_model: str, id_table: torch.Tensor, *, d
         from peft import prepare_model_for_kbit_training
 
         decoder = prepare_model_for_kbit_training(decoder, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        # non-reentrant: works with DDP and needs no input that requires grad (ours come from the trainable `up`)
+        enable = getattr(decoder, "activation_checkpointing_enable", None)  # transformers >= 5.2x renamed it
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if adapter_dir is None:
         decoder = add_lora(decoder, cfg)
     else:
-        from peft import PeftModel
-
-        if not (Path(adapter_dir) / "adapter_config.json").exists():
-            raise SlmrecError(f"{adapter_dir} is missing; the run has no trained weights yet (train or --resume it)")
-        with warnings.catch_warnings():  # peft calls a transformers API that warns about its own rename
-            warnings.simplefilter("ignore", FutureWarning)
-            decoder = PeftModel.from_pretrained(decoder, str(adapter_dir))
+        decoder = load_adapter(decoder, Path(adapter_dir))
     cfg.hidden = ref.hidden_size
     model = LLMRec(cfg, decoder, tokenizer, id_table)
     return model, ref
 
 
+def load_adapter(decoder, adapter_dir: Path):
+    """A run's saved LoRA on `decoder`; a missing, damaged or mismatched adapter is one SlmrecError."""
+    from peft import PeftModel
+
+    run = adapter_dir.parent
+    for name in ADAPTER_FILES:
+        if not (run / name).exists():
+            raise SlmrecError(f"{run / name} is missing; the run has no trained weights yet (train or --resume it)")
+        verify_checksum(run, name)
+    try:
+        with warnings.catch_warnings():  # peft calls a transformers API that warns about its own rename
+            warnings.simplefilter("ignore", FutureWarning)
+            return PeftModel.from_pretrained(decoder, str(adapter_dir))
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise SlmrecError(f"{adapter_dir} is not a usable LoRA adapter for this model ({first_line(e)}); "
+                          "retrain the run") from None
+
+
 def load_llmrec_run(run: Path, config: dict, device: str = "cpu") -> LLMRec:
-    cfg = LLMRecConfig(**config["model"])
-    table = load_weights(Path(run) / ID_TABLE)["item_embeddings"]
+    """A teacher or student run, every file checked: present, unaltered (checksums.json), and of the right shape."""
+    try:
+        cfg = LLMRecConfig(**config["model"])
+    except TypeError as e:
+        raise SlmrecError(f"{run}/config.json has a model section this slmrec cannot build ({first_line(e)}); "
+                          "retrain the run") from None
+    table = load_run_weights(run, ID_TABLE).get("item_embeddings")
+    if table is None or tuple(table.shape) != (cfg.n_items + 1, cfg.id_dim):
+        shape = None if table is None else tuple(table.shape)
+        raise SlmrecError(f"{run}/{ID_TABLE} holds {shape}, config.json needs ({cfg.n_items + 1}, {cfg.id_dim}); "
+                          "the run is damaged, retrain it")
     model, _ = build_model(cfg, config["base_model"]["ref"], table, device=device,
                            expect_hash=config["base_model"]["hash"], adapter_dir=Path(run) / ADAPTER)
-    proj = load_weights(Path(run) / PROJECTIONS)
+    proj = load_run_weights(run, PROJECTIONS)
     try:
         model.up.load_state_dict({k[3:]: v for k, v in proj.items() if k.startswith("up.")})
         model.down.load_state_dict({k[5:]: v for k, v in proj.items() if k.startswith("down.")})
@@ -158,8 +198,10 @@ def load_llmrec_run(run: Path, config: dict, device: str = "cpu") -> LLMRec:
 
 def train_teacher(data_dir: Path, ids_run: Path, base_model: str, out: Path, model_opts: dict, args: TrainArgs, *,
                   targets: str = "last", load_in_8bit: bool = False, load_in_4bit: bool = False,
-                  eval_batch: int = 32, resume: bool = False, force: bool = False, on_step=None,
-                  kind: str = "teacher", extra_config: dict | None = None) -> dict:
+                  gradient_checkpointing: bool = False, eval_batch: int = 32, resume: bool = False,
+                  force: bool = False, on_step=None, kind: str = "teacher", extra_config: dict | None = None) -> dict:
+    """Train the teacher into `out`. Under several processes every process calls this; only the main one writes
+    files and gets "records" in the summary."""
     if targets not in ("last", "all"):
         raise SlmrecError(f"--targets must be last or all, got '{targets}'")
     data = load_dataset(data_dir)
@@ -170,11 +212,12 @@ def train_teacher(data_dir: Path, ids_run: Path, base_model: str, out: Path, mod
     cfg.prompt_parts()
     torch.manual_seed(args.seed)
     model, ref = build_model(cfg, base_model, table, device=device, load_in_8bit=load_in_8bit,
-                             load_in_4bit=load_in_4bit)
-    run_dir = prepare_run_dir(out, resume=resume, force=force)
+                             load_in_4bit=load_in_4bit, gradient_checkpointing=gradient_checkpointing)
+    run_dir = open_run_dir(acc, out, resume=resume, force=force)
     config = run_config(kind, data, model=asdict(cfg), base_model=asdict(ref), train=asdict(args), targets=targets,
                         ids={"run": str(ids_run), "data_hash": ids_cfg["data"]["hash"]},
                         quantized={"load_in_8bit": load_in_8bit, "load_in_4bit": load_in_4bit},
+                        gradient_checkpointing=gradient_checkpointing, processes=acc.num_processes,
                         effective_batch_size=args.batch_size * args.grad_accum * acc.num_processes,
                         **(extra_config or {}))
     start_llm_run(acc, run_dir, config, table, resume)
@@ -189,19 +232,23 @@ def train_teacher(data_dir: Path, ids_run: Path, base_model: str, out: Path, mod
 
 
 def start_llm_run(acc, run_dir: Path, config: dict, table: torch.Tensor, resume: bool) -> None:
-    """The config and a copy of the frozen id table, so the run reloads on its own."""
+    """The config and a copy of the frozen id table, so the run reloads on its own (every process checks a resumed
+    run's config; the main process writes)."""
+    save_config(run_dir, config, resume, write=acc.is_main_process)
     if acc.is_main_process:
-        save_config(run_dir, config, resume)
         save_safetensors({"item_embeddings": table}, run_dir / ID_TABLE)
+        record_checksums(run_dir, [ID_TABLE])
 
 
 def finish_llm_run(acc, run_dir: Path, config: dict, data, result, *, device: str, eval_batch: int,
                    trainable: int) -> dict:
-    """Reload the selected weights, score valid and test once, write eval/ and efficiency.json."""
+    """Reload the selected weights, score valid and test once (every process its share), write eval/ and
+    efficiency.json (main process)."""
     best = load_llmrec_run(run_dir, config, device)
     summary = {"fit": asdict(result)}
+    ev = evaluate_and_record(best, data, run_dir, max_len=best.cfg.max_len, device=device, batch_size=eval_batch,
+                             write=acc.is_main_process)
     if acc.is_main_process:
-        ev = evaluate_and_record(best, data, run_dir, max_len=best.cfg.max_len, device=device, batch_size=eval_batch)
         write_efficiency(run_dir, best, seconds_per_epoch=result.seconds_per_epoch,
                          inference_seconds=ev["inference_seconds"], inference_users=ev["inference_users"],
                          device=device, params={**param_counts(best), "trainable": trainable})

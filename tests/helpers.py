@@ -70,3 +70,55 @@ def tiny_teacher(root: Path, epochs: int = 2):
     train_teacher(data, root / "sasrec", "tiny-random", root / "t4", TEACHER_TINY,
                   TrainArgs(epochs=epochs, batch_size=16, lr=5e-3, log_every=1))
     return data, root / "sasrec", root / "t4"
+
+
+# --- the CLI in a subprocess, one thread, no GPU, optionally under torchrun (gloo) ---------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env() -> dict[str, str]:
+    import os
+
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+            "PYTHONPATH": path}
+
+
+def cli_command(args: list, nproc: int = 1) -> list[str]:
+    """`slmrec ARGS` as a command line; nproc > 1 runs it under torchrun on a free port (--standalone)."""
+    import sys
+
+    launcher = [sys.executable]
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    return [*launcher, "-m", "slmrec_cli.cli", *[str(a) for a in args]]
+
+
+def run_subprocess(args: list, nproc: int = 1, timeout: float = 600):
+    """Run `slmrec ARGS` to completion in a subprocess; return the CompletedProcess (text stdout/stderr)."""
+    import subprocess
+
+    return subprocess.run(cli_command(args, nproc), env=cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_file(path: Path, proc, timeout: float = 600, poll: float = 0.02) -> bool:
+    """Poll until `path` exists (True) or `proc` has exited (False); no timing is asserted, timeout only guards."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if Path(path).exists():
+            return True
+        if proc.poll() is not None:
+            return Path(path).exists()
+        time.sleep(poll)
+    raise TimeoutError(f"{path} did not appear within {timeout} s")
+
+
+def eval_records(run: Path) -> dict[str, dict]:
+    """Every metrics file of a run, without the run path (which differs between two runs of the same recipe)."""
+    import json
+
+    return {f.name: {k: v for k, v in json.loads(f.read_text()).items() if k != "run"}
+            for f in sorted((Path(run) / "eval").glob("*.json"))}

@@ -252,8 +252,9 @@ def _read_csv(path: Path, user_col: str, item_col: str, rating_col: str | None, 
                     wanted.append(("--rating-col", rating_col))
                 for flag, col in wanted:
                     if col not in header:
+                        shown = ", ".join(c if c.isprintable() else _short(c) for c in header)  # one line
                         raise SlmrecError(f"{path}: line {reader.line_num}: column {col!r} not in the "
-                                          f"header ({', '.join(header)}); pass {flag}")
+                                          f"header ({shown}); pass {flag}")
                 idx = [header.index(col) for _, col in wanted]
                 rows = _Rows(path, with_ratings=rating_col is not None)
                 continue

@@ -232,7 +232,7 @@ def _read_files(path: Path) -> tuple[dict[str, np.ndarray], dict[str, bytes]]:
     for fname in ARRAYS:
         try:
             arr = np.load(io.BytesIO((path / fname).read_bytes()), allow_pickle=False)
-        except (ValueError, OSError, EOFError):
+        except Exception:  # a damaged header raises ValueError, EOFError, SyntaxError, tokenize.TokenError, ...
             raise SlmrecError(f"{path}/{fname} is not a valid .npy file; re-run slmrec prepare") from None
         if arr.dtype.kind not in "iu":
             raise SlmrecError(f"{path}/{fname} holds {arr.dtype}, not integers; re-run slmrec prepare")

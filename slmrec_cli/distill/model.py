@@ -21,7 +21,8 @@ class Distiller(nn.Module):
         self.lambdas = {"lambda_cos": lambda_cos, "lambda_norm": lambda_norm, "lambda_ms": lambda_ms}
         self.norm_loss = norm_loss
         d0, d1 = student.cfg.id_dim, student.cfg.hidden
-        self.ms_adapters = nn.ModuleList(nn.Linear(d1, d0) for _ in pairs[:-1])  # Eq. 5: one per inner block
+        # Eq. 5: one per inner block; none when λ3 = 0, so no parameter goes without a gradient (DDP needs that)
+        self.ms_adapters = nn.ModuleList(nn.Linear(d1, d0) for _ in (pairs[:-1] if lambda_ms else []))
         if teacher is not None and not online:
             teacher.requires_grad_(False)
 

@@ -17,7 +17,7 @@ from slmrec_cli.distill.model import Distiller
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.llmrec import LLMRecConfig
-from slmrec_cli.runs import check_same_data, load_run_config, prepare_run_dir, run_config
+from slmrec_cli.runs import check_same_data, load_run_config, open_run_dir, record_checksums, run_config
 from slmrec_cli.teacher import (
     LLMRecTask,
     build_model,
@@ -27,6 +27,8 @@ from slmrec_cli.teacher import (
     start_llm_run,
 )
 from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator
+
+MS_ADAPTERS = "ms_adapters.safetensors"
 
 
 class DistillTask(LLMRecTask):
@@ -50,8 +52,8 @@ class DistillTask(LLMRecTask):
     def save_best(self, model, run_dir: Path) -> None:
         save_llmrec_weights(model.student, run_dir)
         if len(model.ms_adapters):
-            save_safetensors({k: v for k, v in model.ms_adapters.state_dict().items()}, Path(run_dir) /
-                             "ms_adapters.safetensors")
+            save_safetensors({k: v for k, v in model.ms_adapters.state_dict().items()}, Path(run_dir) / MS_ADAPTERS)
+            record_checksums(run_dir, [MS_ADAPTERS])
 
 
 def check_lambdas(**lambdas: float) -> None:
@@ -64,7 +66,9 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
             blocks: int = 4, lambda_cos: float = 1.0, lambda_norm: float = 0.1, lambda_ms: float = 1.0,
             norm_loss: str = "normalized", mode: str = "offline", init_projections: str = "fresh",
             teacher_cache: Path | None = None, targets: str | None = None, eval_batch: int = 32,
-            resume: bool = False, force: bool = False, on_step=None) -> dict:
+            gradient_checkpointing: bool = False, resume: bool = False, force: bool = False, on_step=None) -> dict:
+    """Distill a student into `out`. Under several processes every process calls this; only the main one writes
+    files (the teacher cache included) and gets "records" in the summary."""
     check_lambdas(lambda_cos=lambda_cos, lambda_norm=lambda_norm, lambda_ms=lambda_ms)
     if norm_loss not in NORM_LOSSES:
         raise SlmrecError(f"--norm-loss must be one of {', '.join(NORM_LOSSES)}, got '{norm_loss}'")
@@ -91,28 +95,30 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
     table = teacher.id_table.cpu()
     if mode == "online":  # RQ4: the teacher starts from the base model like the student, and trains alongside it
         teacher, _ = build_model(LLMRecConfig(**tcfg["model"]), tcfg["base_model"]["ref"], table, device=device,
-                                 expect_hash=tcfg["base_model"]["hash"])
+                                 expect_hash=tcfg["base_model"]["hash"], gradient_checkpointing=gradient_checkpointing)
     scfg = replace(LLMRecConfig(**tcfg["model"]), layers=student_layers)
     student, ref = build_model(scfg, tcfg["base_model"]["ref"], table, device=device,
-                               expect_hash=tcfg["base_model"]["hash"])
+                               expect_hash=tcfg["base_model"]["hash"], gradient_checkpointing=gradient_checkpointing)
     if init_projections == "teacher":
         student.up.load_state_dict(teacher.up.state_dict())
         student.down.load_state_dict(teacher.down.state_dict())
     model = Distiller(student, teacher, pairs, lambda_cos=lambda_cos, lambda_norm=lambda_norm, lambda_ms=lambda_ms,
                       norm_loss=norm_loss, online=mode == "online").to(device)
-    run_dir = prepare_run_dir(out, resume=resume, force=force)
+    run_dir = open_run_dir(acc, out, resume=resume, force=force)
     distill_cfg = {"teacher": str(teacher_run), "teacher_hash": t_hash, "teacher_layers": m,
                    "student_layers": student_layers, "blocks": blocks, "pairs": pairs, "lambda_cos": lambda_cos,
                    "lambda_norm": lambda_norm, "lambda_ms": lambda_ms, "norm_loss": norm_loss, "mode": mode,
                    "init_projections": init_projections, "teacher_cache": str(teacher_cache) if teacher_cache else None}
     config = run_config("student", data, model=asdict(student.cfg), base_model=asdict(ref), train=asdict(args),
                         targets=targets, ids=tcfg.get("ids"), distill=distill_cfg,
+                        gradient_checkpointing=gradient_checkpointing, processes=acc.num_processes,
                         effective_batch_size=args.batch_size * args.grad_accum * acc.num_processes)
     start_llm_run(acc, run_dir, config, table, resume)
     task = DistillTask(model, data, targets, eval_batch, None)
     if teacher_cache is not None:
         key = cache_key(t_hash, data.content_hash, targets, scfg.max_len, pairs)
-        task.features = load_or_build(teacher_cache, key, task, model, eval_batch, device)
+        with acc.main_process_first():  # the main process builds and writes the cache, the others then read it
+            task.features = load_or_build(teacher_cache, key, task, model, eval_batch, device)
     ui.info(f"distill {m}→{student_layers} layers, blocks {pairs}, {mode}, λ=({lambda_cos}, {lambda_norm}, "
             f"{lambda_ms}), norm loss {norm_loss}, {task.n_examples} examples")
     result = fit(task, args, run_dir, resume=resume, accelerator=acc, on_step=on_step)

@@ -11,6 +11,7 @@ import torch
 
 from slmrec_cli import __version__
 from slmrec_cli.data import left_pad
+from slmrec_cli.distributed import gather_rows, process_state
 from slmrec_cli.evaluation.ranking import metrics_from_ranks, pessimistic_ranks
 from slmrec_cli.io import write_json
 from slmrec_cli.ui import progress
@@ -47,14 +48,22 @@ def rank_split(
     device: torch.device | str = "cpu",
     desc: str | None = None,
 ) -> dict[str, SplitResult]:
-    """Ranks of every user's target under each protocol, from one forward pass per batch."""
-    users = np.arange(data.n_users) if users is None else np.asarray(users)
+    """Ranks of every user's target under each protocol, from one forward pass per batch.
+
+    Under several processes (torchrun, accelerate launch) every process must call this: the batches are dealt out
+    whole (process i scores batches i, i + n, ...), so each batch, and hence each score, is exactly the one-process
+    batch; the ranks are then gathered to every process and de-duplicated by user id. Same numbers as one process
+    (same batch size), on every process."""
+    users = np.arange(data.n_users) if users is None else np.asarray(users, dtype=np.int64)
+    state = process_state()
+    world, rank = (state.num_processes, state.process_index) if state else (1, 0)
+    starts = list(range(0, len(users), batch_size))[rank::world]
+    mine = [users[s : s + batch_size] for s in starts]
     targets_all = data.split_target(split)
     ranks = {p: [] for p in protocols}
     n_neg = data.negatives.shape[1]
-    with progress(desc or f"eval {split}", total=len(users)) as bar:
-        for start in range(0, len(users), batch_size):
-            batch = users[start : start + batch_size]
+    with progress(desc or f"eval {split}", total=sum(len(b) for b in mine)) as bar:
+        for batch in mine:
             inputs = [data.split_input(split, int(u)) for u in batch]
             hist = torch.from_numpy(left_pad(inputs, max_len)).to(device)
             scores = score_all(hist).float()
@@ -73,12 +82,17 @@ def rank_split(
                         valid[row, idx.to(valid.device)] = False
                 ranks["full"].append(pessimistic_ranks(pos, scores, valid).cpu())
             bar.advance(len(batch))
+    local = {p: torch.cat(ranks[p]).numpy() if ranks[p] else np.zeros(0, dtype=np.int64) for p in protocols}
+    if world > 1:
+        local_users = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+        rows = gather_rows(state, np.stack([local_users, *(local[p] for p in protocols)], axis=1), users)
+        local = {p: rows[:, 1 + i] for i, p in enumerate(protocols)}
     out = {}
     for p in protocols:
         out[p] = SplitResult(
             protocol=p,
             user_ids=users,
-            ranks=torch.cat(ranks[p]).numpy() if ranks[p] else np.zeros(0, dtype=np.int64),
+            ranks=local[p],
             mask_history=mask_history if p == "full" else False,
             candidates=(n_neg + 1) if p == "sampled" else data.n_items,
         )

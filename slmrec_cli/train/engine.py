@@ -3,12 +3,14 @@ atomic checkpoints and exact resume (data order is a pure function of seed and e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -17,7 +19,8 @@ import torch
 
 from slmrec_cli import ui
 from slmrec_cli.errors import Interrupted, SlmrecError
-from slmrec_cli.train.checkpoint import CKPT, load_checkpoint, save_checkpoint
+from slmrec_cli.io import atomic_path
+from slmrec_cli.train.checkpoint import CKPT, load_checkpoint, recover_checkpoint, rng_states, save_checkpoint
 
 
 @dataclass
@@ -84,7 +87,11 @@ def cosine_with_warmup(optimizer, warmup: int, total: int) -> torch.optim.lr_sch
 
 
 def make_accelerator(args: TrainArgs, run_dir: Path | None = None):
+    """accelerate's Accelerator; under torchrun / accelerate launch it joins the process group (gloo on CPU)."""
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    from slmrec_cli.distributed import use_cpu
 
     mp = args.mixed_precision
     if mp == "auto":
@@ -99,13 +106,42 @@ def make_accelerator(args: TrainArgs, run_dir: Path | None = None):
             except ImportError:
                 raise SlmrecError("--log-with tensorboard needs tensorboard: pip install tensorboard") from None
         kwargs = {"log_with": args.log_with, "project_dir": str(run_dir)}
-    return Accelerator(mixed_precision=mp, gradient_accumulation_steps=args.grad_accum, **kwargs)
+    # the other processes wait while the main one builds a teacher cache: give barriers hours, not the default 30 min
+    handlers = [InitProcessGroupKwargs(timeout=timedelta(hours=3))]
+    # cpu=True on a CPU-only machine: without it accelerate ignores torchrun's environment and runs each process alone
+    acc = Accelerator(cpu=use_cpu(), mixed_precision=mp, gradient_accumulation_steps=args.grad_accum,
+                      kwargs_handlers=handlers, **kwargs)
+    check_parallelism(acc)  # before any run directory is created
+    return acc
+
+
+UNSUPPORTED = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed", "MEGATRON_LM": "Megatron-LM", "XLA": "XLA/TPU"}
+
+
+def check_parallelism(acc) -> None:
+    """Data parallel (DDP, or one process) only: validation, best weights and checkpoints read whole parameters,
+    which sharded engines (FSDP, DeepSpeed ZeRO) do not hold; refuse them rather than save shards as a model."""
+    name = UNSUPPORTED.get(str(getattr(acc.distributed_type, "name", acc.distributed_type)))
+    if name:
+        raise SlmrecError(f"{name} is not supported by slmrec's trainers yet (they need whole parameters on every "
+                          "process); launch with DDP (examples/accelerate/ddp8.yaml) and use --gradient-checkpointing "
+                          "or --load-in-8bit/--load-in-4bit for memory (docs/scaling.md)")
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list:
-    """This process's batches for an epoch: a seeded permutation, sharded by rank, in batch_size chunks."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)[rank::world]
+    """This process's batches for an epoch: a seeded permutation, wrapped round to a multiple of `world` (as
+    DistributedSampler does) so every process takes the same number of steps, sharded by rank, in batch_size chunks.
+    One process: the permutation itself."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    if world > 1 and n % world:
+        order = np.resize(order, -(-n // world) * world)
+    order = order[rank::world]
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def optimizer_steps(n_batches: int, grad_accum: int) -> int:
+    """Optimizer steps in an epoch of n_batches micro-batches: groups of grad_accum, the last one may be short."""
+    return -(-n_batches // grad_accum)
 
 
 class _StopFlag:
@@ -138,11 +174,39 @@ def request_stop() -> None:
     _StopFlag.requested = True
 
 
+def _stop_agreed(acc) -> bool:
+    """Ctrl-C reaches each process at its own moment: stop when any asked, so all stop at the same step."""
+    if acc.num_processes == 1:
+        return _StopFlag.requested
+    flag = torch.tensor([1.0 if _StopFlag.requested else 0.0], device=acc.device)
+    return bool(acc.reduce(flag, reduction="sum").item() > 0)
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """On resume, drop the log lines written after the checkpoint: the resumed run writes them again."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except ValueError:  # a line cut short by the kill
+            continue
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{x}\n" for x in keep))
+
+
 def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, accelerator=None,
         on_step: Callable[[int], None] | None = None, tracker_config: dict | None = None) -> FitResult:
-    """Train `task.model`, keeping the weights with the best validation MRR (written by task.save_best)."""
+    """Train `task.model`, keeping the weights with the best validation MRR (written by task.save_best).
+
+    Under several processes every process runs this: each takes its shard of every epoch's permutation, DDP averages
+    the gradients, validation is split across processes and gathered (so every process sees the same metrics and
+    takes the same early-stopping decision), and only the main process writes files."""
     run_dir = Path(run_dir)
     acc = accelerator or make_accelerator(args, run_dir)
+    check_parallelism(acc)
     torch.manual_seed(args.seed)
     params = [p for p in task.model.parameters() if p.requires_grad]
     if not params:
@@ -150,18 +214,25 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     per_epoch = len(epoch_batches(task.n_examples, args.batch_size, args.seed, 0, acc.process_index,
                                   acc.num_processes))
-    total = max(1, args.epochs * per_epoch // args.grad_accum)
+    total = max(1, args.epochs * optimizer_steps(per_epoch, args.grad_accum))
     scheduler = cosine_with_warmup(optimizer, int(args.warmup_ratio * total), total)
     # the scheduler stays unprepared: accelerate would step it once per process, our totals are per process
     model, optimizer = acc.prepare(task.model, optimizer)
     st = {"epoch": 0, "batch": 0, "step": 0, "best_mrr": -1.0, "best_step": -1, "bad_evals": 0,
           "train_seconds": 0.0, "epochs_done": 0, "stopped_early": False, "history": []}
-    if resume and (run_dir / CKPT).exists():
-        st.update(load_checkpoint(run_dir, acc.unwrap_model(model), optimizer, scheduler))
+    log_path = run_dir / "train_log.jsonl"
+    if resume:
+        if acc.is_main_process:
+            recover_checkpoint(run_dir)
+        acc.wait_for_everyone()
+        if (run_dir / CKPT).exists():  # killed before its first checkpoint: start again from step 0
+            st.update(load_checkpoint(run_dir, acc.unwrap_model(model), optimizer, scheduler,
+                                      rank=acc.process_index, world_size=acc.num_processes))
+        if acc.is_main_process:
+            _trim_log(log_path, st["step"])
         ui.info(f"resumed {run_dir} at epoch {st['epoch'] + 1}, step {st['step']}")
     if args.log_with:
         acc.init_trackers(run_dir.name, config=tracker_config or asdict(args))
-    log_path = run_dir / "train_log.jsonl"
 
     def log(record: dict) -> None:
         if acc.is_main_process:
@@ -172,7 +243,7 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
 
     def validate_and_checkpoint() -> None:
         model.eval()
-        metrics = task.validate(acc.unwrap_model(model))
+        metrics = task.validate(acc.unwrap_model(model))  # identical on every process (gathered ranks)
         model.train()
         improved = metrics["MRR"] > st["best_mrr"]
         if improved:
@@ -190,8 +261,9 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
         checkpoint()
 
     def checkpoint() -> None:
+        rng = rng_states(acc)  # every process's RNG, gathered: a collective, so before the main-only write
         if acc.is_main_process:
-            save_checkpoint(run_dir, acc.unwrap_model(model), optimizer, scheduler, st)
+            save_checkpoint(run_dir, acc.unwrap_model(model), optimizer, scheduler, st, rng, acc.num_processes)
         acc.wait_for_everyone()
 
     model.train()
@@ -203,24 +275,28 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
             with ui.progress(f"epoch {st['epoch'] + 1}/{args.epochs}", total=len(batches)) as bar:
                 bar.advance(st["batch"])
                 while st["batch"] < len(batches):
+                    # an optimizer step every grad_accum micro-batches and at the epoch's end, so a checkpoint
+                    # (always after a step) never leaves gradients half accumulated
+                    step_now = (st["batch"] + 1) % args.grad_accum == 0 or st["batch"] + 1 == len(batches)
+                    group = min(args.grad_accum, len(batches) - st["batch"] // args.grad_accum * args.grad_accum)
                     batch = {k: v.to(acc.device) for k, v in task.batch(batches[st["batch"]]).items()}
-                    with acc.accumulate(model):
+                    with contextlib.nullcontext() if step_now else acc.no_sync(model):
                         loss, terms = task.loss(model, batch)
                         if not torch.isfinite(loss):
                             raise SlmrecError(f"training diverged (loss {loss.item()}) at step {st['step']}; "
                                               "lower --lr")
-                        acc.backward(loss)
-                        if acc.sync_gradients and args.grad_clip > 0:
-                            acc.clip_grad_norm_(params, args.grad_clip)
-                        optimizer.step()
-                        if acc.sync_gradients:
-                            scheduler.step()
-                        optimizer.zero_grad()
+                        acc.backward(loss * (args.grad_accum / group))  # backward divides by grad_accum: a mean
                     st["batch"] += 1
-                    if not acc.sync_gradients:
+                    bar.advance(1)
+                    if not step_now:
                         continue
+                    if args.grad_clip > 0:
+                        acc.clip_grad_norm_(params, args.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
                     st["step"] += 1
-                    bar.advance(1, loss=f"{loss.item():.4f}")
+                    bar.advance(0, loss=f"{loss.item():.4f}")
                     if st["step"] % args.log_every == 0:
                         log({"event": "train", "step": st["step"], "epoch": st["epoch"] + 1,
                              "lr": scheduler.get_last_lr()[0], "loss": loss.item(), **terms})
@@ -231,7 +307,7 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
                         if st["bad_evals"] >= args.patience:
                             st["stopped_early"] = True
                             break
-                    if _StopFlag.requested:
+                    if _stop_agreed(acc):
                         st["train_seconds"] += time.monotonic() - t0
                         checkpoint()
                         raise Interrupted(f"stopped at step {st['step']}; continue with --resume")

@@ -28,8 +28,9 @@ def device_name(device: torch.device | str) -> str:
 
 
 def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, batch_size: int = 256,
-                        mask_history: bool = True) -> dict:
-    """Valid then test (test is read here, once, after selection); both protocols. Returns test-sampled timing."""
+                        mask_history: bool = True, write: bool = True) -> dict:
+    """Valid then test (test is read here, once, after selection); both protocols. Returns test-sampled timing.
+    Under several processes every process calls this (the users are split and gathered); only write=True writes."""
     run_dir = Path(run_dir)
     records = {}
     timing = {}
@@ -41,7 +42,8 @@ def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, bat
         timing[split] = time.perf_counter() - t0  # one forward pass serves both protocols
         for res in results.values():
             rec = metrics_record(res, data, split, str(run_dir))
-            write_metrics(run_dir, rec)
+            if write:
+                write_metrics(run_dir, rec)
             records[(split, res.protocol)] = rec
     return {"records": records, "inference_seconds": timing["test"], "inference_users": data.n_users}
 

@@ -1,0 +1,153 @@
+"""Killed runs resume to the same numbers; Ctrl-C saves and exits 130; the same seed gives the same files."""
+
+import json
+import signal
+import subprocess
+
+import pytest
+
+from slmrec_cli.pretrain import pretrain_ids
+from slmrec_cli.teacher import train_teacher
+from slmrec_cli.train.engine import TrainArgs
+from tests.helpers import (
+    SASREC_TINY,
+    TEACHER_TINY,
+    cli_command,
+    cli_env,
+    eval_records,
+    make_dataset,
+    run_cli,
+    run_subprocess,
+)
+
+# 30 epochs of 8 steps: long enough that the first checkpoint appears well before the end
+SASREC = ["--dim", "16", "--layers", "1", "--heads", "2", "--max-len", "8", "--batch-size", "16", "--epochs", "30",
+          "--patience", "100", "--lr", "0.005", "--seed", "7"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("crash"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny):
+    out = tiny.parent / "full"
+    proc = run_subprocess(["pretrain-ids", "--data", tiny, "--out", out, *SASREC])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def start_then_signal(tiny, out, sig) -> tuple[int, str]:
+    """Start `pretrain-ids` in a subprocess, send `sig` once its first checkpoint exists; (exit code, stderr)."""
+    from tests.helpers import wait_for_file
+
+    proc = subprocess.Popen(cli_command(["pretrain-ids", "--data", tiny, "--out", out, *SASREC]), env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_file(out / "checkpoint" / "state.json", proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, "the run finished before the signal; it cannot test resuming"
+    return proc.returncode, err
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tiny, uninterrupted):
+    out = tiny.parent / "killed"
+    code, _ = start_then_signal(tiny, out, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert not (out / "eval" / "test-sampled.json").exists()
+    proc = run_subprocess(["pretrain-ids", "--data", tiny, "--out", out, *SASREC, "--resume"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed" in proc.stderr
+    assert eval_records(out) == eval_records(uninterrupted)
+    assert (out / "train_log.jsonl").read_text() == (uninterrupted / "train_log.jsonl").read_text()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny, uninterrupted, capsys):
+    out = tiny.parent / "ctrl-c"
+    code, err = start_then_signal(tiny, out, signal.SIGINT)
+    assert code == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: stopped at step") and "--resume" in last
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert 0 < state["step"] < 240
+    assert not (out / "eval" / "test-sampled.json").exists()
+    code, _, err = run_cli(["pretrain-ids", "--data", tiny, "--out", out, *SASREC, "--resume"], capsys)
+    assert code == 0, err
+    assert eval_records(out) == eval_records(uninterrupted)
+
+
+def test_same_seed_gives_identical_metrics_files(tiny):
+    args = TrainArgs(epochs=3, batch_size=16, lr=5e-3, seed=11, log_every=1)
+    for name in ("a", "b"):
+        pretrain_ids(tiny, tiny.parent / f"same-{name}", SASREC_TINY, args)
+    a, b = tiny.parent / "same-a", tiny.parent / "same-b"
+    assert eval_records(a) == eval_records(b) and len(eval_records(a)) == 4
+    assert (a / "train_log.jsonl").read_text() == (b / "train_log.jsonl").read_text()
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    other = pretrain_ids(tiny, tiny.parent / "same-c", SASREC_TINY, TrainArgs(**{**args.__dict__, "seed": 12}))
+    assert other["records"][0]["metrics"] != json.loads((a / "eval/valid-sampled.json").read_text())["metrics"]
+
+
+def test_same_seed_gives_identical_teacher_metrics(tiny):
+    pretrain_ids(tiny, tiny.parent / "ids", SASREC_TINY, TrainArgs(epochs=1, batch_size=32, seed=3))
+    args = TrainArgs(epochs=1, batch_size=16, lr=5e-3, seed=5, log_every=1)
+    for name in ("a", "b"):
+        train_teacher(tiny, tiny.parent / "ids", "tiny-random", tiny.parent / f"teacher-{name}", TEACHER_TINY, args)
+    a, b = tiny.parent / "teacher-a", tiny.parent / "teacher-b"
+    assert eval_records(a) == eval_records(b) and len(eval_records(a)) == 4
+    assert (a / "train_log.jsonl").read_text() == (b / "train_log.jsonl").read_text()
+
+
+def test_killed_before_its_first_checkpoint_starts_again(tiny):
+    """No checkpoint yet (killed during the first epoch): --resume starts from step 0 and drops the old log lines."""
+    args = TrainArgs(epochs=2, batch_size=16, lr=5e-3, seed=4, log_every=1)
+    pretrain_ids(tiny, tiny.parent / "early-full", SASREC_TINY, args)
+
+    def die(step):
+        if step == 3:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError):
+        pretrain_ids(tiny, tiny.parent / "early", SASREC_TINY, args, on_step=die)
+    assert not (tiny.parent / "early" / "checkpoint").exists()
+    pretrain_ids(tiny, tiny.parent / "early", SASREC_TINY, args, resume=True)
+    assert eval_records(tiny.parent / "early") == eval_records(tiny.parent / "early-full")
+    assert (tiny.parent / "early" / "train_log.jsonl").read_text() == \
+        (tiny.parent / "early-full" / "train_log.jsonl").read_text()
+
+
+def test_kill_between_the_checkpoint_renames_keeps_the_previous_one(tmp_path):
+    from slmrec_cli.train.checkpoint import recover_checkpoint
+
+    old = tmp_path / ".checkpoint.old"  # what a kill between the two os.replace calls leaves
+    old.mkdir()
+    (old / "state.json").write_text("{}")
+    recover_checkpoint(tmp_path)
+    assert (tmp_path / "checkpoint" / "state.json").exists() and not old.exists()
+
+
+def test_resume_is_exact_with_a_short_last_accumulation_group(tiny):
+    """8 micro-batches per epoch in groups of 3: steps of 3, 3 and 2; stop mid-epoch, resume, same numbers."""
+    from slmrec_cli.errors import Interrupted
+    from slmrec_cli.train import engine
+
+    args = TrainArgs(epochs=3, batch_size=16, grad_accum=3, lr=5e-3, seed=6, log_every=1)
+    pretrain_ids(tiny, tiny.parent / "accum-full", SASREC_TINY, args)
+
+    def stop(step):
+        if step == 4:
+            engine.request_stop()
+
+    with pytest.raises(Interrupted):
+        pretrain_ids(tiny, tiny.parent / "accum-cut", SASREC_TINY, args, on_step=stop)
+    pretrain_ids(tiny, tiny.parent / "accum-cut", SASREC_TINY, args, resume=True)
+    assert eval_records(tiny.parent / "accum-cut") == eval_records(tiny.parent / "accum-full")
+    log = (tiny.parent / "accum-full" / "train_log.jsonl").read_text()
+    assert log == (tiny.parent / "accum-cut" / "train_log.jsonl").read_text()
+    assert [json.loads(x)["step"] for x in log.splitlines() if '"valid"' in x] == [3, 6, 9]

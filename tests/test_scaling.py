@@ -1,0 +1,103 @@
+"""Scaling pieces without launching processes: sharded epochs, the exact gather, gradient checkpointing, configs."""
+
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from slmrec_cli.distributed import gather_rows
+from slmrec_cli.errors import SlmrecError
+from slmrec_cli.models.llmrec import LLMRecConfig
+from slmrec_cli.teacher import build_model
+from slmrec_cli.train.engine import check_parallelism, epoch_batches, optimizer_steps
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
+
+
+@pytest.mark.parametrize("n", [1, 7, 60, 61, 63])
+@pytest.mark.parametrize("world", [1, 2, 3, 8])
+def test_every_process_gets_the_same_number_of_batches_and_all_examples(n, world):
+    shards = [epoch_batches(n, 4, seed=1, epoch=2, rank=r, world=world) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # same step count everywhere, or DDP would wait forever
+    assert len({tuple(len(b) for b in s) for s in shards}) == 1
+    seen = np.concatenate([b for s in shards for b in s])
+    assert set(seen.tolist()) == set(range(n)) and len(seen) == -(-n // world) * world
+    if world == 1:  # one process: exactly the seeded permutation, as before
+        assert seen.tolist() == np.random.default_rng([1, 2]).permutation(n).tolist()
+
+
+def test_optimizer_steps_count_the_short_last_group():
+    assert [optimizer_steps(n, 4) for n in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
+
+
+class FakeState:
+    """Two processes' rows as accelerate's pad_across_processes + gather would return them."""
+
+    num_processes = 2
+    device = torch.device("cpu")
+
+    def __init__(self, other_rows):
+        self.other_rows = other_rows
+
+
+def test_gather_rows_drops_padding_and_duplicates_and_keeps_the_callers_order(monkeypatch):
+    import accelerate.utils
+
+    mine = np.array([[3, 30], [1, 10]])
+    other = np.array([[2, 20], [1, 10], [-1, -1]])  # a duplicate of user 1 and a padding row
+    monkeypatch.setattr(accelerate.utils, "pad_across_processes", lambda t, **kw: t)
+    monkeypatch.setattr(accelerate.utils, "gather", lambda t: torch.cat([t, torch.as_tensor(other)]))
+    rows = gather_rows(FakeState(other), mine, np.array([2, 1, 3]))
+    assert rows.tolist() == [[2, 20], [1, 10], [3, 30]]
+    with pytest.raises(RuntimeError, match="expected 4"):  # a missing user is never silently skipped
+        gather_rows(FakeState(other), mine, np.array([0, 1, 2, 3]))
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_sharded_engines_are_refused_in_one_line(kind):
+    with pytest.raises(SlmrecError, match="DDP") as info:
+        check_parallelism(SimpleNamespace(distributed_type=SimpleNamespace(name=kind)))
+    assert "\n" not in str(info.value)
+    check_parallelism(SimpleNamespace(distributed_type=SimpleNamespace(name="MULTI_GPU")))
+
+
+def test_gradient_checkpointing_saves_memory_not_numbers():
+    """Same loss and gradients with and without recomputation (non-reentrant, dropout RNG restored)."""
+    cfg = LLMRecConfig(n_items=30, id_dim=8, hidden=0, layers=2, max_len=6, lora_r=4, lora_alpha=8)
+    table = torch.randn(31, 8, generator=torch.Generator().manual_seed(0))
+    items = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 0, 7, 8, 9, 10]])
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model, _ = build_model(replace(cfg), "tiny-random", table, gradient_checkpointing=checkpointing)
+        base = model._base()
+        assert getattr(base, "is_activation_checkpointing", None) is checkpointing or \
+            base.is_gradient_checkpointing is checkpointing
+        model.train()
+        torch.nn.init.normal_(model.decoder.base_model.model.layers[0].mlp.up_proj.lora_B.default.weight)
+        loss = model(items, torch.tensor([6, 11]))
+        loss.backward()
+        results.append((loss.item(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-6)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-6), name
+
+
+def test_accelerate_configs_are_valid_recipes():
+    configs = {p.name: yaml.safe_load(p.read_text()) for p in EXAMPLES.glob("*.yaml")}
+    assert set(configs) == {"single_gpu.yaml", "ddp8.yaml", "fsdp8.yaml"}
+    assert configs["single_gpu.yaml"]["num_processes"] == 1
+    ddp = configs["ddp8.yaml"]
+    assert ddp["distributed_type"] == "MULTI_GPU" and ddp["num_processes"] == 8
+    fsdp = configs["fsdp8.yaml"]
+    assert fsdp["distributed_type"] == "FSDP" and fsdp["num_processes"] == 8
+    wrap = fsdp["fsdp_config"]
+    assert wrap["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert wrap["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+    assert wrap["fsdp_use_orig_params"] is True  # LoRA: frozen and trainable weights share the flat parameters
