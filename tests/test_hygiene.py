@@ -28,3 +28,17 @@ def test_the_rules_catch_what_they_should():
     for text, why in samples.items():
         assert any(rx.search(text) and why in reason for rx, reason in FORBIDDEN), text
     assert not any(rx.search("torch.load(f, weights_only=True)") for rx, _ in FORBIDDEN)
+
+
+def test_artifacts_get_normal_permissions(tmp_path):
+    import os
+
+    from slmrec_cli.io import atomic_dir, write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    with atomic_dir(tmp_path / "d") as d:
+        (d / "f").write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
