@@ -75,6 +75,7 @@ def test_quality_and_bench_files(exported):
         assert set(v["metrics"]) == {"sampled", "full"} and v["bytes"] > 0 and (out / v["file"]).exists()
         assert v["relative_mrr"] > 0
     assert quality["variants"][0]["relative_mrr"] == 1.0
+    assert "/MatMul" in quality["onnx_int8_fp32_nodes"]  # the item scoring stays fp32
     bench = json.loads((out / "bench.json").read_text())
     assert bench["threads"] == 1 and bench["results"]
     for r in bench["results"]:

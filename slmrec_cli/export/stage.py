@@ -72,7 +72,7 @@ def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str
             if info["onnx_max_abs_diff"] > 1e-4:
                 raise RuntimeError(f"ONNX disagrees with torch by {info['onnx_max_abs_diff']:.2e} (> 1e-4)")
             if "int8" in quantize:
-                quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
+                info["onnx_int8_fp32_nodes"] = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
             if "int4" in quantize:
                 quantize_int4(tmp / "model.onnx", tmp / "model.int4.onnx")
         if want_bnb:
