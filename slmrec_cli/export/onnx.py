@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -100,8 +101,15 @@ def quantize_int8(src: Path, dst: Path) -> list[str]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     excluded = int8_excluded_nodes(src)
-    with atomic_path(dst) as tmp:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=excluded)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" advice is for CNN static quantization
+    try:
+        with atomic_path(dst) as tmp:
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_exclude=excluded)
+    finally:
+        root.setLevel(level)
     return excluded
 
 
