@@ -102,9 +102,7 @@ def pretrain_ids(
     from slmrec_cli.evaluation.tables import print_records
     from slmrec_cli.pretrain import pretrain_ids as run
 
-    args = o.train_args(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                        warmup_ratio=warmup_ratio, grad_clip=grad_clip, grad_accum=grad_accum, patience=patience,
-                        eval_every=eval_every, seed=seed, mixed_precision=mixed_precision, log_with=log_with)
+    args = o.train_args(locals())
     model = {"dim": dim, "layers": layers, "heads": heads, "max_len": max_len, "dropout": dropout}
     check_model_options(model)
     summary = run(data, out, model, args, resume=resume, force=force)
@@ -151,9 +149,7 @@ def train_teacher(
     from slmrec_cli.evaluation.tables import print_records
     from slmrec_cli.teacher import train_teacher as run
 
-    args = o.train_args(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                        warmup_ratio=warmup_ratio, grad_clip=grad_clip, grad_accum=grad_accum, patience=patience,
-                        eval_every=eval_every, seed=seed, mixed_precision=mixed_precision, log_with=log_with)
+    args = o.train_args(locals())
     model = llm_options(layers=layers, max_len=max_len, prompt=prompt, lora_r=lora_r, lora_alpha=lora_alpha,
                         lora_dropout=lora_dropout, lora_targets=lora_targets)
     summary = run(data, ids, base_model, out, model, args, targets=targets, load_in_8bit=load_in_8bit,
@@ -204,9 +200,7 @@ def distill(
     from slmrec_cli.distill.stage import distill as run
     from slmrec_cli.evaluation.tables import print_records
 
-    args = o.train_args(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                        warmup_ratio=warmup_ratio, grad_clip=grad_clip, grad_accum=grad_accum, patience=patience,
-                        eval_every=eval_every, seed=seed, mixed_precision=mixed_precision, log_with=log_with)
+    args = o.train_args(locals())
     summary = run(teacher, out, student_layers, args, data_dir=data, blocks=blocks, lambda_cos=lambda_cos,
                   lambda_norm=lambda_norm, lambda_ms=lambda_ms, norm_loss=norm_loss, mode=mode,
                   init_projections=init_projections, teacher_cache=teacher_cache, targets=targets,

@@ -56,8 +56,10 @@ LoadIn4bit = Annotated[bool, typer.Option("--load-in-4bit", help="Load the base 
                                           "(bitsandbytes, CUDA).", rich_help_panel=RUN)]
 
 
-def train_args(**kw):
-    """TrainArgs from the shared option values (validated there)."""
+def train_args(values: dict):
+    """TrainArgs from a command's option values (its locals()); validated in TrainArgs itself."""
+    from dataclasses import fields
+
     from slmrec_cli.train.engine import TrainArgs
 
-    return TrainArgs(**kw)
+    return TrainArgs(**{f.name: values[f.name] for f in fields(TrainArgs) if f.name in values})
