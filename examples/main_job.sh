@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, from nothing, on ml-100k with SmolLM2-135M (about 15 minutes on a 2-core CPU):
+# The main job, from nothing, on ml-100k with SmolLM2-135M (measured: 23 min on a 2-core CPU shared with another job):
 #   install → prepare → SASRec ids → 8-layer teacher → per-layer probe → 4-layer student distilled from it
 #   → side-by-side evaluation → export (ONNX + int8) → one recommendation.
 # Sizes are picked for the CPU budget (2 epochs for the LLM stages; see docs/results.md for longer runs).
