@@ -301,6 +301,23 @@ def evaluate(
                  mask_history=mask_history, batch_size=batch_size, json_out=json_out, reuse=reuse)
 
 
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (any mix of datasets; unfinished ones and plain "
+                                                    "files are skipped).")],
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("docs/results.md"),
+    img_dir: Annotated[Path | None, typer.Option(help="Where the PNG plots go (default: img/ next to --out).")]
+    = None,
+    data: Annotated[list[Path] | None, typer.Option(help="Dataset directories (default: the paths the runs "
+                                                         "recorded); repeatable.")] = None,
+) -> None:
+    """Regenerate the paper's tables and figures (datasets, quality, ablation, efficiency, probe, depth, B, online)
+    from run directories into one Markdown file with PNG plots."""
+    from slmrec_cli.report import build_report
+
+    build_report(runs, out, img_dir, data or [])
+
+
 def main() -> None:
     """Entry point: bad input → one line, exit 2; internal error → one line, exit 1 (traceback with --debug)."""
     import click

@@ -12,7 +12,8 @@ from slmrec_cli import __version__, ui
 from slmrec_cli.data import left_pad, load_dataset
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.ranking import METRIC_NAMES, metrics_from_ranks, pessimistic_ranks
-from slmrec_cli.io import atomic_path, read_json, write_json
+from slmrec_cli.io import read_json, write_json
+from slmrec_cli.plots import metric_panels
 from slmrec_cli.runs import check_same_data, load_model, load_run_config
 
 
@@ -54,27 +55,10 @@ def probe_ranks(model, data, split: str, layers: list[int], *, final_norm: bool,
 
 
 def plot_probe(record: dict, path: Path, baseline: dict | None = None, baseline_name: str = "baseline") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    xs = [x["layer"] for x in record["layers"]]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for ax, metric in zip(axes, ("HR@10", "NDCG@10", "MRR"), strict=True):
-        ax.plot(xs, [100 * x["metrics"][metric] for x in record["layers"]], marker="o", label="teacher layer")
-        if baseline:
-            ax.axhline(100 * baseline[metric], color="tab:red", linestyle="--", label=baseline_name)
-        ax.set_xlabel("layer")
-        ax.set_ylabel(f"{metric} (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"per-layer probe of {record['run']} ({record['split']}, sampled, "
-                 f"final norm {'on' if record['final_norm'] else 'off'})", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    metric_panels([x["layer"] for x in record["layers"]], {"teacher layer": [x["metrics"] for x in record["layers"]]},
+                  path, xlabel="layer", baseline=baseline, baseline_name=baseline_name,
+                  title=f"per-layer probe of {record['run']} ({record['split']}, sampled, "
+                        f"final norm {'on' if record['final_norm'] else 'off'})")
 
 
 def baseline_metrics(run: Path, split: str) -> dict:

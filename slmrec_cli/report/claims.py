@@ -1,0 +1,67 @@
+"""The paper's claims, checked against the given runs: each line states the comparison, the numbers and a verdict."""
+
+from __future__ import annotations
+
+from slmrec_cli.report.collect import Run, label, terms_label
+from slmrec_cli.report.sections import main_student, no_kd, siblings, teacher_of
+
+
+def _mrr(run: Run, protocol: str) -> float | None:
+    return run.metric("MRR", protocol)
+
+
+def _compare(a: Run, b: Run, what: str) -> str:
+    """'a ≥ b' on test MRR under both protocols."""
+    parts, verdicts = [], []
+    for protocol in ("sampled", "full"):
+        x, y = _mrr(a, protocol), _mrr(b, protocol)
+        if x is None or y is None:
+            continue
+        parts.append(f"{protocol} {100 * x:.2f} vs {100 * y:.2f}")
+        verdicts.append(x >= y)
+    if not verdicts:
+        return ""
+    verdict = "holds" if all(verdicts) else "does not hold" if not any(verdicts) else "holds under one protocol only"
+    return f"- {what}: **{verdict}** — `{a.name}` vs `{b.name}`, test MRR % ({'; '.join(parts)})."
+
+
+def claims(runs: list[Run]) -> str:
+    out = []
+    student = main_student(runs)
+    teacher = teacher_of(student, runs) if student else None
+    if student and teacher:
+        out.append(_compare(student, teacher, f"{label(student)} is at least as good as its teacher {label(teacher)}"))
+        if student.efficiency and teacher.efficiency:
+            s, t = student.efficiency, teacher.efficiency
+            inf = s["inference_seconds"] / t["inference_seconds"]
+            par = s["params"]["inference"] / t["params"]["inference"]
+            verdict = "holds" if inf <= 0.6 else "does not hold"
+            out.append(f"- The student costs about half the teacher at inference: **{verdict}** — inference time "
+                       f"×{inf:.2f}, inference parameters ×{par:.2f} (the id table and embeddings do not shrink with "
+                       "depth; timed in separate processes).")
+    if student and (base := no_kd(student, runs)):
+        out.append(_compare(student, base, f"Distillation beats the same depth trained without it ({label(base)})"))
+    teachers = {r.layers: r for r in runs if r.kind == "teacher" and _mrr(r, "sampled") is not None}
+    full = next((r for r in teachers.values() if r.full_depth), None)
+    if full and 8 in teachers and full.layers != 8:
+        ratio = _mrr(teachers[8], "sampled") / _mrr(full, "sampled")
+        best = max(teachers.values(), key=lambda r: _mrr(r, "sampled"))
+        verdict = "holds" if ratio >= 0.95 else "does not hold"
+        out.append(f"- Depth is redundant (8 layers nearly as good as all {full.layers}): **{verdict}** — E4SRec-8 "
+                   f"reaches {100 * ratio:.0f}% of E4SRec-{full.layers}'s sampled test MRR; the best depth among "
+                   f"{sorted(teachers)} is {best.layers}.")
+    if student and (base := no_kd(student, runs)):
+        rows = [r for r in siblings(student, runs, ("blocks", "mode", "norm_loss"))]
+        ref = _mrr(base, "sampled")
+        deltas = [f"{terms_label(r.distill)} {100 * (_mrr(r, 'sampled') - ref):+.2f}" for r in rows
+                  if _mrr(r, "sampled") is not None]
+        helped = [r for r in rows if (_mrr(r, "sampled") or 0) > ref]
+        if len(rows) > 1:
+            verdict = ("holds" if len(helped) == len(rows) else "does not hold" if not helped
+                       else f"holds for {len(helped)} of {len(rows)} settings")
+            out.append(f"- Each distillation setting beats CE only ({label(base)}, sampled test MRR "
+                       f"{100 * ref:.2f} %): **{verdict}** — change in MRR points: {', '.join(deltas)}.")
+    out = [x for x in out if x]
+    if not out:
+        return "_Not enough runs to check the paper's claims (a teacher, its student and the no-KD model)._\n"
+    return "\n".join(out) + "\n"

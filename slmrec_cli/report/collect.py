@@ -1,0 +1,126 @@
+"""Read run directories into plain records for `slmrec report`, and name each run by its role in the study."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slmrec_cli.errors import SlmrecError
+
+TERMS = (("lambda_cos", "d_cos"), ("lambda_norm", "d_norm"), ("lambda_ms", "l_ms"))
+ALL_TERMS = "all three"
+
+
+@dataclass
+class Run:
+    path: Path
+    cfg: dict
+    evals: dict[tuple[str, str], dict] = field(default_factory=dict)  # (split, protocol) → metrics record
+    efficiency: dict | None = None
+    probe: dict | None = None  # RUN/probe/test.json
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        return self.cfg["kind"]
+
+    @property
+    def layers(self) -> int:
+        return self.cfg["model"]["layers"]
+
+    @property
+    def base(self) -> str:
+        b = self.cfg.get("base_model")
+        if not b:
+            return "—"
+        return b["ref"] + ("" if b.get("pretrained", True) else " [not pretrained]")
+
+    @property
+    def distill(self) -> dict:
+        return self.cfg.get("distill") or {}
+
+    @property
+    def full_depth(self) -> bool:
+        b = self.cfg.get("base_model") or {}
+        return self.kind == "teacher" and self.layers == b.get("layers_total")
+
+    def metric(self, m: str, protocol: str = "sampled", split: str = "test") -> float | None:
+        rec = self.evals.get((split, protocol))
+        return rec["metrics"][m] if rec else None
+
+
+def terms_label(d: dict) -> str:
+    on = [name for key, name in TERMS if d.get(key)]
+    if len(on) == len(TERMS):
+        return ALL_TERMS
+    return "+ " + ", ".join(on) if on else "CE only"
+
+
+def label(run: Run) -> str:
+    """The paper's row names: SASRec, E4SRec-M, SLMRec N←M (with what differs from the default setup)."""
+    if run.kind == "sasrec":
+        return "SASRec"
+    if run.kind == "teacher":
+        return f"E4SRec-{run.layers}" + (" (full depth)" if run.full_depth else "")
+    d = run.distill
+    extra = [t for t in (terms_label(d) if terms_label(d) != ALL_TERMS else "",
+                         f"B={d['blocks']}" if d["blocks"] != 4 else "", "online" if d["mode"] == "online" else "",
+                         f"{d['norm_loss']} norm" if d["norm_loss"] != "normalized" else "") if t]
+    return f"SLMRec {d['student_layers']}←{d['teacher_layers']}" + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def order_key(run: Run) -> tuple:
+    """SASRec, teachers deepest first, then students with the default setup before their variants."""
+    if run.kind == "sasrec":
+        return (0, 0, run.name)
+    if run.kind == "teacher":
+        return (1, -run.layers, run.name)
+    d = run.distill
+    default = terms_label(d) == ALL_TERMS and d["mode"] == "offline" and d["blocks"] == 4
+    return (2, -d["teacher_layers"], -d["student_layers"], not default, run.name)
+
+
+def load_run(path: Path) -> Run:
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise SlmrecError(f"{path} is not a run directory (no config.json); give dirs made by slmrec's stages")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise SlmrecError(f"{cfg_file} is not valid JSON ({e}); the run is damaged") from None
+    if cfg.get("format") != "slmrec-run" or cfg.get("kind") not in ("sasrec", "teacher", "student"):
+        raise SlmrecError(f"{cfg_file} is not an slmrec run config")
+    run = Run(path, cfg)
+    for f in sorted((path / "eval").glob("*-*.json")):
+        split, protocol = f.stem.split("-", 1)
+        run.evals[(split, protocol)] = json.loads(f.read_text())
+    if (path / "efficiency.json").exists():
+        run.efficiency = json.loads((path / "efficiency.json").read_text())
+    if (path / "probe" / "test.json").exists():
+        run.probe = json.loads((path / "probe" / "test.json").read_text())
+    return run
+
+
+def collect(paths: list[Path]) -> dict[str, list[Run]]:
+    """Runs grouped by dataset content hash (in first-seen order), each group in the paper's row order.
+    Arguments that are not run dirs (a study's `runs/*` glob also matches caches and plots) are skipped only
+    when they are plain files; a directory without config.json is an error, so a typo never passes silently."""
+    groups: dict[str, list[Run]] = {}
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise SlmrecError(f"{p} does not exist; give run directories made by slmrec's stages")
+        if p.is_file():
+            continue
+        run = load_run(p)
+        if not run.evals:
+            continue  # unfinished: no metrics yet
+        groups.setdefault(run.cfg["data"]["hash"], []).append(run)
+    if not groups:
+        raise SlmrecError("no finished runs among the arguments (none has eval/*.json); run `slmrec evaluate` first")
+    return {h: sorted(rs, key=order_key) for h, rs in groups.items()}

@@ -1,0 +1,215 @@
+"""Markdown sections of `slmrec report`, one function per table or figure of the paper. Numbers come only from the
+runs' own files (eval/*.json, efficiency.json, probe/test.json) and the dataset's meta.json."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from slmrec_cli.evaluation.ranking import METRIC_NAMES
+from slmrec_cli.plots import metric_panels
+from slmrec_cli.report.collect import ALL_TERMS, Run, label, terms_label
+
+ABLATION_ORDER = ("CE only", "+ d_cos", "+ d_cos, d_norm", "+ d_cos, l_ms", ALL_TERMS)
+MISSING = "_No runs for this in the report's arguments (`benchmarks/paper_study.sh` makes them)._\n"
+
+
+def pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
+
+
+def metrics_table(rows: list[tuple[str, dict]], first: str = "model", bold_best: bool = True) -> list[str]:
+    """rows: (name cell, metrics dict); metrics in %, the best of each column in bold."""
+    out = [f"| {first} | " + " | ".join(METRIC_NAMES) + " |", "|---|" + "---:|" * len(METRIC_NAMES)]
+    best = {m: max(r[m] for _, r in rows) for m in METRIC_NAMES} if rows else {}
+    for name, r in rows:
+        cells = [f"**{pct(r[m])}**" if bold_best and len(rows) > 1 and r[m] == best[m] else pct(r[m])
+                 for m in METRIC_NAMES]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
+def protocol_line(rec: dict) -> str:
+    return (f"test split, **{rec['protocol']}** protocol: {rec['candidates']} candidates, "
+            f"mask_history={str(rec['mask_history']).lower()}, {rec['users']} users, dataset {rec['dataset']} "
+            f"`{rec['data_hash']}`, pessimistic ties (PROTOCOL.md); metrics in %.")
+
+
+def header(runs: list[Run]) -> str:
+    bases = sorted({r.base for r in runs if r.kind != "sasrec"})
+    devices = sorted({r.efficiency["device"] for r in runs if r.efficiency})
+    d = runs[0].cfg["data"]
+    return (f"Dataset **{d['name']}** `{d['hash']}` · base model {', '.join(bases) or '—'} · device "
+            f"{', '.join(devices) or '—'} · runs: {', '.join(f'`{r.name}`' for r in runs)}\n")
+
+
+def datasets(meta: dict | None) -> str:
+    if meta is None:
+        return "_The dataset directory was not found; pass `--data DIR` to add its statistics._\n"
+    st, op = meta["stats"], meta["options"]
+    rating = "every rating" if op.get("min_rating") is None else f"rating ≥ {op['min_rating']:g}"
+    return "\n".join([
+        "| dataset | users | items | interactions | density | avg length | content hash | filters |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+        f"| {meta['name']} | {st['users']:,} | {st['items']:,} | {st['interactions']:,} | {100 * st['density']:.2f}% "
+        f"| {st['mean_length']:.1f} | `{meta['content_hash']}` | {rating}, {op['k_core']}-core, "
+        f"{op['num_negatives']} fixed negatives (seed {op['seed']}) |"]) + "\n"
+
+
+def quality(runs: list[Run], popularity: dict[str, dict]) -> str:
+    out = []
+    for protocol in ("sampled", "full"):
+        rows = [(f"{label(r)} `{r.name}`", r.evals[("test", protocol)]) for r in runs if ("test", protocol) in r.evals]
+        if protocol in popularity:
+            rows.insert(0, ("most popular", popularity[protocol]))
+        if not rows:
+            continue
+        out += [protocol_line(rows[0][1]), "", *metrics_table([(n, rec["metrics"]) for n, rec in rows]), ""]
+    return "\n".join(out) if out else MISSING
+
+
+def main_student(runs: list[Run]) -> Run | None:
+    """The default-setup student (all three terms, offline, B=4 or else the most blocks), else any offline one."""
+    students = [r for r in runs if r.kind == "student" and r.distill["mode"] == "offline"]
+    best = sorted((r for r in students if terms_label(r.distill) == ALL_TERMS),
+                  key=lambda r: (r.distill["blocks"] != 4, -r.distill["blocks"]))
+    return (best or students or [None])[0]
+
+
+def teacher_of(student: Run, runs: list[Run]) -> Run | None:
+    name = Path(student.distill["teacher"]).name
+    return next((r for r in runs if r.kind == "teacher" and r.name == name
+                 and r.layers == student.distill["teacher_layers"]), None)
+
+
+def no_kd(student: Run, runs: list[Run]) -> Run | None:
+    """The same-depth model trained without distillation (a teacher run with the student's depth)."""
+    return next((r for r in runs if r.kind == "teacher" and r.layers == student.distill["student_layers"]
+                 and r.base == student.base), None)
+
+
+def siblings(main: Run, runs: list[Run], same: tuple[str, ...]) -> list[Run]:
+    keys = ("teacher_layers", "student_layers", *same)
+    return [r for r in runs if r.kind == "student" and all(r.distill[k] == main.distill[k] for k in keys)]
+
+
+def ablation(runs: list[Run]) -> str:
+    main = main_student(runs)
+    if main is None:
+        return MISSING
+    rows: dict[str, tuple[str, Run]] = {}
+    base = no_kd(main, runs)
+    if base is not None:
+        rows["CE only"] = (f"CE only: {label(base)}, no distillation `{base.name}`", base)
+    for r in siblings(main, runs, ("blocks", "mode", "norm_loss")):
+        rows.setdefault(terms_label(r.distill), (f"{terms_label(r.distill)} `{r.name}`", r))
+    if len(rows) < 2:
+        return MISSING
+    ordered = [rows[k] for k in ABLATION_ORDER if k in rows]
+    rec = ordered[0][1].evals[("test", "sampled")]
+    lines = [f"SLMRec {main.distill['student_layers']}←{main.distill['teacher_layers']}, B={main.distill['blocks']}, "
+             f"{main.distill['mode']}, norm loss {main.distill['norm_loss']}; λ as set per run. " + protocol_line(rec),
+             "", *metrics_table([(n, r.evals[("test", "sampled")]["metrics"]) for n, r in ordered], "terms"), ""]
+    return "\n".join(lines)
+
+
+def efficiency(runs: list[Run]) -> str:
+    rows = [r for r in runs if r.efficiency]
+    if not rows:
+        return MISSING
+    main = main_student(runs)
+    ref = (teacher_of(main, runs) if main else None) or max((r for r in rows if r.kind == "teacher"),
+                                                            key=lambda r: r.layers, default=rows[0])
+    e0 = ref.efficiency
+    out = [f"Ratios are against `{ref.name}` ({label(ref)}); below 1 means cheaper. Train time per epoch counts "
+           "training steps only; inference time is scoring the test split (both protocols in one pass). Runs were "
+           "timed one after another in their own processes, so a busy machine shows up in the ratios.", "",
+           "| model | run | trainable params | inference params | train s/epoch | inference s | users | peak GiB "
+           "| device | train × | inference × | params × |", "|---|---|" + "---:|" * 6 + "---|---:|---:|---:|"]
+    for r in rows:
+        e = r.efficiency
+        out.append(f"| {label(r)} | `{r.name}` | {e['params']['trainable']:,} | {e['params']['inference']:,} | "
+                   f"{e['train_seconds_per_epoch']:.1f} | {e['inference_seconds']:.1f} | {e['inference_users']} | "
+                   f"{e['peak_memory_bytes'] / 2**30:.2f} | {e['device']} | "
+                   f"{e['train_seconds_per_epoch'] / e0['train_seconds_per_epoch']:.2f} | "
+                   f"{e['inference_seconds'] / e0['inference_seconds']:.2f} | "
+                   f"{e['params']['inference'] / e0['params']['inference']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
+Image = Callable[[str], tuple[Path, str]]  # slug → (file to write, link for the Markdown)
+
+
+def probes(runs: list[Run], sasrec: Run | None, image: Image) -> str:
+    out = []
+    base = sasrec.evals[("test", "sampled")]["metrics"] if sasrec and ("test", "sampled") in sasrec.evals else None
+    for r in (r for r in runs if r.probe):
+        p = r.probe
+        file, link = image(f"probe-{r.name}")
+        metric_panels([x["layer"] for x in p["layers"]], {"probe": [x["metrics"] for x in p["layers"]]}, file,
+                      xlabel="layer", baseline=base, baseline_name="SASRec",
+                      title=f"per-layer probe of {label(r)} ({p['dataset']}, test, sampled)")
+        out += [f"**{label(r)}** `{r.name}` ({p['base_model']}): last-token state after each layer → final norm "
+                f"{'on' if p['final_norm'] else 'off'} → the run's down-projection; test split, sampled protocol, "
+                f"{p['candidates']} candidates, `{p['data_hash']}`; metrics in %.", "", f"![probe {r.name}]({link})",
+                "", *metrics_table([(str(x["layer"]), x["metrics"]) for x in p["layers"]], "layer")]
+        if base:
+            out.append("| SASRec | " + " | ".join(pct(base[m]) for m in METRIC_NAMES) + " |")
+        out.append("")
+    return "\n".join(out) if out else MISSING
+
+
+def depth_sweep(runs: list[Run], sasrec: Run | None, image: Image) -> str:
+    by_depth: dict[int, Run] = {}
+    for r in runs:
+        if r.kind == "teacher" and ("test", "sampled") in r.evals:
+            by_depth.setdefault(r.layers, r)
+    if len(by_depth) < 2:
+        return MISSING
+    xs = sorted(by_depth)
+    rows = [by_depth[x].evals[("test", "sampled")] for x in xs]
+    base = sasrec.evals[("test", "sampled")]["metrics"] if sasrec and ("test", "sampled") in sasrec.evals else None
+    file, link = image("depth-sweep")
+    metric_panels(xs, {"first l layers, LoRA": [r["metrics"] for r in rows]}, file, xlabel="layers", log2=True,
+                  baseline=base, baseline_name="SASRec", title=f"depth sweep ({rows[0]['dataset']}, test, sampled)")
+    table = metrics_table([(f"{x} `{by_depth[x].name}`", r["metrics"]) for x, r in zip(xs, rows, strict=True)],
+                          "layers")
+    if base:
+        table.append("| SASRec | " + " | ".join(pct(base[m]) for m in METRIC_NAMES) + " |")
+    return "\n".join([f"Teachers cut to their first l layers of {by_depth[xs[0]].base}, same training settings. "
+                      + protocol_line(rows[0]), "", f"![depth sweep]({link})", "", *table, ""])
+
+
+def blocks(runs: list[Run], image: Image) -> str:
+    main = main_student(runs)
+    if main is None:
+        return MISSING
+    by_b: dict[int, Run] = {}
+    for r in siblings(main, runs, ("mode", "norm_loss", "lambda_cos", "lambda_norm", "lambda_ms")):
+        by_b.setdefault(r.distill["blocks"], r)
+    if len(by_b) < 2:
+        return MISSING
+    xs = sorted(by_b)
+    rows = [by_b[b].evals[("test", "sampled")] for b in xs]
+    file, link = image("blocks")
+    metric_panels(xs, {label(main).split(" (")[0]: [r["metrics"] for r in rows]}, file, xlabel="blocks B",
+                  title=f"block count ({rows[0]['dataset']}, test, sampled)")
+    return "\n".join([f"{label(main)} with B blocks (B = 1 has no intermediate block, so no l_ms). "
+                      + protocol_line(rows[0]), "", f"![block count]({link})", "",
+                      *metrics_table([(f"{b} `{by_b[b].name}`", r["metrics"]) for b, r in zip(xs, rows, strict=True)],
+                                     "B"), ""])
+
+
+def online(runs: list[Run]) -> str:
+    main = main_student(runs)
+    if main is None:
+        return MISSING
+    pair = {r.distill["mode"]: r for r in siblings(main, runs, ("blocks", "norm_loss", "lambda_cos", "lambda_norm",
+                                                                "lambda_ms"))}
+    if len(pair) < 2:
+        return MISSING
+    rows = [(f"{mode}: {label(r)} `{r.name}`", r.evals[("test", "sampled")]) for mode, r in sorted(pair.items())]
+    return "\n".join(["Offline: the student learns from the trained, frozen teacher. Online: teacher and student start "
+                      "from the base model together, each with its own CE (only the student is evaluated). "
+                      + protocol_line(rows[0][1]), "", *metrics_table([(n, r["metrics"]) for n, r in rows], "mode"),
+                      ""])

@@ -1,0 +1,63 @@
+"""`slmrec report` on tiny runs: every section of the paper's study is produced, with its plots."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import TEACHER_TINY, run_cli, tiny_teacher
+
+from slmrec_cli.distill.stage import distill
+from slmrec_cli.probe import prune_probe
+from slmrec_cli.teacher import train_teacher
+from slmrec_cli.train.engine import TrainArgs
+
+ARGS = TrainArgs(epochs=1, batch_size=16, lr=5e-3)
+SECTIONS = ("The paper's claims, checked", "Dataset (paper Table 1)", "Quality (paper Tables 2–3)",
+            "Ablation of the distillation terms (paper Table 4)", "Efficiency (paper Table 5)",
+            "Per-layer probe (paper Fig. 2a–c)", "Depth sweep (paper Fig. 2d–f)", "Block count B (paper Fig. 4)",
+            "Online vs offline distillation (paper RQ4)")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A miniature paper study: SASRec, teachers of 4 (full depth) and 2 layers, students 2←4 for the ablation,
+    the block sweep and online mode, and a probe."""
+    root = tmp_path_factory.mktemp("study")
+    data, sasrec, t4 = tiny_teacher(root, epochs=1)
+    train_teacher(data, sasrec, "tiny-random", root / "t2", {**TEACHER_TINY, "layers": 2}, ARGS)
+    prune_probe(t4, baseline=sasrec)
+    for name, kw in {"s2": {}, "s2-cos": {"lambda_norm": 0.0, "lambda_ms": 0.0}, "s2-b1": {"blocks": 1},
+                     "s2-online": {"mode": "online"}}.items():
+        distill(t4, root / name, 2, ARGS, blocks=kw.pop("blocks", 2), **kw)
+    (root / "notes.txt").write_text("a plain file among the runs is skipped")
+    return root
+
+
+def test_report_has_every_section_and_plot(study, capsys):
+    out = study / "docs" / "results.md"
+    runs = [study / n for n in ("sasrec", "t4", "t2", "s2", "s2-cos", "s2-b1", "s2-online", "notes.txt")]
+    code, _, err = run_cli(["report", *runs, "--out", out], capsys)
+    assert code == 0, err
+    text = out.read_text()
+    for title in SECTIONS:
+        body = text.split(f"### {title}\n", 1)[1].split("\n### ", 1)[0]
+        assert "No runs for this" not in body and "Not enough runs" not in body, title
+    for img in ("tiny-probe-t4.png", "tiny-depth-sweep.png", "tiny-blocks.png"):
+        assert (study / "docs" / "img" / img).stat().st_size > 1000
+        assert f"](img/{img})" in text
+    # every quality row, and the popularity baseline scored from the dataset, under both protocols
+    assert text.count("| most popular |") == 2 and text.count("`s2-online` |") >= 2
+    assert "**sampled** protocol" in text and "**full** protocol" in text
+    assert "| + d_cos `s2-cos` |" in text and "| CE only: E4SRec-2, no distillation `t2` |" in text
+    assert "SLMRec 2←4 (B=1)" in text and "| online: SLMRec 2←4 (B=2; online) `s2-online` |" in text
+    assert "is at least as good as its teacher E4SRec-4 (full depth)" in text
+
+
+def test_report_refuses_a_dir_that_is_not_a_run(study, tmp_path, capsys):
+    code, _, err = run_cli(["report", study / "sasrec", tmp_path, "--out", tmp_path / "r.md"], capsys)
+    assert code == 2 and "is not a run directory" in err and "Traceback" not in err
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_report_without_finished_runs(tmp_path, capsys):
+    code, _, err = run_cli(["report", "--out", tmp_path / "r.md", tmp_path / "missing"], capsys)
+    assert code == 2 and "does not exist" in err
