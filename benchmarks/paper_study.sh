@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# The SLMRec paper's study on one dataset, with SmolLM2-135M, then `slmrec report`.
-# Usage: benchmarks/paper_study.sh DATASET [ROOT]
+# The SLMRec paper's study on one dataset, then `slmrec report` (Markdown tables + PNG plots).
+# Usage: benchmarks/paper_study.sh DATASET [ROOT [extra options for every LLM stage...]]
 #   DATASET: a built-in name (ml-100k, ml-1m) or a prepared dataset dir; ROOT defaults to studies/<name>.
-# Runs (under ROOT/runs): sasrec; teachers t8, t30 (full depth) and t4 (E4SRec-4, no distillation);
-# students s4 (4←8, all three terms, B=4), the ablations s4-cos, s4-cos-norm, s4-cos-ms, the block sweep
-# s4-b1, s4-b2, online distillation s4-online; the probe of t8 and t30; the depth sweep adds t1, t2, t16.
-# Sizes (env): EPOCHS=3 for the LLM stages, SASREC_PATIENCE=5, EVAL_BATCH=64, BASE=smollm2-135m,
-#   SWEEP="1 2 16" (extra depths), STAGES="core ablation blocks online full sweep" (a subset runs a part).
-# Measured on ml-100k, 2-core CPU: see docs/results.md. Everything skips finished runs and resumes interrupted
-# ones, so an interrupted study continues where it stopped. Extra arguments go to every LLM stage.
+# Runs under ROOT/runs: sasrec; teachers t8 and t30 (full depth) and t4 (E4SRec-4: the student's depth without
+# distillation); the student s4 (4←8, all three terms, B=4); the ablations s4-cos, s4-cos-norm, s4-cos-ms; the
+# block sweep s4-b1, s4-b2; online distillation s4-online; the probes of t8 and t30; the depth sweep adds t1, t2, t16.
+# Sizes (env): EPOCHS=3 (LLM stages), SASREC_PATIENCE=5, EVAL_BATCH=64, BASE=smollm2-135m, TEACHER=8, STUDENT=4,
+#   FULL=30 (the base model's depth), BLOCKS=4, B_SWEEP="1 2", SWEEP="1 2 16" (extra depths),
+#   STAGES="core ablation blocks online full sweep" (a subset runs part of the study).
+# Finished runs are skipped and interrupted ones resume, so an interrupted study continues where it stopped.
 set -euo pipefail
-dataset=${1:?usage: benchmarks/paper_study.sh DATASET [ROOT]}
+dataset=${1:?usage: benchmarks/paper_study.sh DATASET [ROOT [options...]]}
 if [ -f "$dataset/meta.json" ]; then name=$(basename "$dataset"); else name=$dataset; fi
 root=${2:-studies/$name}; shift $(( $# >= 2 ? 2 : 1 ))
 EPOCHS=${EPOCHS:-3}; BASE=${BASE:-smollm2-135m}; EVAL_BATCH=${EVAL_BATCH:-64}
+M=${TEACHER:-8}; N=${STUDENT:-4}; B=${BLOCKS:-4}
 STAGES=" ${STAGES:-core ablation blocks online full sweep} "
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 data=$root/data runs=$root/runs
@@ -30,31 +31,31 @@ run_stage() {
 }
 teacher() { run_stage "$runs/t$1" slmrec train-teacher --data "$data" --ids "$runs/sasrec" --base-model "$BASE" \
   --layers "$1" --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" "${@:2}"; }
-student() { local out=$1; shift; run_stage "$runs/$out" slmrec distill --teacher "$runs/t8" --student-layers 4 \
-  --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" "$@"; }
+# student NAME BLOCKS [options]: N←M from t$M, with the frozen teacher's features cached once per block layout
+student() { run_stage "$runs/$1" slmrec distill --teacher "$runs/t$M" --student-layers "$N" --blocks "$2" \
+  --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" "${@:3}"; }
+cache() { echo "--teacher-cache $runs/t$M/feature-cache-b$1"; }
 probe() { [ -f "$1/probe/test.json" ] || slmrec prune-probe "$1" --baseline "$runs/sasrec" --batch-size "$EVAL_BATCH"; }
-cache() { echo "--teacher-cache $runs/t8/feature-cache-b$1"; }  # one cache per block layout
 
 if [ -f "$dataset/meta.json" ]; then data=$dataset
 elif [ ! -f "$data/meta.json" ]; then log "prepare $dataset"; slmrec prepare --dataset "$dataset" --out "$data"; fi
 run_stage "$runs/sasrec" slmrec pretrain-ids --data "$data" --patience "${SASREC_PATIENCE:-5}"
 
 if has core; then
-  teacher 8 "$@"; probe "$runs/t8"
-  teacher 4 "$@"
-  student s4 $(cache 4) "$@"
+  teacher "$M" "$@"; probe "$runs/t$M"
+  teacher "$N" "$@"
+  student "s$N" "$B" $(cache "$B") "$@"
 fi
 if has ablation; then  # paper Table 4: which terms of Eq. 6 carry the gain
-  student s4-cos --lambda-norm 0 --lambda-ms 0 $(cache 4) "$@"
-  student s4-cos-norm --lambda-ms 0 $(cache 4) "$@"
-  student s4-cos-ms --lambda-norm 0 $(cache 4) "$@"
+  student "s$N-cos" "$B" --lambda-norm 0 --lambda-ms 0 $(cache "$B") "$@"
+  student "s$N-cos-norm" "$B" --lambda-ms 0 $(cache "$B") "$@"
+  student "s$N-cos-ms" "$B" --lambda-norm 0 $(cache "$B") "$@"
 fi
-if has blocks; then  # paper Fig. 4: B in {1, 2, 4} (4 is s4)
-  student s4-b1 --blocks 1 $(cache 1) "$@"
-  student s4-b2 --blocks 2 $(cache 2) "$@"
+if has blocks; then  # paper Fig. 4: the number of aligned blocks
+  for b in ${B_SWEEP:-1 2}; do student "s$N-b$b" "$b" $(cache "$b") "$@"; done
 fi
-if has online; then student s4-online --mode online "$@"; fi  # paper RQ4
-if has full; then teacher 30 "$@"; probe "$runs/t30"; fi
+if has online; then student "s$N-online" "$B" --mode online "$@"; fi  # paper RQ4
+if has full; then teacher "${FULL:-30}" "$@"; probe "$runs/t${FULL:-30}"; fi
 if has sweep; then for l in ${SWEEP:-1 2 16}; do teacher "$l" "$@"; done; fi  # paper Fig. 2d-f
 
 log "report"

@@ -1,0 +1,33 @@
+"""benchmarks/paper_study.sh end to end at toy size (tiny-random base), then again to show it resumes/skips."""
+
+from __future__ import annotations
+
+import subprocess
+
+from helpers import REPO, cli_env, make_dataset
+
+TOY = {"BASE": "tiny-random", "TEACHER": "4", "STUDENT": "2", "FULL": "4", "BLOCKS": "2", "B_SWEEP": "1",
+       "SWEEP": "1", "EPOCHS": "1", "EVAL_BATCH": "32", "SASREC_PATIENCE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def study(data, root):
+    return subprocess.run(["bash", str(REPO / "benchmarks" / "paper_study.sh"), str(data), str(root),
+                           "--batch-size", "16"], env={**cli_env(), **TOY}, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_paper_study_runs_every_part_and_resumes(tmp_path):
+    data, root = make_dataset(tmp_path), tmp_path / "study"
+    res = study(data, root)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    runs = root / "runs"
+    expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-cos-norm", "s2-cos-ms", "s2-b1", "s2-online"]
+    for name in expected:
+        assert (runs / name / "eval" / "test-sampled.json").exists(), name
+    assert (runs / "t4" / "probe" / "test.json").exists()
+    report = (root / "results.md").read_text()
+    assert all(f"`{name}`" in report for name in expected)
+    assert "No runs for this" not in report
+    again = study(data, root)  # everything finished: every stage is skipped, the report is rewritten
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count(": done") == len(expected) + 1  # t4 is both the teacher and the full depth
