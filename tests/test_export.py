@@ -61,9 +61,32 @@ def test_onnx_matches_torch_and_int8_keeps_the_top10(exported):
     with torch.no_grad():
         ref = rec.score_all(x)
     assert (fp32(x) - ref).abs().max().item() <= 1e-4
-    a, b = fp32(x)[:, 1:].topk(10).indices, int8(x)[:, 1:].topk(10).indices
-    overlap = np.mean([len(set(a[i].tolist()) & set(b[i].tolist())) / 10 for i in range(len(a))])
-    assert overlap >= 0.9
+    assert top10_overlap(fp32(x), int8(x)) >= 0.9
+
+
+def top10_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a[:, 1:].topk(10).indices, b[:, 1:].topk(10).indices
+    return float(np.mean([len(set(a[i].tolist()) & set(b[i].tolist())) / 10 for i in range(len(a))]))
+
+
+def test_dynamic_int8_keeps_the_outlier_layers_in_fp32(exported, tmp_path):
+    import onnx
+
+    from slmrec_cli.export.onnx import onnx_scorer, quantize_int8, session
+
+    _, _, out, result = exported
+    assert result["quality"]["onnx_int8_scheme"] == "block"  # the default
+    info = quantize_int8(out / "model.onnx", tmp_path / "dyn.onnx", "dynamic")
+    assert "/MatMul" in info["onnx_int8_fp32_nodes"]  # the item scoring stays fp32
+    assert any("down_proj" in n for n in info["onnx_int8_fp32_nodes"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "dyn.onnx")).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    block_ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
+    assert "MatMulNBits" in block_ops and "MatMulInteger" not in block_ops
+    x = histories(load_export(out)[1]["n_items"], batch=16, length=9, seed=4)
+    fp32 = onnx_scorer(session(out / "model.onnx", threads=1))
+    dyn = onnx_scorer(session(tmp_path / "dyn.onnx", threads=1))
+    assert top10_overlap(fp32(x), dyn(x)) >= 0.9
 
 
 def test_quality_and_bench_files(exported):
@@ -75,7 +98,7 @@ def test_quality_and_bench_files(exported):
         assert set(v["metrics"]) == {"sampled", "full"} and v["bytes"] > 0 and (out / v["file"]).exists()
         assert v["relative_mrr"] > 0
     assert quality["variants"][0]["relative_mrr"] == 1.0
-    assert "/MatMul" in quality["onnx_int8_fp32_nodes"]  # the item scoring stays fp32
+    assert quality["onnx_int8_scheme"] == "block"
     bench = json.loads((out / "bench.json").read_text())
     assert bench["threads"] == 1 and bench["results"]
     for r in bench["results"]:

@@ -1,9 +1,10 @@
-"""ONNX: export with dynamic batch and sequence axes, check against torch, quantize (int8 dynamic, int4 blocks)."""
+"""ONNX: export with dynamic batch and sequence axes, check against torch, quantize (int8 block or dynamic, int4)."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -96,32 +97,56 @@ def int8_excluded_nodes(model_path: Path) -> list[str]:
     return out
 
 
-def quantize_int8(src: Path, dst: Path) -> list[str]:
-    """Dynamic int8 (per-channel weights, per-tensor activations at run time); returns the nodes kept in fp32."""
+INT8_SCHEMES = ("block", "dynamic")
+
+
+@contextmanager
+def quiet_quantizer():
+    """ONNX Runtime's quantizers log every node at INFO (and advise pre-processing meant for CNNs): keep errors."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_int8(src: Path, dst: Path, scheme: str = "block") -> dict:
+    """int8 ONNX; returns what was done, for quality.json.
+    block: every weight MatMul as int8 weights in blocks of 32 with their own scales, and int8 compute on activations
+      quantized per block at run time (MatMulNBits, accuracy level 4). Block scales hold LLM activation outliers.
+    dynamic: ONNX Runtime dynamic quantization (per-channel int8 weights, one int8 scale per activation tensor at run
+      time, MatMulInteger). One scale cannot hold the outliers, so the nodes of int8_excluded_nodes stay fp32."""
+    if scheme not in INT8_SCHEMES:
+        raise SlmrecError(f"--int8-scheme must be one of {', '.join(INT8_SCHEMES)}, got '{scheme}'")
+    if scheme == "block":
+        _matmul_nbits(src, dst, bits=8, accuracy_level=4)
+        return {"onnx_int8_scheme": scheme}
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     excluded = int8_excluded_nodes(src)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" advice is for CNN static quantization
-    try:
-        with atomic_path(dst) as tmp:
-            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                             nodes_to_exclude=excluded)
-    finally:
-        root.setLevel(level)
-    return excluded
+    with quiet_quantizer(), atomic_path(dst) as tmp:
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=excluded)
+    return {"onnx_int8_scheme": scheme, "onnx_int8_fp32_nodes": excluded}
 
 
-def quantize_int4(src: Path, dst: Path, block_size: int = 32) -> None:
+def quantize_int4(src: Path, dst: Path) -> None:
+    """Block-wise 4-bit weight-only MatMul (blocks of 32, symmetric), fp32 compute."""
+    _matmul_nbits(src, dst, bits=4, accuracy_level=None)
+
+
+def _matmul_nbits(src: Path, dst: Path, *, bits: int, accuracy_level: int | None, block_size: int = 32) -> None:
     try:
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     except ImportError as e:
-        raise SlmrecError(f"int4 ONNX quantization needs onnx and onnx-ir ({e.name} is missing): "
+        raise SlmrecError(f"int{bits} ONNX quantization needs onnx and onnx-ir ({e.name} is missing): "
                           "pip install '.[cpu]'") from None
-    model = onnx.load(str(src))
-    quant = MatMulNBitsQuantizer(model, block_size=block_size, is_symmetric=True)
-    quant.process()
+    quant = MatMulNBitsQuantizer(onnx.load(str(src)), bits=bits, block_size=block_size, is_symmetric=True,
+                                 accuracy_level=accuracy_level)
+    with quiet_quantizer():
+        quant.process()
     with atomic_path(dst) as tmp:
         quant.model.save_model_to_file(str(tmp), use_external_data_format=False)

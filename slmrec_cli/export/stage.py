@@ -37,7 +37,8 @@ def latest_distill_run(root: Path = Path("runs")) -> Path:
     return max(found)[1]
 
 
-def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str], force: bool) -> dict:
+def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str], force: bool,
+                    int8_scheme: str = "block") -> dict:
     from slmrec_cli.export.model import merge_run, save_export
 
     if out.exists() and any(out.iterdir()):
@@ -72,7 +73,8 @@ def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str
             if info["onnx_max_abs_diff"] > 1e-4:
                 raise RuntimeError(f"ONNX disagrees with torch by {info['onnx_max_abs_diff']:.2e} (> 1e-4)")
             if "int8" in quantize:
-                info["onnx_int8_fp32_nodes"] = quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
+                ui.info(f"quantizing onnx-int8 ({int8_scheme})")
+                info.update(quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", int8_scheme))
             if "int4" in quantize:
                 quantize_int4(tmp / "model.onnx", tmp / "model.int4.onnx")
         if want_bnb:
@@ -136,9 +138,12 @@ def run_bench(out: Path, variants: list[Variant], batches: list[int], threads: i
 
 def export(model: Path | None, out: Path, *, formats: list[str], quantize: list[str], bench: bool,
            batches: list[int], threads: int | None, eval_batch: int = 64, force: bool = False,
-           min_seconds: float = 1.0) -> dict:
+           min_seconds: float = 1.0, int8_scheme: str = "block") -> dict:
+    from slmrec_cli.export.onnx import INT8_SCHEMES
+
     check_names(formats, FORMATS, "--format")
     check_names(quantize, QUANTIZE, "--quantize")
+    check_names([int8_scheme], INT8_SCHEMES, "--int8-scheme")
     if any(b < 1 for b in batches):
         raise SlmrecError(f"--batch-sizes must be positive integers, got {batches}")
     if model is None:
@@ -146,7 +151,7 @@ def export(model: Path | None, out: Path, *, formats: list[str], quantize: list[
         ui.info(f"exporting the latest distill run: {model}")
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    info = build_artifacts(Path(model), Path(out), formats, quantize, force)
+    info = build_artifacts(Path(model), Path(out), formats, quantize, force, int8_scheme)
     variants = present(out)
     quality = measure_quality(out, variants, eval_batch)
     quality.update(info)
