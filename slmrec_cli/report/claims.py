@@ -51,7 +51,7 @@ def claims(runs: list[Run]) -> str:
                    f"reaches {100 * ratio:.0f}% of E4SRec-{full.layers}'s sampled test MRR; the best depth among "
                    f"{sorted(teachers)} is {best.layers}.")
     if student and (base := no_kd(student, runs)):
-        rows = [r for r in siblings(student, runs, ("blocks", "mode", "norm_loss"))]
+        rows = siblings(student, runs, ("blocks", "mode", "norm_loss"))
         ref = _mrr(base, "sampled")
         deltas = [f"{terms_label(r.distill)} {100 * (_mrr(r, 'sampled') - ref):+.2f}" for r in rows
                   if _mrr(r, "sampled") is not None]
