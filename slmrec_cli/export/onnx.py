@@ -121,7 +121,7 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "block") -> dict:
     if scheme not in INT8_SCHEMES:
         raise SlmrecError(f"--int8-scheme must be one of {', '.join(INT8_SCHEMES)}, got '{scheme}'")
     if scheme == "block":
-        _matmul_nbits(src, dst, bits=8, accuracy_level=4)
+        matmul_nbits(src, dst, bits=8, accuracy_level=4)
         return {"onnx_int8_scheme": scheme}
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -134,10 +134,10 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "block") -> dict:
 
 def quantize_int4(src: Path, dst: Path) -> None:
     """Block-wise 4-bit weight-only MatMul (blocks of 32, symmetric), fp32 compute."""
-    _matmul_nbits(src, dst, bits=4, accuracy_level=None)
+    matmul_nbits(src, dst, bits=4, accuracy_level=None)
 
 
-def _matmul_nbits(src: Path, dst: Path, *, bits: int, accuracy_level: int | None, block_size: int = 32) -> None:
+def matmul_nbits(src: Path, dst: Path, *, bits: int, accuracy_level: int | None, block_size: int = 32) -> None:
     try:
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer

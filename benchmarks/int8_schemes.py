@@ -1,0 +1,64 @@
+"""Which int8 (and int4) ONNX scheme keeps a model's quality, and what it costs: one process, one table.
+
+python benchmarks/int8_schemes.py EXPORT_DIR [--threads 1] [--batch 512] [--work /tmp/int8_schemes]
+
+Quantizes EXPORT_DIR/model.onnx five ways (fp32; int8 dynamic as `--int8-scheme dynamic`; int8 block with int8
+compute as `--int8-scheme block`; int8 block weight-only; int4 block with int8 compute), scores each on the export's
+test split (sampled protocol, MRR) and times one batch of random histories. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    from slmrec_cli.data import load_dataset
+    from slmrec_cli.evaluation.evaluate import rank_split
+    from slmrec_cli.export.bench import random_histories
+    from slmrec_cli.export.onnx import matmul_nbits, onnx_scorer, quantize_int8, session
+    from slmrec_cli.io import read_json
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("export", type=Path)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/int8_schemes"))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    a.work.mkdir(parents=True, exist_ok=True)
+    src = a.export / "model.onnx"
+    variants = {"fp32": src}
+    for name, make in (("int8 dynamic", lambda d: quantize_int8(src, d, "dynamic")),
+                       ("int8 block, int8 compute", lambda d: quantize_int8(src, d, "block")),
+                       ("int8 block, weight-only", lambda d: matmul_nbits(src, d, bits=8, accuracy_level=None)),
+                       ("int4 block, int8 compute", lambda d: matmul_nbits(src, d, bits=4, accuracy_level=4))):
+        dst = a.work / (name.replace(" ", "_").replace(",", "") + ".onnx")
+        make(dst)
+        variants[name] = dst
+    cfg = read_json(a.export / "config.json")
+    data = load_dataset(cfg["data"]["path"])
+    x = random_histories(a.batch, cfg["max_len"], cfg["n_items"], seed=1)
+    rows, base = [], None
+    for name, path in variants.items():
+        score = onnx_scorer(session(path, threads=a.threads))
+        mrr = rank_split(score, data, "test", ("sampled",), max_len=cfg["max_len"], batch_size=64,
+                         desc=name)["sampled"].metrics["MRR"]
+        base = base or mrr
+        score(x[:8])
+        t = time.perf_counter()
+        score(x)
+        rows.append((name, path.stat().st_size / 1e6, mrr, mrr / base, time.perf_counter() - t))
+    print(f"{a.export}: {data.name} `{data.content_hash}` test split, sampled protocol; one batch of {a.batch} "
+          f"random histories of length {cfg['max_len']}, {a.threads} thread(s), ONNX Runtime CPU.\n")
+    print("| ONNX variant | file MB | test MRR % | rel. MRR | batch s | speed-up |\n|---|---:|---:|---:|---:|---:|")
+    for name, mb, mrr, rel, sec in rows:
+        print(f"| {name} | {mb:.1f} | {100 * mrr:.2f} | {rel:.3f} | {sec:.1f} | {rows[0][4] / sec:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()
