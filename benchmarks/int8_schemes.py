@@ -2,9 +2,10 @@
 
 python benchmarks/int8_schemes.py EXPORT_DIR [--threads 1] [--batch 512] [--work /tmp/int8_schemes]
 
-Quantizes EXPORT_DIR/model.onnx five ways (fp32; int8 dynamic as `--int8-scheme dynamic`; int8 block with int8
-compute as `--int8-scheme block`; int8 block weight-only; int4 block with int8 compute), scores each on the export's
-test split (sampled protocol, MRR) and times one batch of random histories. Prints a Markdown table.
+Makes each ONNX variant of EXPORT_DIR's model: fp32; int8 smooth (SmoothQuant α = 0.5 and 0.8, then dynamic int8,
+as `--int8-scheme smooth --smooth-alpha α`); int8 dynamic (`--int8-scheme dynamic`); int8 block with int8 compute
+(`--int8-scheme block`); int8 block weight-only; int4 block with int8 compute. Scores each on the export's test split
+(sampled protocol, MRR) and times one batch of random histories. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def main() -> None:
     from slmrec_cli.data import load_dataset
     from slmrec_cli.evaluation.evaluate import rank_split
     from slmrec_cli.export.bench import random_histories
-    from slmrec_cli.export.onnx import matmul_nbits, onnx_scorer, quantize_int8, session
+    from slmrec_cli.export.model import load_export
+    from slmrec_cli.export.onnx import export_onnx, matmul_nbits, onnx_scorer, quantize_int8, session
+    from slmrec_cli.export.smooth import smoothed_copy
     from slmrec_cli.io import read_json
 
     ap = argparse.ArgumentParser()
@@ -32,7 +35,15 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     a.work.mkdir(parents=True, exist_ok=True)
     src = a.export / "model.onnx"
+    cfg = read_json(a.export / "config.json")
+    data = load_dataset(cfg["data"]["path"])
+    rec, _ = load_export(a.export)
     variants = {"fp32": src}
+    for alpha in (0.5, 0.8):
+        smooth_src = a.work / f"smoothed-{alpha}.onnx"
+        export_onnx(smoothed_copy(rec, data, alpha)[0], smooth_src)
+        variants[f"int8 smooth α={alpha}"] = a.work / f"smooth-{alpha}.int8.onnx"
+        quantize_int8(smooth_src, variants[f"int8 smooth α={alpha}"], "smooth")
     for name, make in (("int8 dynamic", lambda d: quantize_int8(src, d, "dynamic")),
                        ("int8 block, int8 compute", lambda d: quantize_int8(src, d, "block")),
                        ("int8 block, weight-only", lambda d: matmul_nbits(src, d, bits=8, accuracy_level=None)),
@@ -40,8 +51,6 @@ def main() -> None:
         dst = a.work / (name.replace(" ", "_").replace(",", "") + ".onnx")
         make(dst)
         variants[name] = dst
-    cfg = read_json(a.export / "config.json")
-    data = load_dataset(cfg["data"]["path"])
     x = random_histories(a.batch, cfg["max_len"], cfg["n_items"], seed=1)
     rows, base = [], None
     for name, path in variants.items():

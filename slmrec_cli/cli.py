@@ -236,9 +236,12 @@ def export(
     quantize: Annotated[list[str] | None, typer.Option(help="none | int8 | int4 (repeatable or comma list): ONNX "
                                                        "int8 dynamic / int4 block MatMul; bitsandbytes int8 / "
                                                        "nf4.")] = None,
-    int8_scheme: Annotated[str, typer.Option(help="onnx-int8 as block (int8 weights and activations in blocks of 32: "
-                                                  "keeps quality) | dynamic (ORT dynamic quantization, one scale per "
-                                                  "activation tensor; outlier layers stay fp32).")] = "block",
+    int8_scheme: Annotated[str, typer.Option(help="onnx-int8 as smooth (SmoothQuant, then ORT dynamic int8 of "
+                                                  "every MatMul but the head) | block (int8 weights and activations "
+                                                  "in blocks of 32) | dynamic (ORT dynamic int8, outlier layers "
+                                                  "in fp32).")] = "smooth",
+    smooth_alpha: Annotated[float, typer.Option(help="SmoothQuant migration strength α (0..1): how much of the "
+                                                     "activation range moves into the weights.")] = 0.8,
     bench: Annotated[bool, typer.Option(help="Benchmark every variant on every available runtime.")] = False,
     bench_only: Annotated[Path | None, typer.Option(help="Only benchmark an existing export directory.")] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes for the benchmark.")] = "1,32,512",
@@ -262,7 +265,8 @@ def export(
     formats = stage.split_list(format, ["onnx", "safetensors"])
     stage.export(run, out or Path("exports") / Path(run).name, formats=formats,
                  quantize=stage.split_list(quantize, ["none"]), bench=bench, batches=batches, threads=threads,
-                 eval_batch=eval_batch, force=force, int8_scheme=int8_scheme)
+                 eval_batch=eval_batch, force=force, int8_scheme=int8_scheme,
+                 smooth_alpha=smooth_alpha)
 
 
 @app.command()

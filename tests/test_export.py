@@ -69,24 +69,51 @@ def top10_overlap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.mean([len(set(a[i].tolist()) & set(b[i].tolist())) / 10 for i in range(len(a))]))
 
 
-def test_dynamic_int8_keeps_the_outlier_layers_in_fp32(exported, tmp_path):
+def test_int8_schemes(exported, tmp_path):
+    """smooth (default): every MatMul but the head in int8; dynamic: the outlier layers stay fp32; block: MatMulNBits.
+    Each keeps the top-10 of fp32."""
     import onnx
 
     from slmrec_cli.export.onnx import onnx_scorer, quantize_int8, session
 
     _, _, out, result = exported
-    assert result["quality"]["onnx_int8_scheme"] == "block"  # the default
-    info = quantize_int8(out / "model.onnx", tmp_path / "dyn.onnx", "dynamic")
-    assert "/MatMul" in info["onnx_int8_fp32_nodes"]  # the item scoring stays fp32
-    assert any("down_proj" in n for n in info["onnx_int8_fp32_nodes"])
-    ops = {n.op_type for n in onnx.load(str(tmp_path / "dyn.onnx")).graph.node}
-    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops
-    block_ops = {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
-    assert "MatMulNBits" in block_ops and "MatMulInteger" not in block_ops
+    quality = result["quality"]
+    assert quality["onnx_int8_scheme"] == "smooth" and quality["calibration_users"] > 0
+    assert "/MatMul" in quality["onnx_int8_fp32_nodes"]  # the item scoring stays fp32
+    assert not any("down_proj" in n for n in quality["onnx_int8_fp32_nodes"])
+    dyn = quantize_int8(out / "model.onnx", tmp_path / "dyn.onnx", "dynamic")
+    assert any("down_proj" in n for n in dyn["onnx_int8_fp32_nodes"])
+    quantize_int8(out / "model.onnx", tmp_path / "block.onnx", "block")
+    ops = {f: {n.op_type for n in onnx.load(str(f)).graph.node}
+           for f in (out / "model.int8.onnx", tmp_path / "dyn.onnx", tmp_path / "block.onnx")}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops[out / "model.int8.onnx"]
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops[tmp_path / "dyn.onnx"]
+    assert "MatMulNBits" in ops[tmp_path / "block.onnx"] and "MatMulInteger" not in ops[tmp_path / "block.onnx"]
     x = histories(load_export(out)[1]["n_items"], batch=16, length=9, seed=4)
-    fp32 = onnx_scorer(session(out / "model.onnx", threads=1))
-    dyn = onnx_scorer(session(tmp_path / "dyn.onnx", threads=1))
-    assert top10_overlap(fp32(x), dyn(x)) >= 0.9
+    fp32 = onnx_scorer(session(out / "model.onnx", threads=1))(x)
+    for f in ops:
+        assert top10_overlap(fp32, onnx_scorer(session(f, threads=1))(x)) >= 0.9, f.name
+
+
+def test_smoothquant_keeps_the_function(exported):
+    from slmrec_cli.data import load_dataset
+    from slmrec_cli.export.smooth import activation_maxima, calibration_histories, smoothed_copy
+
+    data, _, out, _ = exported
+    rec, cfg = load_export(out)
+    ds = load_dataset(data)
+    calib = calibration_histories(ds, cfg["max_len"], users=20)
+    assert calib.shape == (20, cfg["max_len"])
+    maxima = activation_maxima(rec, calib)
+    assert set(maxima) == {f"{i}.{k}" for i in range(len(rec.decoder.layers)) for k in ("attn", "mlp", "down")}
+    smoothed, info = smoothed_copy(rec, ds, alpha=0.8, users=20)
+    assert info["smooth_alpha"] == 0.8
+    x = histories(cfg["n_items"], batch=6, length=9, seed=5)
+    with torch.no_grad():
+        a, b = rec.score_all(x), smoothed.score_all(x)
+        assert (a - b).abs().max().item() <= 1e-4 * max(1.0, a.abs().max().item())
+        w0 = rec.decoder.layers[0].mlp.down_proj.weight
+        assert not torch.equal(w0, smoothed.decoder.layers[0].mlp.down_proj.weight)  # the copy changed, not rec
 
 
 def test_quality_and_bench_files(exported):
@@ -98,7 +125,7 @@ def test_quality_and_bench_files(exported):
         assert set(v["metrics"]) == {"sampled", "full"} and v["bytes"] > 0 and (out / v["file"]).exists()
         assert v["relative_mrr"] > 0
     assert quality["variants"][0]["relative_mrr"] == 1.0
-    assert quality["onnx_int8_scheme"] == "block"
+    assert quality["onnx_int8_scheme"] == "smooth"
     bench = json.loads((out / "bench.json").read_text())
     assert bench["threads"] == 1 and bench["results"]
     for r in bench["results"]:
@@ -145,3 +172,12 @@ def test_bench_only_rewrites_bench(exported, capsys):
     code, stdout, err = run_cli(["export", "--bench-only", out, "--batch-sizes", "2", "--threads", "1"], capsys)
     assert code == 0, err
     assert {r["batch"] for r in json.loads((out / "bench.json").read_text())["results"]} == {2}
+
+
+def test_bad_int8_options_are_one_line_errors(exported, tmp_path, capsys):
+    _, run, _, _ = exported
+    bad = ((["--int8-scheme", "fp8"], "--int8-scheme 'fp8'"), (["--smooth-alpha", "1.5"], "--smooth-alpha"))
+    for args, words in bad:
+        code, _, err = run_cli(["export", "--model", run, "--out", tmp_path / "x", "--quantize", "int8", *args], capsys)
+        assert code == 2 and words in err and "Traceback" not in err
+        assert not (tmp_path / "x").exists()

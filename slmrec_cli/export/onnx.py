@@ -78,11 +78,12 @@ def max_abs_diff(rec: Recommender, path: Path, n_items: int, seed: int = 0) -> f
     return worst
 
 
-def int8_excluded_nodes(model_path: Path) -> list[str]:
-    """MatMuls left in fp32 by the int8 quantizer. Dynamic int8 quantizes each activation tensor with one scale,
-    and two places carry outliers that one scale cannot hold: the MLP down-projection's input (the "massive
-    activations" of LLMs) and the recommender head (up/down projections and the item scores). Quantizing all of
-    them halved MRR on the ml-100k student; leaving them in fp32 keeps it within a few percent."""
+def int8_excluded_nodes(model_path: Path, outliers: bool = True) -> list[str]:
+    """MatMuls left in fp32 by dynamic int8: the recommender head (up/down projections and the item scores: small,
+    and where the ranking is decided) and, with `outliers`, the MLP down-projections. Dynamic int8 quantizes each
+    activation tensor with one scale, and the down-projection's input carries the "massive activations" of LLMs that
+    one scale cannot hold: quantizing everything halved MRR on the ml-100k student. After SmoothQuant
+    (export/smooth.py) the down-projections quantize well and only the head stays fp32."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
@@ -92,12 +93,12 @@ def int8_excluded_nodes(model_path: Path) -> list[str]:
         if node.op_type not in ("MatMul", "Gemm"):
             continue
         top_level = node.name.count("/") == 1  # the item scoring (user @ table.T) sits outside the modules
-        if "down_proj" in node.name or node.name.startswith(head) or top_level:
+        if (outliers and "down_proj" in node.name) or node.name.startswith(head) or top_level:
             out.append(node.name)
     return out
 
 
-INT8_SCHEMES = ("block", "dynamic")
+INT8_SCHEMES = ("smooth", "block", "dynamic")
 
 
 @contextmanager
@@ -114,10 +115,11 @@ def quiet_quantizer():
 
 def quantize_int8(src: Path, dst: Path, scheme: str = "block") -> dict:
     """int8 ONNX; returns what was done, for quality.json.
+    smooth: `src` is the SmoothQuant-ed model (export/smooth.py); ONNX Runtime dynamic quantization (per-channel
+      int8 weights, one int8 scale per activation tensor at run time, MatMulInteger) of every MatMul but the head.
     block: every weight MatMul as int8 weights in blocks of 32 with their own scales, and int8 compute on activations
-      quantized per block at run time (MatMulNBits, accuracy level 4). Block scales hold LLM activation outliers.
-    dynamic: ONNX Runtime dynamic quantization (per-channel int8 weights, one int8 scale per activation tensor at run
-      time, MatMulInteger). One scale cannot hold the outliers, so the nodes of int8_excluded_nodes stay fp32."""
+      quantized per block at run time (MatMulNBits, accuracy level 4). Block scales hold the outliers.
+    dynamic: dynamic quantization of the unsmoothed model, with the outlier layers (int8_excluded_nodes) in fp32."""
     if scheme not in INT8_SCHEMES:
         raise SlmrecError(f"--int8-scheme must be one of {', '.join(INT8_SCHEMES)}, got '{scheme}'")
     if scheme == "block":
@@ -125,7 +127,7 @@ def quantize_int8(src: Path, dst: Path, scheme: str = "block") -> dict:
         return {"onnx_int8_scheme": scheme}
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    excluded = int8_excluded_nodes(src)
+    excluded = int8_excluded_nodes(src, outliers=scheme == "dynamic")
     with quiet_quantizer(), atomic_path(dst) as tmp:
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
                          nodes_to_exclude=excluded)

@@ -38,7 +38,7 @@ def latest_distill_run(root: Path = Path("runs")) -> Path:
 
 
 def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str], force: bool,
-                    int8_scheme: str = "block") -> dict:
+                    int8_scheme: str = "smooth", smooth_alpha: float = 0.8) -> dict:
     from slmrec_cli.export.model import merge_run, save_export
 
     if out.exists() and any(out.iterdir()):
@@ -65,7 +65,7 @@ def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str
     with atomic_dir(out, force=True) as tmp:
         save_export(rec, cfg, run, tmp)
         if "onnx" in formats:
-            from slmrec_cli.export.onnx import export_onnx, max_abs_diff, quantize_int4, quantize_int8
+            from slmrec_cli.export.onnx import export_onnx, max_abs_diff, quantize_int4
 
             ui.info("exporting ONNX")
             export_onnx(rec, tmp / "model.onnx")
@@ -74,7 +74,7 @@ def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str
                 raise RuntimeError(f"ONNX disagrees with torch by {info['onnx_max_abs_diff']:.2e} (> 1e-4)")
             if "int8" in quantize:
                 ui.info(f"quantizing onnx-int8 ({int8_scheme})")
-                info.update(quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", int8_scheme))
+                info.update(onnx_int8(rec, cfg, tmp, int8_scheme, smooth_alpha))
             if "int4" in quantize:
                 quantize_int4(tmp / "model.onnx", tmp / "model.int4.onnx")
         if want_bnb:
@@ -86,6 +86,28 @@ def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str
                     quantize_bnb(rec, q.replace("int4", "nf4"), tmp / name)
         write_json(tmp / "export_info.json", {"source_run": str(run), **info})
     return info
+
+
+def onnx_int8(rec, run_cfg: dict, tmp: Path, scheme: str, alpha: float) -> dict:
+    """model.int8.onnx by the chosen scheme; SmoothQuant first exports a smoothed copy (calibrated on the run's
+    training histories) and quantizes that."""
+    from slmrec_cli.export.onnx import export_onnx, quantize_int8
+
+    if scheme != "smooth":
+        return quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", scheme)
+    from slmrec_cli.data import load_dataset
+    from slmrec_cli.export.smooth import smoothed_copy
+    from slmrec_cli.runs import check_same_data
+
+    data = load_dataset(run_cfg["data"]["path"])
+    check_same_data(run_cfg, data, Path(run_cfg.get("run", "the run")))
+    smoothed, info = smoothed_copy(rec, data, alpha)
+    src = tmp / "smoothed.onnx"
+    export_onnx(smoothed, src)
+    try:
+        return {**quantize_int8(src, tmp / "model.int8.onnx", scheme), **info}
+    finally:
+        src.unlink()
 
 
 def cfg_items(rec) -> int:
@@ -138,12 +160,14 @@ def run_bench(out: Path, variants: list[Variant], batches: list[int], threads: i
 
 def export(model: Path | None, out: Path, *, formats: list[str], quantize: list[str], bench: bool,
            batches: list[int], threads: int | None, eval_batch: int = 64, force: bool = False,
-           min_seconds: float = 1.0, int8_scheme: str = "block") -> dict:
+           min_seconds: float = 1.0, int8_scheme: str = "smooth", smooth_alpha: float = 0.8) -> dict:
     from slmrec_cli.export.onnx import INT8_SCHEMES
 
     check_names(formats, FORMATS, "--format")
     check_names(quantize, QUANTIZE, "--quantize")
     check_names([int8_scheme], INT8_SCHEMES, "--int8-scheme")
+    if not 0.0 <= smooth_alpha <= 1.0:
+        raise SlmrecError(f"--smooth-alpha must be between 0 and 1, got {smooth_alpha}")
     if any(b < 1 for b in batches):
         raise SlmrecError(f"--batch-sizes must be positive integers, got {batches}")
     if model is None:
@@ -151,7 +175,7 @@ def export(model: Path | None, out: Path, *, formats: list[str], quantize: list[
         ui.info(f"exporting the latest distill run: {model}")
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    info = build_artifacts(Path(model), Path(out), formats, quantize, force, int8_scheme)
+    info = build_artifacts(Path(model), Path(out), formats, quantize, force, int8_scheme, smooth_alpha)
     variants = present(out)
     quality = measure_quality(out, variants, eval_batch)
     quality.update(info)

@@ -1,0 +1,87 @@
+"""SmoothQuant (Xiao et al., ICML 2023) for the merged recommender: move activation outliers into the weights.
+
+Dynamic int8 gives each activation tensor one scale, so a few outlier channels (the "massive activations" of LLM
+hidden states) leave every other channel with a handful of levels. SmoothQuant divides each input channel j of a
+linear layer by s_j = max|X_j|^α / max|W_j|^(1−α) and multiplies the weight column by s_j: the product is unchanged,
+the activations become flat and the weights (quantized per output channel) absorb the range. In a LLaMA block every
+division folds exactly into the op before it:
+- q/k/v_proj and gate/up_proj read an RMSNorm output: divide the norm's weight;
+- down_proj reads silu(gate) · up: divide up_proj's output rows.
+o_proj (reading the attention output) is left as it is. The model computes the same function (up to fp32 rounding).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from slmrec_cli.errors import SlmrecError
+
+
+def calibration_histories(data, max_len: int, users: int = 256, seed: int = 0) -> torch.Tensor:
+    """Training histories (never the valid/test targets) of a fixed random subset of users, left-padded."""
+    from slmrec_cli.data import left_pad
+
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(data.n_users, size=min(users, data.n_users), replace=False)
+    return torch.from_numpy(left_pad([data.train_history(int(u)) for u in chosen], max_len)).long()
+
+
+@torch.no_grad()
+def activation_maxima(rec: nn.Module, items: torch.Tensor, batch: int = 32) -> dict[str, torch.Tensor]:
+    """Per input channel max |x| over every position of the calibration histories, at the three smoothed inputs of
+    each layer ("<i>.attn", "<i>.mlp", "<i>.down")."""
+    maxima: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def record(_module, args):
+            m = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0).float()
+            maxima[name] = torch.maximum(maxima[name], m) if name in maxima else m
+        return record
+
+    handles = []
+    for i, layer in enumerate(rec.decoder.layers):
+        for name, module in ((f"{i}.attn", layer.self_attn.q_proj), (f"{i}.mlp", layer.mlp.gate_proj),
+                             (f"{i}.down", layer.mlp.down_proj)):
+            handles.append(module.register_forward_pre_hook(hook(name)))
+    try:
+        for start in range(0, len(items), batch):
+            rec(items[start:start + batch])
+    finally:
+        for h in handles:
+            h.remove()
+    return maxima
+
+
+def smoothing_scales(act_max: torch.Tensor, linears: list[nn.Linear], alpha: float) -> torch.Tensor:
+    w_max = torch.stack([lin.weight.detach().abs().amax(0).float() for lin in linears]).amax(0)
+    return (act_max.clamp(min=1e-5).pow(alpha) / w_max.clamp(min=1e-5).pow(1 - alpha)).clamp(min=1e-5)
+
+
+@torch.no_grad()
+def smooth(rec: nn.Module, maxima: dict[str, torch.Tensor], alpha: float = 0.5) -> None:
+    """Fold the smoothing scales into the model in place (see the module docstring)."""
+    for i, layer in enumerate(rec.decoder.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        for key, norm, linears in ((f"{i}.attn", layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj]),
+                                   (f"{i}.mlp", layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj])):
+            s = smoothing_scales(maxima[key], linears, alpha)
+            norm.weight.div_(s.to(norm.weight.dtype))
+            for lin in linears:
+                lin.weight.mul_(s.to(lin.weight.dtype))
+        s = smoothing_scales(maxima[f"{i}.down"], [mlp.down_proj], alpha)
+        mlp.up_proj.weight.div_(s.to(mlp.up_proj.weight.dtype)[:, None])
+        mlp.down_proj.weight.mul_(s.to(mlp.down_proj.weight.dtype))
+
+
+def smoothed_copy(rec: nn.Module, data, alpha: float, users: int = 256) -> tuple[nn.Module, dict]:
+    """A SmoothQuant-ed deep copy of `rec`, calibrated on `users` training histories of `data`."""
+    import copy
+
+    if not 0.0 <= alpha <= 1.0:
+        raise SlmrecError(f"--smooth-alpha must be between 0 and 1, got {alpha}")
+    calib = calibration_histories(data, rec.max_len, users)
+    out = copy.deepcopy(rec)
+    smooth(out, activation_maxima(out, calib), alpha)
+    return out, {"smooth_alpha": alpha, "calibration_users": len(calib), "calibration": "training histories"}
