@@ -2,7 +2,7 @@
 
 python benchmarks/int8_schemes.py EXPORT_DIR [--threads 1] [--batch 512] [--work /tmp/int8_schemes]
 
-Makes each ONNX variant of EXPORT_DIR's model: fp32; int8 smooth (SmoothQuant α = 0.5 and 0.8, then dynamic int8,
+Makes each ONNX variant of EXPORT_DIR's model: fp32; int8 smooth (SmoothQuant α = 0.5, 0.65, 0.8, then dynamic int8,
 as `--int8-scheme smooth --smooth-alpha α`); int8 dynamic (`--int8-scheme dynamic`); int8 block with int8 compute
 (`--int8-scheme block`); int8 block weight-only; int4 block with int8 compute. Scores each on the export's test split
 (sampled protocol, MRR) and times one batch of random histories. Prints a Markdown table.
@@ -23,7 +23,7 @@ def main() -> None:
     from slmrec_cli.export.bench import random_histories
     from slmrec_cli.export.model import load_export
     from slmrec_cli.export.onnx import export_onnx, matmul_nbits, onnx_scorer, quantize_int8, session
-    from slmrec_cli.export.smooth import smoothed_copy
+    from slmrec_cli.export.smooth import activation_maxima, calibration_histories, smoothed_copy
     from slmrec_cli.io import read_json
 
     ap = argparse.ArgumentParser()
@@ -39,9 +39,10 @@ def main() -> None:
     data = load_dataset(cfg["data"]["path"])
     rec, _ = load_export(a.export)
     variants = {"fp32": src}
-    for alpha in (0.5, 0.8):
+    maxima = activation_maxima(rec, calibration_histories(data, cfg["max_len"]))
+    for alpha in (0.5, 0.65, 0.8):
         smooth_src = a.work / f"smoothed-{alpha}.onnx"
-        export_onnx(smoothed_copy(rec, data, alpha)[0], smooth_src)
+        export_onnx(smoothed_copy(rec, maxima, alpha), smooth_src)
         variants[f"int8 smooth α={alpha}"] = a.work / f"smooth-{alpha}.int8.onnx"
         quantize_int8(smooth_src, variants[f"int8 smooth α={alpha}"], "smooth")
     for name, make in (("int8 dynamic", lambda d: quantize_int8(src, d, "dynamic")),

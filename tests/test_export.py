@@ -79,6 +79,9 @@ def test_int8_schemes(exported, tmp_path):
     _, _, out, result = exported
     quality = result["quality"]
     assert quality["onnx_int8_scheme"] == "smooth" and quality["calibration_users"] > 0
+    tried = {t["alpha"]: t for t in quality["smooth_alphas_tried"]}  # α chosen on training histories, not test
+    assert len(tried) == 3 and quality["smooth_alpha"] in tried
+    assert tried[quality["smooth_alpha"]]["top10_overlap"] == max(t["top10_overlap"] for t in tried.values())
     assert "/MatMul" in quality["onnx_int8_fp32_nodes"]  # the item scoring stays fp32
     assert not any("down_proj" in n for n in quality["onnx_int8_fp32_nodes"])
     dyn = quantize_int8(out / "model.onnx", tmp_path / "dyn.onnx", "dynamic")
@@ -106,8 +109,7 @@ def test_smoothquant_keeps_the_function(exported):
     assert calib.shape == (20, cfg["max_len"])
     maxima = activation_maxima(rec, calib)
     assert set(maxima) == {f"{i}.{k}" for i in range(len(rec.decoder.layers)) for k in ("attn", "mlp", "down")}
-    smoothed, info = smoothed_copy(rec, ds, alpha=0.8, users=20)
-    assert info["smooth_alpha"] == 0.8
+    smoothed = smoothed_copy(rec, maxima, alpha=0.8)
     x = histories(cfg["n_items"], batch=6, length=9, seed=5)
     with torch.no_grad():
         a, b = rec.score_all(x), smoothed.score_all(x)

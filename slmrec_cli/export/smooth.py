@@ -75,13 +75,53 @@ def smooth(rec: nn.Module, maxima: dict[str, torch.Tensor], alpha: float = 0.5) 
         mlp.down_proj.weight.mul_(s.to(mlp.down_proj.weight.dtype))
 
 
-def smoothed_copy(rec: nn.Module, data, alpha: float, users: int = 256) -> tuple[nn.Module, dict]:
-    """A SmoothQuant-ed deep copy of `rec`, calibrated on `users` training histories of `data`."""
+ALPHAS = (0.5, 0.65, 0.8)
+
+
+def smoothed_copy(rec: nn.Module, maxima: dict[str, torch.Tensor], alpha: float) -> nn.Module:
     import copy
 
     if not 0.0 <= alpha <= 1.0:
         raise SlmrecError(f"--smooth-alpha must be between 0 and 1, got {alpha}")
-    calib = calibration_histories(data, rec.max_len, users)
     out = copy.deepcopy(rec)
-    smooth(out, activation_maxima(out, calib), alpha)
-    return out, {"smooth_alpha": alpha, "calibration_users": len(calib), "calibration": "training histories"}
+    smooth(out, maxima, alpha)
+    return out
+
+
+def agreement(ref: torch.Tensor, got: torch.Tensor, k: int = 10) -> tuple[float, float]:
+    """(mean top-k overlap, relative L2 error) of scores over real items (column 0 is padding)."""
+    a, b = ref[:, 1:].topk(k).indices, got[:, 1:].topk(k).indices
+    overlap = float(np.mean([len(set(x.tolist()) & set(y.tolist())) / k for x, y in zip(a, b, strict=True)]))
+    return overlap, float((ref - got).norm() / ref.norm().clamp(min=1e-12))
+
+
+def smooth_int8(rec: nn.Module, data, dst, alpha: float | None = None, users: int = 256) -> dict:
+    """dst ← SmoothQuant + dynamic int8 of `rec`. alpha None: try ALPHAS and keep the one whose int8 scores agree best
+    with fp32 on the calibration histories (top-10 overlap, then relative error): chosen without the test split."""
+    from pathlib import Path
+
+    from slmrec_cli.export.onnx import export_onnx, onnx_scorer, quantize_int8, session
+
+    dst = Path(dst)
+    calib = calibration_histories(data, rec.max_len, users)
+    maxima = activation_maxima(rec, calib)
+    with torch.no_grad():
+        ref = torch.cat([rec.score_all(calib[i:i + 64]) for i in range(0, len(calib), 64)])
+    tried, best, info = [], None, {}
+    for a in ([alpha] if alpha is not None else ALPHAS):
+        src, out = dst.with_name(f"smoothed-{a}.onnx"), dst.with_name(f"int8-{a}.onnx")
+        export_onnx(smoothed_copy(rec, maxima, a), src)
+        info = quantize_int8(src, out, "smooth")
+        src.unlink()
+        score = onnx_scorer(session(out, threads=torch.get_num_threads()))
+        overlap, err = agreement(ref, torch.cat([score(calib[i:i + 64]) for i in range(0, len(calib), 64)]))
+        tried.append({"alpha": a, "top10_overlap": overlap, "relative_error": err})
+        if best is None or (overlap, -err) > (best[1], -best[2]):
+            if best is not None:
+                best[3].unlink()
+            best = (a, overlap, err, out)
+        else:
+            out.unlink()
+    best[3].replace(dst)
+    return {**info, "smooth_alpha": best[0], "smooth_alphas_tried": tried, "calibration_users": len(calib),
+            "calibration": "training histories"}

@@ -38,7 +38,7 @@ def latest_distill_run(root: Path = Path("runs")) -> Path:
 
 
 def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str], force: bool,
-                    int8_scheme: str = "smooth", smooth_alpha: float = 0.8) -> dict:
+                    int8_scheme: str = "smooth", smooth_alpha: float | None = None) -> dict:
     from slmrec_cli.export.model import merge_run, save_export
 
     if out.exists() and any(out.iterdir()):
@@ -88,26 +88,19 @@ def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str
     return info
 
 
-def onnx_int8(rec, run_cfg: dict, tmp: Path, scheme: str, alpha: float) -> dict:
-    """model.int8.onnx by the chosen scheme; SmoothQuant first exports a smoothed copy (calibrated on the run's
-    training histories) and quantizes that."""
-    from slmrec_cli.export.onnx import export_onnx, quantize_int8
+def onnx_int8(rec, run_cfg: dict, tmp: Path, scheme: str, alpha: float | None) -> dict:
+    """model.int8.onnx by the chosen scheme; SmoothQuant calibrates on the run's training histories."""
+    from slmrec_cli.export.onnx import quantize_int8
 
     if scheme != "smooth":
         return quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", scheme)
     from slmrec_cli.data import load_dataset
-    from slmrec_cli.export.smooth import smoothed_copy
+    from slmrec_cli.export.smooth import smooth_int8
     from slmrec_cli.runs import check_same_data
 
     data = load_dataset(run_cfg["data"]["path"])
-    check_same_data(run_cfg, data, Path(run_cfg.get("run", "the run")))
-    smoothed, info = smoothed_copy(rec, data, alpha)
-    src = tmp / "smoothed.onnx"
-    export_onnx(smoothed, src)
-    try:
-        return {**quantize_int8(src, tmp / "model.int8.onnx", scheme), **info}
-    finally:
-        src.unlink()
+    check_same_data(run_cfg, data, Path(run_cfg["data"]["path"]))
+    return smooth_int8(rec, data, tmp / "model.int8.onnx", alpha)
 
 
 def cfg_items(rec) -> int:
@@ -160,13 +153,13 @@ def run_bench(out: Path, variants: list[Variant], batches: list[int], threads: i
 
 def export(model: Path | None, out: Path, *, formats: list[str], quantize: list[str], bench: bool,
            batches: list[int], threads: int | None, eval_batch: int = 64, force: bool = False,
-           min_seconds: float = 1.0, int8_scheme: str = "smooth", smooth_alpha: float = 0.8) -> dict:
+           min_seconds: float = 1.0, int8_scheme: str = "smooth", smooth_alpha: float | None = None) -> dict:
     from slmrec_cli.export.onnx import INT8_SCHEMES
 
     check_names(formats, FORMATS, "--format")
     check_names(quantize, QUANTIZE, "--quantize")
     check_names([int8_scheme], INT8_SCHEMES, "--int8-scheme")
-    if not 0.0 <= smooth_alpha <= 1.0:
+    if smooth_alpha is not None and not 0.0 <= smooth_alpha <= 1.0:
         raise SlmrecError(f"--smooth-alpha must be between 0 and 1, got {smooth_alpha}")
     if any(b < 1 for b in batches):
         raise SlmrecError(f"--batch-sizes must be positive integers, got {batches}")
