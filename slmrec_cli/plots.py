@@ -16,6 +16,7 @@ def metric_panels(xs: list, series: dict[str, list[dict]], path: Path, *, xlabel
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(12, 3.4))
     for ax, metric in zip(axes, PANELS, strict=True):
@@ -25,7 +26,10 @@ def metric_panels(xs: list, series: dict[str, list[dict]], path: Path, *, xlabel
             ax.axhline(100 * baseline[metric], color="tab:red", linestyle="--", label=baseline_name)
         if log2:
             ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [str(x) for x in xs])
+        if len(xs) <= 12:
+            ax.set_xticks(xs, [str(x) for x in xs])
+        else:  # e.g. a 30-layer probe: let matplotlib thin the integer ticks
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)
