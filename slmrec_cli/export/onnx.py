@@ -113,7 +113,7 @@ def quiet_quantizer():
         root.setLevel(level)
 
 
-def quantize_int8(src: Path, dst: Path, scheme: str = "block") -> dict:
+def quantize_int8(src: Path, dst: Path, scheme: str) -> dict:
     """int8 ONNX; returns what was done, for quality.json.
     smooth: `src` is the SmoothQuant-ed model (export/smooth.py); ONNX Runtime dynamic quantization (per-channel
       int8 weights, one int8 scale per activation tensor at run time, MatMulInteger) of every MatMul but the head.

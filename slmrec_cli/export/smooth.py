@@ -95,6 +95,11 @@ def agreement(ref: torch.Tensor, got: torch.Tensor, k: int = 10) -> tuple[float,
     return overlap, float((ref - got).norm() / ref.norm().clamp(min=1e-12))
 
 
+def _scores(score_all, items: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([score_all(items[i:i + batch]) for i in range(0, len(items), batch)])
+
+
 def smooth_int8(rec: nn.Module, data, dst, alpha: float | None = None, users: int = 256) -> dict:
     """dst ← SmoothQuant + dynamic int8 of `rec`. alpha None: try ALPHAS and keep the one whose int8 scores agree best
     with fp32 on the calibration histories (top-10 overlap, then relative error): chosen without the test split."""
@@ -105,23 +110,18 @@ def smooth_int8(rec: nn.Module, data, dst, alpha: float | None = None, users: in
     dst = Path(dst)
     calib = calibration_histories(data, rec.max_len, users)
     maxima = activation_maxima(rec, calib)
-    with torch.no_grad():
-        ref = torch.cat([rec.score_all(calib[i:i + 64]) for i in range(0, len(calib), 64)])
-    tried, best, info = [], None, {}
+    ref = _scores(rec.score_all, calib)
+    tried, files, info = [], {}, {}
     for a in ([alpha] if alpha is not None else ALPHAS):
-        src, out = dst.with_name(f"smoothed-{a}.onnx"), dst.with_name(f"int8-{a}.onnx")
+        src, files[a] = dst.with_name(f"smoothed-{a}.onnx"), dst.with_name(f"int8-{a}.onnx")
         export_onnx(smoothed_copy(rec, maxima, a), src)
-        info = quantize_int8(src, out, "smooth")
+        info = quantize_int8(src, files[a], "smooth")
         src.unlink()
-        score = onnx_scorer(session(out, threads=torch.get_num_threads()))
-        overlap, err = agreement(ref, torch.cat([score(calib[i:i + 64]) for i in range(0, len(calib), 64)]))
+        overlap, err = agreement(ref, _scores(onnx_scorer(session(files[a], threads=torch.get_num_threads())), calib))
         tried.append({"alpha": a, "top10_overlap": overlap, "relative_error": err})
-        if best is None or (overlap, -err) > (best[1], -best[2]):
-            if best is not None:
-                best[3].unlink()
-            best = (a, overlap, err, out)
-        else:
-            out.unlink()
-    best[3].replace(dst)
-    return {**info, "smooth_alpha": best[0], "smooth_alphas_tried": tried, "calibration_users": len(calib),
+    best = max(tried, key=lambda t: (t["top10_overlap"], -t["relative_error"]))["alpha"]
+    files.pop(best).replace(dst)
+    for f in files.values():
+        f.unlink()
+    return {**info, "smooth_alpha": best, "smooth_alphas_tried": tried, "calibration_users": len(calib),
             "calibration": "training histories"}

@@ -74,7 +74,7 @@ def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str
                 raise RuntimeError(f"ONNX disagrees with torch by {info['onnx_max_abs_diff']:.2e} (> 1e-4)")
             if "int8" in quantize:
                 ui.info(f"quantizing onnx-int8 ({int8_scheme})")
-                info.update(onnx_int8(rec, cfg, tmp, int8_scheme, smooth_alpha))
+                info.update(onnx_int8(rec, run, cfg, tmp, int8_scheme, smooth_alpha))
             if "int4" in quantize:
                 quantize_int4(tmp / "model.onnx", tmp / "model.int4.onnx")
         if want_bnb:
@@ -88,7 +88,7 @@ def build_artifacts(run: Path, out: Path, formats: list[str], quantize: list[str
     return info
 
 
-def onnx_int8(rec, run_cfg: dict, tmp: Path, scheme: str, alpha: float | None) -> dict:
+def onnx_int8(rec, run: Path, run_cfg: dict, tmp: Path, scheme: str, alpha: float | None) -> dict:
     """model.int8.onnx by the chosen scheme; SmoothQuant calibrates on the run's training histories."""
     from slmrec_cli.export.onnx import quantize_int8
 
@@ -99,7 +99,7 @@ def onnx_int8(rec, run_cfg: dict, tmp: Path, scheme: str, alpha: float | None) -
     from slmrec_cli.runs import check_same_data
 
     data = load_dataset(run_cfg["data"]["path"])
-    check_same_data(run_cfg, data, Path(run_cfg["data"]["path"]))
+    check_same_data(run_cfg, data, run)
     return smooth_int8(rec, data, tmp / "model.int8.onnx", alpha)
 
 

@@ -48,8 +48,11 @@ class Run:
         b = self.cfg.get("base_model") or {}
         return self.kind == "teacher" and self.layers == b.get("layers_total")
 
+    def metrics_record(self, protocol: str = "sampled", split: str = "test") -> dict | None:
+        return self.evals.get((split, protocol))
+
     def metric(self, m: str, protocol: str = "sampled", split: str = "test") -> float | None:
-        rec = self.evals.get((split, protocol))
+        rec = self.metrics_record(protocol, split)
         return rec["metrics"][m] if rec else None
 
 

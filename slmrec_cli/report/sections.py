@@ -137,12 +137,22 @@ def efficiency(runs: list[Run]) -> str:
     return "\n".join(out) + "\n"
 
 
+def sasrec_metrics(sasrec: Run | None) -> dict | None:
+    """SASRec's test metrics (sampled protocol), drawn as the baseline of the probe and depth plots."""
+    rec = sasrec.metrics_record("sampled") if sasrec else None
+    return rec["metrics"] if rec else None
+
+
+def baseline_row(name: str, metrics: dict) -> str:
+    return f"| {name} | " + " | ".join(pct(metrics[m]) for m in METRIC_NAMES) + " |"
+
+
 Image = Callable[[str], tuple[Path, str]]  # slug → (file to write, link for the Markdown)
 
 
 def probes(runs: list[Run], sasrec: Run | None, image: Image) -> str:
     out = []
-    base = sasrec.evals[("test", "sampled")]["metrics"] if sasrec and ("test", "sampled") in sasrec.evals else None
+    base = sasrec_metrics(sasrec)
     for r in (r for r in runs if r.probe):
         p = r.probe
         file, link = image(f"probe-{r.name}")
@@ -154,7 +164,7 @@ def probes(runs: list[Run], sasrec: Run | None, image: Image) -> str:
                 f"{p['candidates']} candidates, `{p['data_hash']}`; metrics in %.", "", f"![probe {r.name}]({link})",
                 "", *metrics_table([(str(x["layer"]), x["metrics"]) for x in p["layers"]], "layer")]
         if base:
-            out.append("| SASRec | " + " | ".join(pct(base[m]) for m in METRIC_NAMES) + " |")
+            out.append(baseline_row("SASRec", base))
         out.append("")
     return "\n".join(out) if out else MISSING
 
@@ -168,14 +178,14 @@ def depth_sweep(runs: list[Run], sasrec: Run | None, image: Image) -> str:
         return MISSING
     xs = sorted(by_depth)
     rows = [by_depth[x].evals[("test", "sampled")] for x in xs]
-    base = sasrec.evals[("test", "sampled")]["metrics"] if sasrec and ("test", "sampled") in sasrec.evals else None
+    base = sasrec_metrics(sasrec)
     file, link = image("depth-sweep")
     metric_panels(xs, {"first l layers, LoRA": [r["metrics"] for r in rows]}, file, xlabel="layers", log2=True,
                   baseline=base, baseline_name="SASRec", title=f"depth sweep ({rows[0]['dataset']}, test, sampled)")
     table = metrics_table([(f"{x} `{by_depth[x].name}`", r["metrics"]) for x, r in zip(xs, rows, strict=True)],
                           "layers")
     if base:
-        table.append("| SASRec | " + " | ".join(pct(base[m]) for m in METRIC_NAMES) + " |")
+        table.append(baseline_row("SASRec", base))
     return "\n".join([f"Teachers cut to their first l layers of {by_depth[xs[0]].base}, same training settings. "
                       + protocol_line(rows[0]), "", f"![depth sweep]({link})", "", *table, ""])
 
