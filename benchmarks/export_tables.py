@@ -24,8 +24,8 @@ def quality_table(exports: list[tuple[dict, dict | None]]) -> str:
     q0 = exports[0][0]
     out = [f"Quality: {q0['dataset']} `{q0['data_hash']}`, {q0['split']} split, {q0['users']} users; ONNX vs torch max "
            f"abs difference {q0.get('onnx_max_abs_diff', float('nan')):.1e}.\n",
-           "| variant | file MB | MRR % (sampled) | MRR % (full) | NDCG@10 % | rel. MRR |",
-           "|---|---:|---:|---:|---:|---:|"]
+           "| variant | file MB | MRR % (sampled) | MRR % (full) | NDCG@10 % | rel. MRR | 95% CI (paired bootstrap) |",
+           "|---|---:|---:|---:|---:|---:|---|"]
     seen = set()
     for q, _ in exports:
         for v in q["variants"]:
@@ -36,8 +36,13 @@ def quality_table(exports: list[tuple[dict, dict | None]]) -> str:
             m = v["metrics"]
             out.append(f"| {name} | {v['bytes'] / 1e6:.1f} | {100 * m['sampled']['MRR']:.2f} | "
                        f"{100 * m['full']['MRR']:.2f} | {100 * m['sampled']['NDCG@10']:.2f} | "
-                       f"{v['relative_mrr']:.3f} |")
+                       f"{v['relative_mrr']:.3f} | {ci(v)} |")
     return "\n".join(out) + "\n"
+
+
+def ci(variant: dict) -> str:
+    c = variant.get("relative_mrr_ci95")
+    return f"{c[0]:.3f}–{c[1]:.3f}" if c else "—"
 
 
 def bench_table(exports: list[tuple[dict, dict | None]]) -> str:

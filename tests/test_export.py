@@ -108,14 +108,15 @@ def test_smoothquant_keeps_the_function(exported):
     calib = calibration_histories(ds, cfg["max_len"], users=20)
     assert calib.shape == (20, cfg["max_len"])
     maxima = activation_maxima(rec, calib)
-    assert set(maxima) == {f"{i}.{k}" for i in range(len(rec.decoder.layers)) for k in ("attn", "mlp", "down")}
+    assert set(maxima) == {f"{i}.{k}" for i in range(len(rec.decoder.layers)) for k in ("attn", "o", "mlp", "down")}
     smoothed = smoothed_copy(rec, maxima, alpha=0.8)
     x = histories(cfg["n_items"], batch=6, length=9, seed=5)
     with torch.no_grad():
         a, b = rec.score_all(x), smoothed.score_all(x)
         assert (a - b).abs().max().item() <= 1e-4 * max(1.0, a.abs().max().item())
-        w0 = rec.decoder.layers[0].mlp.down_proj.weight
-        assert not torch.equal(w0, smoothed.decoder.layers[0].mlp.down_proj.weight)  # the copy changed, not rec
+        for name in ("mlp.down_proj", "self_attn.v_proj", "self_attn.o_proj"):  # the copy changed, not rec
+            w0 = rec.decoder.layers[0].get_submodule(name).weight
+            assert not torch.equal(w0, smoothed.decoder.layers[0].get_submodule(name).weight), name
 
 
 def test_quality_and_bench_files(exported):
@@ -126,7 +127,9 @@ def test_quality_and_bench_files(exported):
     for v in quality["variants"]:
         assert set(v["metrics"]) == {"sampled", "full"} and v["bytes"] > 0 and (out / v["file"]).exists()
         assert v["relative_mrr"] > 0
-    assert quality["variants"][0]["relative_mrr"] == 1.0
+        lo, hi = v["relative_mrr_ci95"]
+        assert lo <= v["relative_mrr"] <= hi
+    assert quality["variants"][0]["relative_mrr"] == 1.0 and quality["variants"][0]["relative_mrr_ci95"] == [1.0, 1.0]
     assert quality["onnx_int8_scheme"] == "smooth"
     bench = json.loads((out / "bench.json").read_text())
     assert bench["threads"] == 1 and bench["results"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.evaluation.ranking import METRIC_NAMES, metrics_from_ranks, pessimistic_ranks
+from slmrec_cli.evaluation.ranking import METRIC_NAMES, metrics_from_ranks, pessimistic_ranks, relative_mrr_ci
 
 
 def ranks(pos, others, valid=None):
@@ -59,3 +59,22 @@ def test_nan_is_an_error():
 def test_empty_split_is_an_error():
     with pytest.raises(SlmrecError):
         metrics_from_ranks(np.array([]))
+
+
+def test_relative_mrr_ci_is_paired():
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 50, size=400)
+    assert relative_mrr_ci(base, base) == (1.0, 1.0)  # same ranks: every resample gives exactly 1
+    better = np.maximum(base - 1, 0)  # every user's positive one place higher (or still first)
+    lo, hi = relative_mrr_ci(better, base)
+    point = metrics_from_ranks(better)["MRR"] / metrics_from_ranks(base)["MRR"]
+    assert 1.0 < lo <= point <= hi
+    swapped = base.copy()
+    swapped[:10] = base[:10] + 5  # ten users worse, none better: no resample can exceed 1
+    lo, hi = relative_mrr_ci(swapped, base)
+    assert lo <= metrics_from_ranks(swapped)["MRR"] / metrics_from_ranks(base)["MRR"] <= hi < 1.0 + 1e-12
+
+
+def test_relative_mrr_ci_needs_the_same_users():
+    with pytest.raises(SlmrecError, match="same users"):
+        relative_mrr_ci(np.zeros(5), np.zeros(4))

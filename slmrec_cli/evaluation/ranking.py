@@ -33,3 +33,17 @@ def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
         out[f"NDCG@{k}"] = float(np.mean(np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)))
     out["MRR"] = float(np.mean(1.0 / (ranks + 1.0)))
     return {name: out[name] for name in METRIC_NAMES}
+
+
+def relative_mrr_ci(ranks: np.ndarray, base_ranks: np.ndarray, resamples: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float]:
+    """Paired bootstrap interval of MRR(ranks) / MRR(base_ranks): users are resampled with replacement and both models
+    are scored on the same resample, so the interval reflects how much the ratio moves with the choice of test users.
+    The two arrays must list the same users in the same order."""
+    a, b = 1.0 / (np.asarray(ranks, dtype=np.float64) + 1), 1.0 / (np.asarray(base_ranks, dtype=np.float64) + 1)
+    if a.shape != b.shape or a.size == 0:
+        raise SlmrecError(f"relative MRR needs the same users for both models ({a.size} vs {b.size} ranks)")
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
+    ratios = a[idx].mean(1) / np.maximum(b[idx].mean(1), 1e-12)
+    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

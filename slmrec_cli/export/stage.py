@@ -115,18 +115,25 @@ def measure_quality(out: Path, variants: list[Variant], eval_batch: int) -> dict
     data = load_dataset(cfg["data"]["path"])
     if data.content_hash != cfg["data"]["hash"]:
         raise SlmrecError(f"{cfg['data']['path']} changed since the run was trained; cannot score the export")
-    rows = []
+    from slmrec_cli.evaluation.ranking import relative_mrr_ci
+
+    rows, ranks = [], {}
     for v in variants:
         score_all, _ = scorer(v, out, "ort" if v.name.startswith("onnx") else "torch", "cpu")
         res = rank_split(score_all, data, "test", ("sampled", "full"), max_len=cfg["max_len"],
                          batch_size=eval_batch, desc=f"quality {v.name}")
         rows.append({"name": v.name, "file": v.file, "bytes": v.bytes,
                      "metrics": {p: r.metrics for p, r in res.items()}})
-    base = next((r for r in rows if r["name"] == "torch-fp32"), rows[0])["metrics"]["sampled"]["MRR"]
+        ranks[v.name] = res["sampled"].ranks
+    ref = next((r for r in rows if r["name"] == "torch-fp32"), rows[0])
+    base = ref["metrics"]["sampled"]["MRR"]
     for r in rows:
         r["relative_mrr"] = r["metrics"]["sampled"]["MRR"] / base if base else float("nan")
+        if base:
+            r["relative_mrr_ci95"] = list(relative_mrr_ci(ranks[r["name"]], ranks[ref["name"]]))
     return {"dataset": data.name, "data_hash": data.content_hash, "split": "test", "users": data.n_users,
-            "candidates_sampled": int(data.negatives.shape[1] + 1), "variants": rows}
+            "candidates_sampled": int(data.negatives.shape[1] + 1), "variants": rows,
+            "relative_mrr_ci95": "paired bootstrap over test users, 2000 resamples, seed 0 (sampled protocol)"}
 
 
 def run_bench(out: Path, variants: list[Variant], batches: list[int], threads: int, min_seconds: float) -> dict:
@@ -193,12 +200,17 @@ def bench_only(out: Path, *, batches: list[int], threads: int | None, min_second
     return bench
 
 
+def ci_text(variant: dict) -> str:
+    ci = variant.get("relative_mrr_ci95")
+    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else ""
+
+
 def print_summary(quality: dict | None, bench: dict | None) -> None:
     from rich.table import Table
 
     q = {r["name"]: r for r in (quality or {}).get("variants", [])}
     table = Table(title="export: variant × runtime (test split; MRR sampled)", title_justify="left")
-    for col in ("variant", "runtime", "MB", "MRR %", "rel. MRR", "batch", "p50 ms", "users/s"):
+    for col in ("variant", "runtime", "MB", "MRR %", "rel. MRR", "95% CI", "batch", "p50 ms", "users/s"):
         table.add_column(col, justify="left" if col in ("variant", "runtime") else "right", no_wrap=True)
     rows = (bench or {}).get("results") or [{"variant": n, "runtime": "-", "provider": "", "batch": None}
                                              for n in q]
@@ -207,7 +219,7 @@ def print_summary(quality: dict | None, bench: dict | None) -> None:
         mrr = v.get("metrics", {}).get("sampled", {}).get("MRR")
         table.add_row(r["variant"], f"{r['runtime']}/{r['provider']}".strip("/"),
                       f"{v['bytes'] / 2**20:.1f}" if v else "", f"{100 * mrr:.2f}" if mrr is not None else "",
-                      f"{v['relative_mrr']:.3f}" if v else "", str(r["batch"] or ""),
+                      f"{v['relative_mrr']:.3f}" if v else "", ci_text(v), str(r["batch"] or ""),
                       f"{r['p50_ms']:.1f}" if "p50_ms" in r else "", f"{r['users_per_s']:.0f}" if "users_per_s"
                       in r else "")
     if bench:
