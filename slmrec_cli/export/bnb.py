@@ -46,11 +46,14 @@ def _load(folder: str, device: str, **kw):
 
 def quantize_bnb(rec: Recommender, kind: str, out: Path, device: str = "cpu") -> Recommender:
     """Write OUT/ (quantized decoder in safetensors + head.safetensors) and return the quantized module."""
+    from slmrec_cli.backbones import quiet_transformers
+
     need_bnb()
     with tempfile.TemporaryDirectory() as tmp:
-        rec.decoder.save_pretrained(tmp)
+        with quiet_transformers():  # no "Writing model shards" bar for a file slmrec writes as one step
+            rec.decoder.save_pretrained(tmp)
         decoder = _load(tmp, device, quantization_config=_config(kind))
-    with atomic_dir(out, force=True) as d:
+    with atomic_dir(out, force=True) as d, quiet_transformers():
         decoder.save_pretrained(str(d))
         save_safetensors(_head(rec), d / "head.safetensors")
     return _assemble(decoder, rec)
