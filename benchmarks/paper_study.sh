@@ -4,10 +4,12 @@
 #   DATASET: a built-in name (ml-100k, ml-1m) or a prepared dataset dir; ROOT defaults to studies/<name>.
 # Runs under ROOT/runs: sasrec; teachers t8 and t30 (full depth) and t4 (E4SRec-4: the student's depth without
 # distillation); the student s4 (4←8, all three terms, B=4); the ablations s4-cos, s4-cos-norm, s4-cos-ms; the
-# block sweep s4-b1, s4-b2; online distillation s4-online; the probes of t8 and t30; the depth sweep adds t1, t2, t16.
+# block sweep s4-b1, s4-b2; online distillation s4-online; the probes of t8 and t30; the depth sweep adds t1, t2, t16;
+# `pairs` distills other (teacher, student) depths, s2-from-t4 by default, with the student's depth trained alone.
 # Sizes (env): EPOCHS=3 (LLM stages), SASREC_PATIENCE=5, EVAL_BATCH=64, BASE=smollm2-135m, TEACHER=8, STUDENT=4,
-#   FULL=30 (the base model's depth), BLOCKS=4, B_SWEEP="1 2", SWEEP="1 2 16" (extra depths),
-#   STAGES="core ablation blocks online full sweep" (a subset runs part of the study).
+#   FULL=30 (the base model's depth), BLOCKS=4, B_SWEEP="1 2", SWEEP="1 2 16" (extra depths), PAIRS="4:2"
+#   (teacher:student depths; B is the largest of BLOCKS..1 dividing both),
+#   STAGES="core ablation blocks online full sweep pairs" (a subset runs part of the study).
 # Finished runs are skipped and interrupted ones resume, so an interrupted study continues where it stopped.
 set -euo pipefail
 dataset=${1:?usage: benchmarks/paper_study.sh DATASET [ROOT [options...]]}
@@ -15,7 +17,7 @@ if [ -f "$dataset/meta.json" ]; then name=$(basename "$dataset"); else name=$dat
 root=${2:-studies/$name}; shift $(( $# >= 2 ? 2 : 1 ))
 EPOCHS=${EPOCHS:-3}; BASE=${BASE:-smollm2-135m}; EVAL_BATCH=${EVAL_BATCH:-64}
 M=${TEACHER:-8}; N=${STUDENT:-4}; B=${BLOCKS:-4}
-STAGES=" ${STAGES:-core ablation blocks online full sweep} "
+STAGES=" ${STAGES:-core ablation blocks online full sweep pairs} "
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 data=$root/data runs=$root/runs
 mkdir -p "$runs"
@@ -34,6 +36,13 @@ teacher() { run_stage "$runs/t$1" slmrec train-teacher --data "$data" --ids "$ru
 # student NAME BLOCKS [options]: N←M from t$M, with the frozen teacher's features cached once per block layout
 student() { run_stage "$runs/$1" slmrec distill --teacher "$runs/t$M" --student-layers "$N" --blocks "$2" \
   --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" "${@:3}"; }
+# pair TEACHER_DEPTH STUDENT_DEPTH [options]: s<N>-from-t<M> with the largest B <= BLOCKS dividing both depths
+pair() {
+  local tm=$1 sn=$2 b=$B; shift 2
+  while (( tm % b || sn % b )); do b=$((b - 1)); done
+  run_stage "$runs/s$sn-from-t$tm" slmrec distill --teacher "$runs/t$tm" --student-layers "$sn" --blocks "$b" \
+    --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" --teacher-cache "$runs/t$tm/feature-cache-b$b" "$@"
+}
 cache() { echo "--teacher-cache $runs/t$M/feature-cache-b$1"; }
 probe() { [ -f "$1/probe/test.json" ] || slmrec prune-probe "$1" --baseline "$runs/sasrec" --batch-size "$EVAL_BATCH"; }
 
@@ -57,6 +66,9 @@ fi
 if has online; then student "s$N-online" "$B" --mode online "$@"; fi  # paper RQ4
 if has full; then teacher "${FULL:-30}" "$@"; probe "$runs/t${FULL:-30}"; fi
 if has sweep; then for l in ${SWEEP:-1 2 16}; do teacher "$l" "$@"; done; fi  # paper Fig. 2d-f
+if has pairs; then  # the paper's result needs a teacher stronger than the student's depth trained alone
+  for p in ${PAIRS:-4:2}; do teacher "${p%%:*}" "$@"; teacher "${p##*:}" "$@"; pair "${p%%:*}" "${p##*:}" "$@"; done
+fi
 
 log "report"
 slmrec report "$runs"/* --out "$root/results.md"

@@ -19,8 +19,8 @@ SECTIONS = ("The paper's claims, checked", "Dataset (paper Table 1)", "Quality (
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A miniature paper study: SASRec, teachers of 4 (full depth) and 2 layers, students 2←4 for the ablation,
-    the block sweep and online mode, and a probe."""
+    """A miniature paper study: SASRec, teachers of 4 (full depth), 2 and 1 layers, students 2←4 for the ablation,
+    the block sweep and online mode, a second pair 1←2, and a probe."""
     root = tmp_path_factory.mktemp("study")
     data, sasrec, t4 = tiny_teacher(root, epochs=1)
     train_teacher(data, sasrec, "tiny-random", root / "t2", {**TEACHER_TINY, "layers": 2}, ARGS)
@@ -28,13 +28,15 @@ def study(tmp_path_factory):
     for name, kw in {"s2": {}, "s2-cos": {"lambda_norm": 0.0, "lambda_ms": 0.0}, "s2-b1": {"blocks": 1},
                      "s2-online": {"mode": "online"}}.items():
         distill(t4, root / name, 2, ARGS, blocks=kw.pop("blocks", 2), **kw)
+    train_teacher(data, sasrec, "tiny-random", root / "t1", {**TEACHER_TINY, "layers": 1}, ARGS)
+    distill(root / "t2", root / "s1", 1, ARGS, blocks=1)  # a second (teacher, student) pair: 1←2
     (root / "notes.txt").write_text("a plain file among the runs is skipped")
     return root
 
 
 def test_report_has_every_section_and_plot(study, capsys):
     out = study / "docs" / "results.md"
-    runs = [study / n for n in ("sasrec", "t4", "t2", "s2", "s2-cos", "s2-b1", "s2-online", "notes.txt")]
+    runs = [study / n for n in ("sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-b1", "s2-online", "s1", "notes.txt")]
     code, _, err = run_cli(["report", *runs, "--out", out], capsys)
     assert code == 0, err
     text = out.read_text()
@@ -50,6 +52,10 @@ def test_report_has_every_section_and_plot(study, capsys):
     assert "| + d_cos `s2-cos` |" in text and "| CE only: E4SRec-2, no distillation `t2` |" in text
     assert "SLMRec 2←4 (B=1)" in text and "| online: SLMRec 2←4 (B=2; online) `s2-online` |" in text
     assert "is at least as good as its teacher E4SRec-4 (full depth)" in text
+    claims = text.split("### The paper's claims, checked\n", 1)[1].split("\n### ", 1)[0]
+    assert "Precondition: the teacher E4SRec-4 (full depth) is stronger than the student's depth" in claims
+    # the second pair gets its own checks: against its teacher, the precondition, and the same depth without KD
+    assert "`s1` vs `t2`" in claims and "`t2` vs `t1`" in claims and "`s1` vs `t1`" in claims
 
 
 def test_report_refuses_a_dir_that_is_not_a_run(study, tmp_path, capsys):

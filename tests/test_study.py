@@ -7,7 +7,7 @@ import subprocess
 from helpers import REPO, cli_env, make_dataset
 
 TOY = {"BASE": "tiny-random", "TEACHER": "4", "STUDENT": "2", "FULL": "4", "BLOCKS": "2", "B_SWEEP": "1",
-       "SWEEP": "1", "EPOCHS": "1", "EVAL_BATCH": "32", "SASREC_PATIENCE": "1", "OMP_NUM_THREADS": "1"}
+       "SWEEP": "1", "PAIRS": "2:1", "EPOCHS": "1", "EVAL_BATCH": "32", "SASREC_PATIENCE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def study(data, root):
@@ -21,7 +21,7 @@ def test_paper_study_runs_every_part_and_resumes(tmp_path):
     res = study(data, root)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     runs = root / "runs"
-    expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-cos-norm", "s2-cos-ms", "s2-b1", "s2-online"]
+    expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-cos-norm", "s2-cos-ms", "s2-b1", "s2-online", "s1-from-t2"]
     for name in expected:
         assert (runs / name / "eval" / "test-sampled.json").exists(), name
     assert (runs / "t4" / "probe" / "test.json").exists()
@@ -30,4 +30,5 @@ def test_paper_study_runs_every_part_and_resumes(tmp_path):
     assert "No runs for this" not in report
     again = study(data, root)  # everything finished: every stage is skipped, the report is rewritten
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count(": done") == len(expected) + 1  # t4 is both the teacher and the full depth
+    # t4 is both the teacher and the full depth; t2 and t1 are also the pair stage's teacher and baseline
+    assert again.stdout.count(": done") == len(expected) + 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slmrec_cli.report.collect import Run, label, terms_label
+from slmrec_cli.report.collect import ALL_TERMS, Run, label, terms_label
 from slmrec_cli.report.sections import main_student, no_kd, siblings, teacher_of
 
 
@@ -25,22 +25,48 @@ def _compare(a: Run, b: Run, what: str) -> str:
     return f"- {what}: **{verdict}** — `{a.name}` vs `{b.name}`, test MRR % ({'; '.join(parts)})."
 
 
-def claims(runs: list[Run]) -> str:
+def pair_claims(student: Run, runs: list[Run]) -> list[str]:
+    """Student vs its teacher (quality and cost), the paper's precondition (the teacher beats the student's depth
+    trained alone) and student vs that same-depth model."""
     out = []
-    student = main_student(runs)
-    teacher = teacher_of(student, runs) if student else None
-    if student and teacher:
+    teacher, base = teacher_of(student, runs), no_kd(student, runs)
+    if teacher:
         out.append(_compare(student, teacher, f"{label(student)} is at least as good as its teacher {label(teacher)}"))
         if student.efficiency and teacher.efficiency:
             s, t = student.efficiency, teacher.efficiency
             inf = s["inference_seconds"] / t["inference_seconds"]
             par = s["params"]["inference"] / t["params"]["inference"]
             verdict = "holds" if inf <= 0.6 else "does not hold"
-            out.append(f"- The student costs about half the teacher at inference: **{verdict}** — inference time "
-                       f"×{inf:.2f}, inference parameters ×{par:.2f} (the id table and embeddings do not shrink with "
-                       "depth; timed in separate processes).")
-    if student and (base := no_kd(student, runs)):
+            out.append(f"- {label(student)} costs about half its teacher at inference: **{verdict}** — inference "
+                       f"time ×{inf:.2f}, inference parameters ×{par:.2f} (the id table and embeddings do not shrink "
+                       "with depth; timed in separate processes).")
+    if teacher and base:
+        out.append(_compare(teacher, base, f"Precondition: the teacher {label(teacher)} is stronger than the "
+                                           f"student's depth trained alone ({label(base)})"))
+    if base:
         out.append(_compare(student, base, f"Distillation beats the same depth trained without it ({label(base)})"))
+    return out
+
+
+def other_pairs(main: Run | None, runs: list[Run]) -> list[Run]:
+    """One default-setup student (offline, all three terms) for each other (teacher depth, student depth) pair."""
+    seen = {(main.distill["teacher_layers"], main.distill["student_layers"])} if main else set()
+    out = []
+    for r in sorted(runs, key=lambda r: (r.distill or {}).get("blocks") != 4):
+        if r.kind != "student" or r.distill["mode"] != "offline" or terms_label(r.distill) != ALL_TERMS:
+            continue
+        pair = (r.distill["teacher_layers"], r.distill["student_layers"])
+        if pair not in seen:
+            seen.add(pair)
+            out.append(r)
+    return out
+
+
+def claims(runs: list[Run]) -> str:
+    out = []
+    student = main_student(runs)
+    if student:
+        out += pair_claims(student, runs)
     teachers = {r.layers: r for r in runs if r.kind == "teacher" and _mrr(r, "sampled") is not None}
     full = next((r for r in teachers.values() if r.full_depth), None)
     if full and 8 in teachers and full.layers != 8:
@@ -61,6 +87,8 @@ def claims(runs: list[Run]) -> str:
                        else f"holds for {len(helped)} of {len(rows)} settings")
             out.append(f"- Each distillation setting beats CE only ({label(base)}, sampled test MRR "
                        f"{100 * ref:.2f} %): **{verdict}** — change in MRR points: {', '.join(deltas)}.")
+    for other in other_pairs(student, runs):
+        out += pair_claims(other, runs)
     out = [x for x in out if x]
     if not out:
         return "_Not enough runs to check the paper's claims (a teacher, its student and the no-KD model)._\n"
