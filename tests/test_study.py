@@ -21,7 +21,8 @@ def test_paper_study_runs_every_part_and_resumes(tmp_path):
     res = study(data, root)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     runs = root / "runs"
-    expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-cos-norm", "s2-cos-ms", "s2-b1", "s2-online", "s1-from-t2"]
+    expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-cos-norm", "s2-cos-ms", "s2-b1", "s2-online",
+                "s1-from-t2"]
     for name in expected:
         assert (runs / name / "eval" / "test-sampled.json").exists(), name
     assert (runs / "t4" / "probe" / "test.json").exists()
