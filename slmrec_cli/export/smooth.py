@@ -7,8 +7,9 @@ the activations become flat and the weights (quantized per output channel) absor
 division folds exactly into the op before it:
 - q/k/v_proj and gate/up_proj read an RMSNorm output: divide the norm's weight;
 - down_proj reads silu(gate) · up: divide up_proj's output rows.
-- o_proj reads softmax(QK^T)·V: divide v_proj's output rows (one scale per V channel, shared by its query heads).
-The model computes the same function (up to fp32 rounding).
+o_proj (reading the attention output) is left as it is: smoothing it through v_proj (one scale per V channel, shared by
+its query heads) was tried and changed nothing measurable (docs/findings.md). The model computes the same function (up
+to fp32 rounding).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def activation_maxima(rec: nn.Module, items: torch.Tensor, batch: int = 32) -> d
 
     handles = []
     for i, layer in enumerate(rec.decoder.layers):
-        for name, module in ((f"{i}.attn", layer.self_attn.q_proj), (f"{i}.o", layer.self_attn.o_proj),
-                             (f"{i}.mlp", layer.mlp.gate_proj), (f"{i}.down", layer.mlp.down_proj)):
+        for name, module in ((f"{i}.attn", layer.self_attn.q_proj), (f"{i}.mlp", layer.mlp.gate_proj),
+                             (f"{i}.down", layer.mlp.down_proj)):
             handles.append(module.register_forward_pre_hook(hook(name)))
     try:
         for start in range(0, len(items), batch):
@@ -61,7 +62,7 @@ def smoothing_scales(act_max: torch.Tensor, linears: list[nn.Linear], alpha: flo
 
 
 @torch.no_grad()
-def smooth(rec: nn.Module, maxima: dict[str, torch.Tensor], alpha: float = 0.5, o_proj: bool = True) -> None:
+def smooth(rec: nn.Module, maxima: dict[str, torch.Tensor], alpha: float = 0.5) -> None:
     """Fold the smoothing scales into the model in place (see the module docstring)."""
     for i, layer in enumerate(rec.decoder.layers):
         attn, mlp = layer.self_attn, layer.mlp
@@ -74,26 +75,6 @@ def smooth(rec: nn.Module, maxima: dict[str, torch.Tensor], alpha: float = 0.5, 
         s = smoothing_scales(maxima[f"{i}.down"], [mlp.down_proj], alpha)
         mlp.up_proj.weight.div_(s.to(mlp.up_proj.weight.dtype)[:, None])
         mlp.down_proj.weight.mul_(s.to(mlp.down_proj.weight.dtype))
-        if o_proj:
-            smooth_o_proj(attn, maxima[f"{i}.o"], alpha)
-
-
-def smooth_o_proj(attn: nn.Module, act_max: torch.Tensor, alpha: float) -> None:
-    """o_proj reads softmax(QK^T)·V per head, which is linear in V: divide v_proj's output rows, multiply o_proj's
-    input columns. With grouped-query attention one V head serves `groups` query heads, so a V channel takes one scale
-    for all the o_proj channels it feeds (the max over the group of both the activations and the weights)."""
-    hd, groups = attn.head_dim, attn.num_key_value_groups
-    kv = attn.v_proj.weight.shape[0] // hd
-
-    def per_v(x: torch.Tensor) -> torch.Tensor:  # [heads*hd] -> [kv*hd], max over each kv head's query heads
-        return x.view(kv, groups, hd).amax(1).reshape(-1)
-
-    w_max = per_v(attn.o_proj.weight.detach().abs().amax(0).float())
-    s = (per_v(act_max).clamp(min=1e-5).pow(alpha) / w_max.clamp(min=1e-5).pow(1 - alpha)).clamp(min=1e-5)
-    attn.v_proj.weight.div_(s.to(attn.v_proj.weight.dtype)[:, None])
-    if attn.v_proj.bias is not None:
-        attn.v_proj.bias.div_(s.to(attn.v_proj.bias.dtype))
-    attn.o_proj.weight.mul_(s.view(kv, 1, hd).expand(kv, groups, hd).reshape(-1).to(attn.o_proj.weight.dtype))
 
 
 ALPHAS = (0.5, 0.65, 0.8)
