@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from slmrec_cli.export.stage import ci_text
+
 
 def load(path: Path, name: str) -> dict | None:
     f = path / name
@@ -36,13 +38,8 @@ def quality_table(exports: list[tuple[dict, dict | None]]) -> str:
             m = v["metrics"]
             out.append(f"| {name} | {v['bytes'] / 1e6:.1f} | {100 * m['sampled']['MRR']:.2f} | "
                        f"{100 * m['full']['MRR']:.2f} | {100 * m['sampled']['NDCG@10']:.2f} | "
-                       f"{v['relative_mrr']:.3f} | {ci(v)} |")
+                       f"{v['relative_mrr']:.3f} | {ci_text(v) or '—'} |")
     return "\n".join(out) + "\n"
-
-
-def ci(variant: dict) -> str:
-    c = variant.get("relative_mrr_ci95")
-    return f"{c[0]:.3f}–{c[1]:.3f}" if c else "—"
 
 
 def bench_table(exports: list[tuple[dict, dict | None]]) -> str:

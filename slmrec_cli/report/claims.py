@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from slmrec_cli.report.collect import ALL_TERMS, Run, label, terms_label
-from slmrec_cli.report.sections import main_student, no_kd, siblings, teacher_of
+from slmrec_cli.report.collect import Run, label, terms_label
+from slmrec_cli.report.sections import default_students, main_student, no_kd, siblings, teacher_of
 
 
 def _mrr(run: Run, protocol: str) -> float | None:
@@ -52,9 +52,7 @@ def other_pairs(main: Run | None, runs: list[Run]) -> list[Run]:
     """One default-setup student (offline, all three terms) for each other (teacher depth, student depth) pair."""
     seen = {(main.distill["teacher_layers"], main.distill["student_layers"])} if main else set()
     out = []
-    for r in sorted(runs, key=lambda r: (r.distill or {}).get("blocks") != 4):
-        if r.kind != "student" or r.distill["mode"] != "offline" or terms_label(r.distill) != ALL_TERMS:
-            continue
+    for r in default_students(runs):
         pair = (r.distill["teacher_layers"], r.distill["student_layers"])
         if pair not in seen:
             seen.add(pair)

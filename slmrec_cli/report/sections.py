@@ -68,12 +68,17 @@ def quality(runs: list[Run], popularity: dict[str, dict]) -> str:
     return "\n".join(out) if out else MISSING
 
 
+def default_students(runs: list[Run]) -> list[Run]:
+    """Offline students with all three terms, B=4 first, then the most blocks."""
+    return sorted((r for r in runs if r.kind == "student" and r.distill["mode"] == "offline"
+                   and terms_label(r.distill) == ALL_TERMS),
+                  key=lambda r: (r.distill["blocks"] != 4, -r.distill["blocks"]))
+
+
 def main_student(runs: list[Run]) -> Run | None:
     """The default-setup student (all three terms, offline, B=4 or else the most blocks), else any offline one."""
     students = [r for r in runs if r.kind == "student" and r.distill["mode"] == "offline"]
-    best = sorted((r for r in students if terms_label(r.distill) == ALL_TERMS),
-                  key=lambda r: (r.distill["blocks"] != 4, -r.distill["blocks"]))
-    return (best or students or [None])[0]
+    return (default_students(runs) or students or [None])[0]
 
 
 def teacher_of(student: Run, runs: list[Run]) -> Run | None:
