@@ -330,12 +330,13 @@ def main() -> None:
     """Entry point: bad input → one line, exit 2; internal error → one line, exit 1 (traceback with --debug)."""
     import click
 
-    from slmrec_cli.distributed import is_main_process
+    from slmrec_cli.distributed import is_main_process, shutdown
     from slmrec_cli.errors import Interrupted, SlmrecError
 
     debug = "--debug" in sys.argv
     try:
         app(standalone_mode=False)
+        shutdown(wait=True)  # several processes: all finish together, then leave the group cleanly
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:  # usage errors from option parsing
@@ -352,6 +353,7 @@ def main() -> None:
     except Interrupted as e:
         if is_main_process():  # every process stops at the same step; one says so
             ui.err.print(f"[yellow]interrupted:[/] {e}", highlight=False, soft_wrap=True)
+        shutdown(wait=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         ui.err.print("interrupted")

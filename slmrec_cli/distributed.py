@@ -64,3 +64,23 @@ def gather_rows(state: PartialState, rows: np.ndarray, expected_ids: np.ndarray)
         raise RuntimeError(f"gathered {len(ids)} users across {state.num_processes} processes, expected "
                            f"{len(np.unique(wanted))}")
     return everything[pos]
+
+
+def shutdown(*, wait: bool) -> None:
+    """Leave the process group before the interpreter exits (a no-op when none was joined).
+
+    A gloo process that exits with its group still alive can abort during interpreter teardown ("terminate called
+    without an active exception", pytorch/pytorch#190489), and torchrun then kills the others mid-write. `wait`
+    first holds every process until all are done, so none leaves while the main one is still writing; use it only
+    when every process reached the same point (success, or an interrupt they all agreed on)."""
+    import sys
+
+    if "torch" not in sys.modules:  # nothing imported torch, so nothing joined a group
+        return
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()

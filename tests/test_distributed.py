@@ -19,6 +19,19 @@ TEACHER = ["--base-model", "tiny-random", "--layers", "4", "--max-len", "8", "--
            "--batch-size", "8", "--eval-batch", "16", "--lr", "0.005"]
 
 
+def test_shutdown_leaves_the_process_group(tmp_path):
+    """The CLI leaves the group before exiting: a gloo process exiting inside one can abort at teardown."""
+    import torch.distributed as dist
+
+    from slmrec_cli.distributed import shutdown
+
+    shutdown(wait=True)  # no group joined: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    shutdown(wait=True)
+    assert not dist.is_initialized()
+
+
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
