@@ -5,11 +5,13 @@
 # Runs under ROOT/runs: sasrec; teachers t8 and t30 (full depth) and t4 (E4SRec-4: the student's depth without
 # distillation); the student s4 (4←8, all three terms, B=4); the ablations s4-cos, s4-cos-norm, s4-cos-ms; the
 # block sweep s4-b1, s4-b2; online distillation s4-online; the probes of t8 and t30; the depth sweep adds t1, t2, t16;
-# `pairs` distills other (teacher, student) depths, s2-from-t4 by default, with the student's depth trained alone.
+# `pairs` distills other (teacher, student) depths, s2-from-t4 by default, with the student's depth trained alone;
+# `seeds` reruns the student and the same depth without distillation with other seeds (t4-seed1, s4-seed1, ...).
 # Sizes (env): EPOCHS=3 (LLM stages), SASREC_PATIENCE=5, EVAL_BATCH=64, BASE=smollm2-135m, TEACHER=8, STUDENT=4,
 #   FULL=30 (the base model's depth), BLOCKS=4, B_SWEEP="1 2", SWEEP="1 2 16" (extra depths), PAIRS="4:2"
-#   (teacher:student depths; B is the largest of BLOCKS..1 dividing both),
-#   STAGES="core ablation blocks online full sweep pairs" (a subset runs part of the study).
+#   (teacher:student depths; B is the largest of BLOCKS..1 dividing both), SEEDS="" (extra seeds, e.g. "1 2 3";
+#   `slmrec report` folds runs that differ only by seed into one row and checks student vs no-KD seed by seed),
+#   STAGES="core ablation blocks online full sweep pairs seeds" (a subset runs part of the study).
 # Finished runs are skipped and interrupted ones resume, so an interrupted study continues where it stopped.
 set -euo pipefail
 dataset=${1:?usage: benchmarks/paper_study.sh DATASET [ROOT [options...]]}
@@ -17,7 +19,7 @@ if [ -f "$dataset/meta.json" ]; then name=$(basename "$dataset"); else name=$dat
 root=${2:-studies/$name}; shift $(( $# >= 2 ? 2 : 1 ))
 EPOCHS=${EPOCHS:-3}; BASE=${BASE:-smollm2-135m}; EVAL_BATCH=${EVAL_BATCH:-64}
 M=${TEACHER:-8}; N=${STUDENT:-4}; B=${BLOCKS:-4}
-STAGES=" ${STAGES:-core ablation blocks online full sweep pairs} "
+STAGES=" ${STAGES:-core ablation blocks online full sweep pairs seeds} "
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 data=$root/data runs=$root/runs
 mkdir -p "$runs"
@@ -31,8 +33,10 @@ run_stage() {
   log "$run: $*"
   if [ -d "$run/checkpoint" ]; then "$@" --out "$run" --resume; else "$@" --out "$run" --force; fi
 }
-teacher() { run_stage "$runs/t$1" slmrec train-teacher --data "$data" --ids "$runs/sasrec" --base-model "$BASE" \
-  --layers "$1" --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" "${@:2}"; }
+# teacher_as NAME DEPTH [options]; teacher DEPTH [options] makes t<DEPTH>
+teacher_as() { run_stage "$runs/$1" slmrec train-teacher --data "$data" --ids "$runs/sasrec" --base-model "$BASE" \
+  --layers "$2" --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" "${@:3}"; }
+teacher() { teacher_as "t$1" "$@"; }
 # student NAME BLOCKS [options]: N←M from t$M, with the frozen teacher's features cached once per block layout
 student() { run_stage "$runs/$1" slmrec distill --teacher "$runs/t$M" --student-layers "$N" --blocks "$2" \
   --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" "${@:3}"; }
@@ -68,6 +72,12 @@ if has full; then teacher "${FULL:-30}" "$@"; probe "$runs/t${FULL:-30}"; fi
 if has sweep; then for l in ${SWEEP:-1 2 16}; do teacher "$l" "$@"; done; fi  # paper Fig. 2d-f
 if has pairs; then  # the paper's result needs a teacher stronger than the student's depth trained alone
   for p in ${PAIRS:-4:2}; do teacher "${p%%:*}" "$@"; teacher "${p##*:}" "$@"; pair "${p%%:*}" "${p##*:}" "$@"; done
+fi
+if has seeds; then  # seed noise: is the student's gain over the same depth more than a seed's worth?
+  for s in ${SEEDS:-}; do
+    teacher_as "t$N-seed$s" "$N" --seed "$s" "$@"
+    student "s$N-seed$s" "$B" $(cache "$B") --seed "$s" "$@"
+  done
 fi
 
 log "report"

@@ -14,7 +14,7 @@ ARGS = TrainArgs(epochs=1, batch_size=16, lr=5e-3)
 SECTIONS = ("The paper's claims, checked", "Dataset (paper Table 1)", "Quality (paper Tables 2–3)",
             "Ablation of the distillation terms (paper Table 4)", "Efficiency (paper Table 5)",
             "Per-layer probe (paper Fig. 2a–c)", "Depth sweep (paper Fig. 2d–f)", "Block count B (paper Fig. 4)",
-            "Online vs offline distillation (paper RQ4)")
+            "Online vs offline distillation (paper RQ4)", "Seeds")
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +30,17 @@ def study(tmp_path_factory):
         distill(t4, root / name, 2, ARGS, blocks=kw.pop("blocks", 2), **kw)
     train_teacher(data, sasrec, "tiny-random", root / "t1", {**TEACHER_TINY, "layers": 1}, ARGS)
     distill(root / "t2", root / "s1", 1, ARGS, blocks=1)  # a second (teacher, student) pair: 1←2
+    seed1 = TrainArgs(epochs=1, batch_size=16, lr=5e-3, seed=1)  # the main student and its no-KD model again
+    train_teacher(data, sasrec, "tiny-random", root / "t2-seed1", {**TEACHER_TINY, "layers": 2}, seed1)
+    distill(t4, root / "s2-seed1", 2, seed1, blocks=2)
     (root / "notes.txt").write_text("a plain file among the runs is skipped")
     return root
 
 
 def test_report_has_every_section_and_plot(study, capsys):
     out = study / "docs" / "results.md"
-    runs = [study / n for n in ("sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-b1", "s2-online", "s1", "notes.txt")]
+    runs = [study / n for n in ("sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-b1", "s2-online", "s1", "t2-seed1",
+                                "s2-seed1", "notes.txt")]
     code, _, err = run_cli(["report", *runs, "--out", out], capsys)
     assert code == 0, err
     text = out.read_text()
@@ -56,6 +60,11 @@ def test_report_has_every_section_and_plot(study, capsys):
     assert "Precondition: the teacher E4SRec-4 (full depth) is stronger than the student's depth" in claims
     # the second pair gets its own checks: against its teacher, the precondition, and the same depth without KD
     assert "`s1` vs `t2`" in claims and "`t2` vs `t1`" in claims and "`s1` vs `t1`" in claims
+    # runs that differ only by seed are one row, and the student vs no-KD claim is also checked seed by seed
+    assert "`t2-seed1`" not in text.split("### Seeds\n", 1)[0]
+    assert "| E4SRec-2 | `t2`, `t2-seed1` | 42, 1 |" in text
+    assert "| SLMRec 2←4 (B=2) | `s2`, `s2-seed1` | 42, 1 |" in text
+    assert "(E4SRec-2), seed by seed: **" in claims and "seed 1 " in claims and "seed 42 " in claims
 
 
 def test_report_refuses_a_dir_that_is_not_a_run(study, tmp_path, capsys):

@@ -59,7 +59,8 @@ def dataset_section(runs: list[Run], data_dirs: list[Path], img_dir: Path, out: 
              ("### Per-layer probe (paper Fig. 2a–c)", sec.probes(runs, sasrec, image)),
              ("### Depth sweep (paper Fig. 2d–f)", sec.depth_sweep(runs, sasrec, image)),
              ("### Block count B (paper Fig. 4)", sec.blocks(runs, image)),
-             ("### Online vs offline distillation (paper RQ4)", sec.online(runs))]
+             ("### Online vs offline distillation (paper RQ4)", sec.online(runs)),
+             ("### Seeds", sec.seeds(runs))]
     return "\n".join(f"{title}\n\n{body}" for title, body in parts)
 
 

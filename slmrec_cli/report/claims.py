@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from slmrec_cli.report.collect import Run, label, terms_label
-from slmrec_cli.report.sections import default_students, main_student, no_kd, siblings, teacher_of
+from slmrec_cli.report.sections import default_students, main_student, mean_sd, no_kd, siblings, teacher_of
 
 
 def _mrr(run: Run, protocol: str) -> float | None:
@@ -25,6 +25,31 @@ def _compare(a: Run, b: Run, what: str) -> str:
     return f"- {what}: **{verdict}** — `{a.name}` vs `{b.name}`, test MRR % ({'; '.join(parts)})."
 
 
+def by_seed(run: Run, protocol: str) -> dict[int, float]:
+    """Test MRR of the run and its replicates (runs differing only by seed), by seed."""
+    return {r.seed: m for r in (run, *run.replicates) if (m := _mrr(r, protocol)) is not None}
+
+
+def _compare_seeds(a: Run, b: Run, what: str) -> str:
+    """'a ≥ b' seed by seed (paired), when both settings were run with at least two common seeds."""
+    parts, wins, total = [], 0, 0
+    for protocol in ("sampled", "full"):
+        x, y = by_seed(a, protocol), by_seed(b, protocol)
+        common = sorted(set(x) & set(y))
+        if len(common) < 2:
+            continue
+        diffs = [100 * (x[s] - y[s]) for s in common]
+        ahead = sum(d >= 0 for d in diffs)
+        wins, total = wins + ahead, total + len(diffs)
+        each = ", ".join(f"seed {s} {d:+.2f}" for s, d in zip(common, diffs, strict=True))
+        parts.append(f"{protocol}: ahead in {ahead} of {len(common)}, mean difference {mean_sd(diffs, signed=True)} "
+                     f"points ({each})")
+    if not total:
+        return ""
+    verdict = "holds in every seed" if wins == total else "does not hold" if not wins else f"holds in {wins} of {total}"
+    return f"- {what}, seed by seed: **{verdict}** — test MRR; {'; '.join(parts)}."
+
+
 def pair_claims(student: Run, runs: list[Run]) -> list[str]:
     """Student vs its teacher (quality and cost), the paper's precondition (the teacher beats the student's depth
     trained alone) and student vs that same-depth model."""
@@ -44,7 +69,8 @@ def pair_claims(student: Run, runs: list[Run]) -> list[str]:
         out.append(_compare(teacher, base, f"Precondition: the teacher {label(teacher)} is stronger than the "
                                            f"student's depth trained alone ({label(base)})"))
     if base:
-        out.append(_compare(student, base, f"Distillation beats the same depth trained without it ({label(base)})"))
+        what = f"Distillation beats the same depth trained without it ({label(base)})"
+        out += [_compare(student, base, what), _compare_seeds(student, base, what)]
     return out
 
 

@@ -19,10 +19,15 @@ class Run:
     evals: dict[tuple[str, str], dict] = field(default_factory=dict)  # (split, protocol) → metrics record
     efficiency: dict | None = None
     probe: dict | None = None  # RUN/probe/test.json
+    replicates: list[Run] = field(default_factory=list)  # runs of the same setting with other seeds (report order)
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def seed(self) -> int | None:
+        return self.cfg.get("train", {}).get("seed")
 
     @property
     def kind(self) -> str:
@@ -87,6 +92,40 @@ def order_key(run: Run) -> tuple:
     return (2, -d["teacher_layers"], -d["student_layers"], not default, run.name)
 
 
+# where the same setting was written down differently: when and by which version, and paths (the teacher's hash,
+# the id table's checksum and the dataset's hash say what those paths held)
+INCIDENTAL = {"": ("created", "version", "ids"), "train": ("seed",), "data": ("path", "name"),
+              "base_model": ("path",), "distill": ("teacher", "teacher_cache")}
+
+
+def setting_key(run: Run) -> str:
+    """The run's configuration without its seed and without incidental fields: equal keys, same setting."""
+    cfg = {k: v for k, v in run.cfg.items() if k not in INCIDENTAL[""]}
+    for section, keys in INCIDENTAL.items():
+        if section and isinstance(cfg.get(section), dict):
+            cfg[section] = {k: v for k, v in cfg[section].items() if k not in keys}
+    sums = run.path / "checksums.json"
+    if sums.exists():  # the frozen SASRec table a teacher or student was built on
+        cfg["id_table_sha256"] = json.loads(sums.read_text()).get("sha256", {}).get("item_embeddings.safetensors")
+    return json.dumps(cfg, sort_keys=True)
+
+
+def fold_replicates(runs: list[Run]) -> list[Run]:
+    """Runs that differ only by seed become one row: the first given stands for its setting in every table, the
+    others are its `replicates` (used where the report compares settings over seeds)."""
+    firsts: dict[str, Run] = {}
+    rows = []
+    for run in runs:
+        key = setting_key(run)
+        first = firsts.get(key)
+        if first is not None and run.seed not in {first.seed, *(r.seed for r in first.replicates)}:
+            first.replicates.append(run)
+        else:  # a new setting, or a rerun with a seed already seen (kept as its own row)
+            firsts.setdefault(key, run)
+            rows.append(run)
+    return rows
+
+
 def load_run(path: Path) -> Run:
     path = Path(path)
     cfg_file = path / "config.json"
@@ -110,7 +149,8 @@ def load_run(path: Path) -> Run:
 
 
 def collect(paths: list[Path]) -> dict[str, list[Run]]:
-    """Runs grouped by dataset content hash (in first-seen order), each group in the paper's row order.
+    """Runs grouped by dataset content hash (in first-seen order), runs that differ only by seed folded into one
+    (fold_replicates), each group in the paper's row order.
     Arguments that are not run dirs (a study's `runs/*` glob also matches caches and plots) are skipped only
     when they are plain files; a directory without config.json is an error, so a typo never passes silently."""
     groups: dict[str, list[Run]] = {}
@@ -126,4 +166,4 @@ def collect(paths: list[Path]) -> dict[str, list[Run]]:
         groups.setdefault(run.cfg["data"]["hash"], []).append(run)
     if not groups:
         raise SlmrecError("no finished runs among the arguments (none has eval/*.json); run `slmrec evaluate` first")
-    return {h: sorted(rs, key=order_key) for h, rs in groups.items()}
+    return {h: sorted(fold_replicates(rs), key=order_key) for h, rs in groups.items()}

@@ -18,6 +18,14 @@ def pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.2f}"
 
 
+def mean_sd(xs: list[float], signed: bool = False) -> str:
+    """'mean ± sample sd' of values already in the unit to print."""
+    import statistics
+
+    mean = f"{statistics.mean(xs):+.2f}" if signed else f"{statistics.mean(xs):.2f}"
+    return f"{mean} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else mean
+
+
 def metrics_table(rows: list[tuple[str, dict]], first: str = "model", bold_best: bool = True) -> list[str]:
     """rows: (name cell, metrics dict); metrics in %, the best of each column in bold."""
     out = [f"| {first} | " + " | ".join(METRIC_NAMES) + " |", "|---|" + "---:|" * len(METRIC_NAMES)]
@@ -228,3 +236,22 @@ def online(runs: list[Run]) -> str:
                       "from the base model together, each with its own CE (only the student is evaluated). "
                       + protocol_line(rows[0][1]), "", *metrics_table([(n, r["metrics"]) for n, r in rows], "mode"),
                       ""])
+
+
+def seeds(runs: list[Run]) -> str:
+    """Settings run with several seeds (runs that differ only by --seed): the spread a single run hides."""
+    rows = [r for r in runs if r.replicates]
+    if not rows:
+        return ("_One seed per setting. Runs that differ only by `--seed` are folded into one row and summarised "
+                "here (the tables above show the first given)._\n")
+    out = ["Runs that differ only by `--seed` are one row in the tables above (the first given); here is their spread. "
+           "MRR % under the sampled protocol, mean ± sample standard deviation over seeds (PROTOCOL.md).", "",
+           "| model | runs | seeds | test MRR | test min–max | valid MRR |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        group = [r, *r.replicates]
+        test = [100 * m for g in group if (m := g.metric("MRR")) is not None]
+        valid = [100 * m for g in group if (m := g.metric("MRR", split="valid")) is not None]
+        out.append(f"| {label(r)} | {', '.join(f'`{g.name}`' for g in group)} | "
+                   f"{', '.join(str(g.seed) for g in group)} | {mean_sd(test)} | {min(test):.2f}–{max(test):.2f} | "
+                   f"{mean_sd(valid) if valid else '—'} |")
+    return "\n".join(out) + "\n"
