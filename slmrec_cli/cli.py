@@ -320,7 +320,8 @@ def report(
                                                          "recorded); repeatable.")] = None,
 ) -> None:
     """Regenerate the paper's tables and figures (datasets, quality, ablation, efficiency, probe, depth, B, online)
-    from run directories into one Markdown file with PNG plots."""
+    from run directories into one Markdown file with PNG plots. Runs that differ only by --seed become one row (the
+    first given), with their spread in a Seeds section and the student vs no-KD claim checked seed by seed."""
     from slmrec_cli.report import build_report
 
     build_report(runs, out, img_dir, data or [])
