@@ -81,5 +81,8 @@ def build_report(paths: list[Path], out: Path, img_dir: Path | None = None, data
         *body])
     with atomic_path(out) as tmp:
         tmp.write_text(text)
-    ui.info(f"wrote {out} ({len(groups)} dataset(s), {sum(map(len, groups.values()))} runs) and plots in {img_dir}")
+    rows = [r for runs in groups.values() for r in runs]
+    seeds = sum(len(r.replicates) for r in rows)
+    ui.info(f"wrote {out} ({len(groups)} dataset(s), {len(rows) + seeds} runs"
+            f"{f' in {len(rows)} rows' if seeds else ''}) and plots in {img_dir}")
     return text
