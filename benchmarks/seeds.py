@@ -13,12 +13,12 @@ distilled student vs the same depth without distillation):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 from slmrec_cli.evaluation.ranking import METRIC_NAMES
 from slmrec_cli.report.collect import label, load_run
+from slmrec_cli.report.sections import mean_sd
 
 
 def by_seed(paths: list[Path], split: str, protocol: str, metric: str) -> dict[int, float]:
@@ -33,10 +33,6 @@ def by_seed(paths: list[Path], split: str, protocol: str, metric: str) -> dict[i
             sys.exit(f"error: {p} has no {split}-{protocol} evaluation; run `slmrec evaluate {p}` first")
         out[seed] = 100 * value
     return out
-
-
-def mean_sd(xs: list[float]) -> str:
-    return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
 
 
 def table(a: dict[int, float], b: dict[int, float], names: tuple[str, str], metric: str) -> list[str]:
