@@ -33,7 +33,7 @@ def by_seed(run: Run, protocol: str) -> dict[int, float]:
 def _compare_seeds(a: Run, b: Run, what: str) -> str:
     """'a ≥ b' seed by seed (paired), when both settings were run with at least two common seeds; a seed counts
     as a win when a ≥ b under every protocol both have."""
-    parts, ahead = [], None
+    parts, ahead, n = [], None, 0
     for protocol in ("sampled", "full"):
         x, y = by_seed(a, protocol), by_seed(b, protocol)
         common = sorted(set(x) & set(y))
@@ -41,13 +41,12 @@ def _compare_seeds(a: Run, b: Run, what: str) -> str:
             continue
         diffs = dict(zip(common, (100 * (x[s] - y[s]) for s in common), strict=True))
         won = {s for s, d in diffs.items() if d >= 0}
-        ahead = won if ahead is None else ahead & won
+        ahead, n = (won if ahead is None else ahead & won), max(n, len(common))
         each = ", ".join(f"seed {s} {d:+.2f}" for s, d in diffs.items())
         parts.append(f"{protocol}: ahead in {len(won)} of {len(common)}, mean difference "
                      f"{mean_sd(list(diffs.values()), signed=True)} points ({each})")
     if ahead is None:
         return ""
-    n = len(common)
     verdict = ("holds in every seed" if len(ahead) == n else "does not hold" if not ahead
                else f"holds in {len(ahead)} of {n} seeds")
     return f"- {what}, seed by seed: **{verdict}** — test MRR; {'; '.join(parts)}."
