@@ -186,3 +186,32 @@ def test_bad_int8_options_are_one_line_errors(exported, tmp_path, capsys):
         code, _, err = run_cli(["export", "--model", run, "--out", tmp_path / "x", "--quantize", "int8", *args], capsys)
         assert code == 2 and words in err and "Traceback" not in err
         assert not (tmp_path / "x").exists()
+
+
+def test_int8_error_benchmark_and_its_per_token_pass(exported, tmp_path, capsys):
+    """benchmarks/int8_error.py: the per-token int8 graph computes what fp32 does, and every variant gets a row."""
+    import importlib.util
+    from pathlib import Path
+
+    import onnx
+
+    from slmrec_cli.export.onnx import int8_excluded_nodes, onnx_scorer, session
+
+    spec = importlib.util.spec_from_file_location("int8_error", Path(__file__).parents[1] / "benchmarks" /
+                                                  "int8_error.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, _, out, _ = exported
+    x = histories(load_export(out)[1]["n_items"], batch=16, length=9, seed=4)
+    fp32 = onnx_scorer(session(out / "model.onnx", threads=1))(x)
+    for acts in ("u8", "s8"):
+        dst = tmp_path / f"{acts}.onnx"
+        bench.per_token_int8(out / "model.onnx", dst, int8_excluded_nodes(out / "model.onnx", outliers=False), acts)
+        ops = [n.op_type for n in onnx.load(str(dst)).graph.node]
+        assert "MatMulInteger" in ops and "DynamicQuantizeLinear" not in ops
+        got = onnx_scorer(session(dst, threads=1))(x)
+        assert top10_overlap(fp32, got) >= 0.9, acts
+        assert float((got - fp32).norm() / fp32.norm()) < 0.25, acts  # a wrong scale or layout gives ~1
+    bench.main([str(out), "--users", "8", "--work", str(tmp_path / "work")])
+    table = capsys.readouterr().out
+    assert table.count("| per-") == 5
