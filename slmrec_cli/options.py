@@ -26,6 +26,8 @@ Patience = Annotated[int, typer.Option(help="Stop after this many validations wi
                                        rich_help_panel=OPT)]
 EvalEvery = Annotated[int, typer.Option(help="Validate every N optimizer steps (0 = every epoch).",
                                         rich_help_panel=OPT)]
+MaxSteps = Annotated[int, typer.Option(help="Stop after this many optimizer steps; the learning-rate schedule ends "
+                                            "there too (0 = no cap: --epochs decides).", rich_help_panel=OPT)]
 Seed = Annotated[int, typer.Option(help="Seed for init, data order and dropout.", rich_help_panel=OPT)]
 MixedPrecision = Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | no | bf16 | fp16.",
                                              rich_help_panel=RUN)]

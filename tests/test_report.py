@@ -76,3 +76,14 @@ def test_report_refuses_a_dir_that_is_not_a_run(study, tmp_path, capsys):
 def test_report_without_finished_runs(tmp_path, capsys):
     code, _, err = run_cli(["report", "--out", tmp_path / "r.md", tmp_path / "missing"], capsys)
     assert code == 2 and "does not exist" in err
+
+
+def test_a_later_option_at_its_default_does_not_split_a_setting(tmp_path):
+    """Runs made before --max-steps existed have no such key; at its default (0) they are the same setting."""
+    from slmrec_cli.report.collect import Run, setting_key
+
+    old = {"kind": "teacher", "train": {"seed": 42, "lr": 1e-3}}
+    new = {"kind": "teacher", "train": {"seed": 1, "lr": 1e-3, "max_steps": 0}}
+    capped = {"kind": "teacher", "train": {"seed": 1, "lr": 1e-3, "max_steps": 90}}
+    key = [setting_key(Run(tmp_path / n, c)) for n, c in (("a", old), ("b", new), ("c", capped))]
+    assert key[0] == key[1] != key[2]

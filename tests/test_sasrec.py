@@ -81,3 +81,18 @@ def test_interrupt_then_resume_matches_uninterrupted(tiny, tmp_path):
         a = json.loads((tmp_path / "full" / "eval" / f).read_text())["metrics"]
         b = json.loads((tmp_path / "cut" / "eval" / f).read_text())["metrics"]
         assert a == b, f
+
+
+def test_max_steps_caps_training_and_the_schedule(tiny, tmp_path):
+    """--max-steps stops inside an epoch, the cosine schedule reaches 0 there, and the final weights are validated
+    even when --eval-every does not divide the steps run."""
+    summary = pretrain_ids(tiny, tmp_path / "run", MODEL, args(epochs=50, max_steps=5, eval_every=2))
+    log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["event"] == "train"]
+    assert train[-1]["step"] == 5 and summary["fit"]["steps"] == 5
+    assert train[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert [r["step"] for r in log if r["event"] == "valid"] == [2, 4, 5]
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["train"]["max_steps"] == 5
+    with pytest.raises(Exception, match="--max-steps"):
+        args(max_steps=-1)

@@ -96,6 +96,8 @@ def order_key(run: Run) -> tuple:
 # the id table's checksum and the dataset's hash say what those paths held)
 INCIDENTAL = {"": ("created", "version", "ids"), "train": ("seed",), "data": ("path", "name"),
               "base_model": ("path",), "distill": ("teacher", "teacher_cache")}
+# options added after runs were made: at their default they change nothing, so older runs (without the key) still fold
+LATER_DEFAULTS = {"train": {"max_steps": 0}}
 
 
 def setting_key(run: Run) -> str:
@@ -104,6 +106,9 @@ def setting_key(run: Run) -> str:
     for section, keys in INCIDENTAL.items():
         if section and isinstance(cfg.get(section), dict):
             cfg[section] = {k: v for k, v in cfg[section].items() if k not in keys}
+    for section, defaults in LATER_DEFAULTS.items():
+        if isinstance(cfg.get(section), dict):
+            cfg[section] = {k: v for k, v in cfg[section].items() if defaults.get(k, object()) != v}
     sums = run.path / "checksums.json"
     if sums.exists():  # the frozen SASRec table a teacher or student was built on
         cfg["id_table_sha256"] = json.loads(sums.read_text()).get("sha256", {}).get("item_embeddings.safetensors")

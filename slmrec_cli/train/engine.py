@@ -33,6 +33,7 @@ class TrainArgs:
     grad_clip: float = 1.0
     grad_accum: int = 1
     eval_every: int = 0  # optimizer steps between validations; 0 = once per epoch
+    max_steps: int = 0  # stop after this many optimizer steps (0 = no cap); the schedule ends there too
     patience: int = 10  # validations without a better MRR before stopping
     seed: int = 42
     mixed_precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
@@ -47,6 +48,8 @@ class TrainArgs:
             raise SlmrecError(f"--lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise SlmrecError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps < 0:
+            raise SlmrecError(f"--max-steps must be 0 (no cap) or positive, got {self.max_steps}")
         if self.patience < 1:
             raise SlmrecError(f"--patience must be at least 1, got {self.patience}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
@@ -214,7 +217,10 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     per_epoch = len(epoch_batches(task.n_examples, args.batch_size, args.seed, 0, acc.process_index,
                                   acc.num_processes))
-    total = max(1, args.epochs * optimizer_steps(per_epoch, args.grad_accum))
+    per_epoch_steps = optimizer_steps(per_epoch, args.grad_accum)
+    total = max(1, args.epochs * per_epoch_steps)
+    if args.max_steps:
+        total = min(total, args.max_steps)
     scheduler = cosine_with_warmup(optimizer, int(args.warmup_ratio * total), total)
     # the scheduler stays unprepared: accelerate would step it once per process, our totals are per process
     model, optimizer = acc.prepare(task.model, optimizer)
@@ -268,7 +274,7 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
 
     model.train()
     with _StopFlag():
-        while st["epoch"] < args.epochs and not st["stopped_early"]:
+        while st["epoch"] < args.epochs and not st["stopped_early"] and st["step"] < total:
             batches = epoch_batches(task.n_examples, args.batch_size, args.seed, st["epoch"],
                                     acc.process_index, acc.num_processes)
             t0 = time.monotonic()
@@ -311,6 +317,8 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
                         st["train_seconds"] += time.monotonic() - t0
                         checkpoint()
                         raise Interrupted(f"stopped at step {st['step']}; continue with --resume")
+                    if st["step"] >= total:  # --max-steps reached inside the epoch
+                        break
             st["train_seconds"] += time.monotonic() - t0
             st["epoch"] += 1
             st["batch"] = 0
@@ -321,12 +329,13 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
                     st["stopped_early"] = True
             elif st["stopped_early"] is False:
                 checkpoint()
-    if st["best_step"] < 0:  # eval_every larger than the run: validate the final weights
-        validate_and_checkpoint()
+    if st["best_step"] < 0 or (st["history"] and st["history"][-1]["step"] != st["step"] and not st["stopped_early"]):
+        validate_and_checkpoint()  # the final weights were not validated (eval_every not dividing the steps run)
     if args.log_with:
         acc.end_training()
     if st["stopped_early"]:
         ui.info(f"early stop: no better valid MRR in {args.patience} validations")
     return FitResult(best_mrr=st["best_mrr"], best_step=st["best_step"], steps=st["step"],
-                     epochs_run=st["epochs_done"], seconds_per_epoch=st["train_seconds"] / max(1, st["epochs_done"]),
+                     epochs_run=st["epochs_done"],
+                     seconds_per_epoch=st["train_seconds"] * per_epoch_steps / max(1, st["step"]),  # partial epochs
                      stopped_early=st["stopped_early"], history=st["history"])
