@@ -7,11 +7,16 @@
 # block sweep s4-b1, s4-b2; online distillation s4-online; the probes of t8 and t30; the depth sweep adds t1, t2, t16;
 # `pairs` distills other (teacher, student) depths, s2-from-t4 by default, with the student's depth trained alone;
 # `seeds` reruns the student and the same depth without distillation with other seeds (t4-seed1, s4-seed1, ...).
+# `levers` (opt-in: name it in STAGES) retrains E4SRec-M and E4SRec-N under ROOT/levers, one lever changed at a time,
+# to see what moves the depth result: lr x0.5 and x2 (t8-lr5e-4, t8-lr2e-3, ...), no instruction around the items
+# (t8-noprompt: prompt "{history}") and every prefix as a target at the same number of steps (t8-all: --targets all
+# --max-steps EPOCHS x steps of a --targets last epoch). They stay out of the report's tables.
 # Sizes (env): EPOCHS=3 (LLM stages), SASREC_PATIENCE=5, EVAL_BATCH=64, BASE=smollm2-135m, TEACHER=8, STUDENT=4,
 #   FULL=30 (the base model's depth), BLOCKS=4, B_SWEEP="1 2", SWEEP="1 2 16" (extra depths), PAIRS="4:2"
 #   (teacher:student depths; B is the largest of BLOCKS..1 dividing both), SEEDS="" (extra seeds, e.g. "1 2 3";
 #   `slmrec report` folds runs that differ only by seed into one row and checks student vs no-KD seed by seed),
-#   STAGES="core ablation blocks online full sweep pairs seeds" (a subset runs part of the study).
+#   STAGES="core ablation blocks online full sweep pairs seeds" (a subset runs part of the study; add "levers" for
+#   the levers stage), LEVER_LRS="5e-4 2e-3".
 # Finished runs are skipped and interrupted ones resume, so an interrupted study continues where it stopped.
 set -euo pipefail
 dataset=${1:?usage: benchmarks/paper_study.sh DATASET [ROOT [options...]]}
@@ -77,6 +82,19 @@ if has seeds; then  # seed noise: is the student's gain over the same depth more
   for s in ${SEEDS:-}; do
     teacher_as "t$N-seed$s" "$N" --seed "$s" "$@"
     student "s$N-seed$s" "$B" $(cache "$B") --seed "$s" "$@"
+  done
+fi
+
+if has levers; then  # what moves E4SRec-M against E4SRec-N: the learning rate, the prompt, the training targets
+  mkdir -p "$root/levers"
+  lever() { run_stage "$root/levers/$1" slmrec train-teacher --data "$data" --ids "$runs/sasrec" --base-model "$BASE" \
+    --layers "$2" --patience 2 --eval-batch "$EVAL_BATCH" "${@:3}"; }
+  steps=$(python -c "import json, math, sys; print(int(sys.argv[2]) * math.ceil(json.load(open(sys.argv[1]))['n_users'] / 32))" \
+    "$data/meta.json" "$EPOCHS")
+  for d in "$M" "$N"; do
+    for lr in ${LEVER_LRS:-5e-4 2e-3}; do lever "t$d-lr$lr" "$d" --epochs "$EPOCHS" --lr "$lr" "$@"; done
+    lever "t$d-noprompt" "$d" --epochs "$EPOCHS" --prompt "{history}" "$@"
+    lever "t$d-all" "$d" --targets all --epochs "$steps" --max-steps "$steps" --eval-every $((steps / EPOCHS)) "$@"
   done
 fi
 

@@ -35,3 +35,20 @@ def test_paper_study_runs_every_part_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     # t4 is both the teacher and the full depth; t2 and t1 are also the pair stage's teacher and baseline
     assert again.stdout.count(": done") == len(expected) + 3
+
+
+def test_levers_stage_retrains_both_depths_one_lever_at_a_time(tmp_path):
+    data, root = make_dataset(tmp_path), tmp_path / "study"
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "paper_study.sh"), str(data), str(root), "--batch-size",
+                          "16"], env={**cli_env(), **TOY, "STAGES": "levers", "LEVER_LRS": "2e-3"},
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    import json
+
+    for name in ("t4-lr2e-3", "t2-lr2e-3", "t4-noprompt", "t2-noprompt", "t4-all", "t2-all"):
+        assert (root / "levers" / name / "eval" / "test-sampled.json").exists(), name
+    cfg = json.loads((root / "levers" / "t2-all" / "config.json").read_text())
+    n_users = json.loads((data / "meta.json").read_text())["n_users"]
+    assert cfg["targets"] == "all" and cfg["train"]["max_steps"] == -(-n_users // 32)  # one `last` epoch's steps
+    assert json.loads((root / "levers" / "t2-lr2e-3" / "config.json").read_text())["train"]["lr"] == 2e-3
+    assert not (root / "runs" / "t4").exists()  # only the levers ran (and SASRec, which they need)
