@@ -81,7 +81,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from slmrec_cli.data import left_pad, load_dataset
     from slmrec_cli.export.model import load_export
-    from slmrec_cli.export.onnx import export_onnx, int8_excluded_nodes, onnx_scorer, quiet_quantizer, session
+    from slmrec_cli.export.onnx import (
+        export_onnx,
+        int8_excluded_nodes,
+        onnx_scorer,
+        quantize_int8,
+        quiet_quantizer,
+        session,
+    )
     from slmrec_cli.export.smooth import _scores, activation_maxima, agreement, smoothed_copy
     from slmrec_cli.io import read_json
 
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
                 quantize_dynamic(str(src), str(dst), per_channel=True, nodes_to_exclude=exclude, **kw)
         return make
 
-    variants = {"per-tensor, s8 weights (shipped)": dynamic(weight_type=QuantType.QInt8),
+    variants = {"per-tensor, s8 weights (shipped)": lambda d: quantize_int8(src, d, "smooth"),  # the export's own call
                 "per-tensor, s8 weights, reduce_range": dynamic(weight_type=QuantType.QInt8, reduce_range=True),
                 "per-tensor, u8 weights": dynamic(weight_type=QuantType.QUInt8),
                 "per-token, u8 activations": lambda d: per_token_int8(src, d, exclude, "u8"),
