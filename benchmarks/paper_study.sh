@@ -6,7 +6,8 @@
 # distillation); the student s4 (4←8, all three terms, B=4); the ablations s4-cos, s4-cos-norm, s4-cos-ms; the
 # block sweep s4-b1, s4-b2; online distillation s4-online; the probes of t8 and t30; the depth sweep adds t1, t2, t16;
 # `pairs` distills other (teacher, student) depths, s2-from-t4 by default, with the student's depth trained alone;
-# `seeds` reruns the student and the same depth without distillation with other seeds (t4-seed1, s4-seed1, ...).
+# `seeds` reruns the student and the same depth without distillation with other seeds (t4-seed1, s4-seed1, ...),
+# and, when `pairs` runs too, each pair's student and its depth alone (s2-from-t4-seed1, t2-seed1, ...).
 # `levers` (opt-in: name it in STAGES) retrains E4SRec-M and E4SRec-N under ROOT/levers, one lever changed at a time,
 # to see what moves the depth result: lr x0.5 and x2 (t8-lr5e-4, t8-lr2e-3, ...), no instruction around the items
 # (t8-noprompt: prompt "{history}") and every prefix as a target at the same number of steps (t8-all: --targets all
@@ -45,11 +46,12 @@ teacher() { teacher_as "t$1" "$@"; }
 # student NAME BLOCKS [options]: N←M from t$M, with the frozen teacher's features cached once per block layout
 student() { run_stage "$runs/$1" slmrec distill --teacher "$runs/t$M" --student-layers "$N" --blocks "$2" \
   --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" "${@:3}"; }
-# pair TEACHER_DEPTH STUDENT_DEPTH [options]: s<N>-from-t<M> with the largest B <= BLOCKS dividing both depths
+# pair TEACHER_DEPTH STUDENT_DEPTH NAME [options]: the student of depth N from t<M> with the largest B <= BLOCKS
+# dividing both depths
 pair() {
-  local tm=$1 sn=$2 b=$B; shift 2
+  local tm=$1 sn=$2 name=$3 b=$B; shift 3
   while (( tm % b || sn % b )); do b=$((b - 1)); done
-  run_stage "$runs/s$sn-from-t$tm" slmrec distill --teacher "$runs/t$tm" --student-layers "$sn" --blocks "$b" \
+  run_stage "$runs/$name" slmrec distill --teacher "$runs/t$tm" --student-layers "$sn" --blocks "$b" \
     --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" --teacher-cache "$runs/t$tm/feature-cache-b$b" "$@"
 }
 cache() { echo "--teacher-cache $runs/t$M/feature-cache-b$1"; }
@@ -70,18 +72,27 @@ if has ablation; then  # paper Table 4: which terms of Eq. 6 carry the gain
   student "s$N-cos-ms" "$B" --lambda-norm 0 $(cache "$B") "$@"
 fi
 if has blocks; then  # paper Fig. 4: the number of aligned blocks
-  for b in ${B_SWEEP:-1 2}; do student "s$N-b$b" "$b" $(cache "$b") "$@"; done
+  for b in ${B_SWEEP:-1 2}; do  # a B that divides BLOCKS reads its teacher layers from the main cache
+    if (( B % b == 0 )); then c=$B; else c=$b; fi
+    student "s$N-b$b" "$b" $(cache "$c") "$@"
+  done
 fi
 if has online; then student "s$N-online" "$B" --mode online "$@"; fi  # paper RQ4
 if has full; then teacher "${FULL:-30}" "$@"; probe "$runs/t${FULL:-30}"; fi
 if has sweep; then for l in ${SWEEP:-1 2 16}; do teacher "$l" "$@"; done; fi  # paper Fig. 2d-f
 if has pairs; then  # the paper's result needs a teacher stronger than the student's depth trained alone
-  for p in ${PAIRS:-4:2}; do teacher "${p%%:*}" "$@"; teacher "${p##*:}" "$@"; pair "${p%%:*}" "${p##*:}" "$@"; done
+  for p in ${PAIRS:-4:2}; do teacher "${p%%:*}" "$@"; teacher "${p##*:}" "$@"; pair "${p%%:*}" "${p##*:}" "s${p##*:}-from-t${p%%:*}" "$@"; done
 fi
 if has seeds; then  # seed noise: is the student's gain over the same depth more than a seed's worth?
   for s in ${SEEDS:-}; do
     teacher_as "t$N-seed$s" "$N" --seed "$s" "$@"
     student "s$N-seed$s" "$B" $(cache "$B") --seed "$s" "$@"
+    if has pairs; then  # each pair's student and its depth alone, the pair's teacher kept
+      for p in ${PAIRS:-4:2}; do
+        teacher_as "t${p##*:}-seed$s" "${p##*:}" --seed "$s" "$@"
+        pair "${p%%:*}" "${p##*:}" "s${p##*:}-from-t${p%%:*}-seed$s" --seed "$s" "$@"
+      done
+    fi
   done
 fi
 

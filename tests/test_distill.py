@@ -91,6 +91,26 @@ def test_cache_gives_the_same_losses_as_the_live_teacher(teacher, tmp_path):
         load_or_build(tmp_path / "cache", {**key, "teacher_hash": "0" * 32}, task, model, 16, "cpu")
 
 
+def test_a_cache_with_more_teacher_layers_serves_fewer_blocks(teacher, tmp_path):
+    model, data, t4 = _distiller(teacher)  # B = 2: teacher layers 2 and 4
+    model.eval()
+    task = DistillTask(model, data, "last", 16, None)
+    t_hash = teacher_fingerprint(t4)
+    feats = load_or_build(tmp_path / "cache", cache_key(t_hash, data.content_hash, "last", 8, model.pairs), task,
+                          model, 16, "cpu")
+    b1, _, _ = _distiller(teacher)
+    b1.pairs = block_layers(4, 2, 1)  # B = 1: teacher layer 4 only
+    one = load_or_build(tmp_path / "cache", cache_key(t_hash, data.content_hash, "last", 8, b1.pairs), task, b1, 16,
+                        "cpu")
+    assert torch.equal(one, feats[:, 1:])
+    live, _ = b1.teacher_features(task.batch(np.arange(4))["items"])
+    assert torch.allclose(one[:4], live.float().transpose(0, 1), atol=1e-5)
+    load_or_build(tmp_path / "c1", cache_key(t_hash, data.content_hash, "last", 8, b1.pairs), task, b1, 16, "cpu")
+    with pytest.raises(SlmrecError, match="holds teacher layers 4, not 2"):  # but not the other way round
+        load_or_build(tmp_path / "c1", cache_key(t_hash, data.content_hash, "last", 8, model.pairs), task, model, 16,
+                      "cpu")
+
+
 def test_student_equal_to_teacher_is_perfectly_aligned(teacher):
     model, data, _ = _distiller(teacher)
     task = DistillTask(model, data, "last", 16, None)

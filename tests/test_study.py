@@ -23,13 +23,14 @@ def test_paper_study_runs_every_part_and_resumes(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     runs = root / "runs"
     expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-cos-norm", "s2-cos-ms", "s2-b1", "s2-online",
-                "s1-from-t2", "t2-seed1", "s2-seed1"]
+                "s1-from-t2", "t2-seed1", "s2-seed1", "t1-seed1", "s1-from-t2-seed1"]
     for name in expected:
         assert (runs / name / "eval" / "test-sampled.json").exists(), name
     assert (runs / "t4" / "probe" / "test.json").exists()
     report = (root / "results.md").read_text()
     assert all(f"`{name}`" in report for name in expected)
     assert "| E4SRec-2 | `t2`, `t2-seed1` | 42, 1 |" in report  # the extra seed is folded into its setting's row
+    assert "`s1-from-t2`, `s1-from-t2-seed1`" in report  # and so is the pair's
     assert "No runs for this" not in report
     again = study(data, root)  # everything finished: every stage is skipped, the report is rewritten
     assert again.returncode == 0, again.stderr[-3000:]

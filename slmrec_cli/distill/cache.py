@@ -34,7 +34,10 @@ def cache_key(teacher_hash: str, data_hash: str, targets: str, max_len: int, pai
 
 
 def load_or_build(path: Path, key: dict[str, str], task, distiller, batch_size: int, device) -> torch.Tensor:
-    """[n_examples, blocks, d1] features; refuse a cache whose key differs (another teacher, data or setup)."""
+    """[n_examples, blocks, d1] features; refuse a cache whose key differs (another teacher, data or setup).
+
+    A cache holding more teacher layers than the blocks need serves them too (a B = 4 cache of an 8-layer teacher
+    holds layers 2, 4, 6, 8, so it also serves B = 2 and B = 1): the needed layers are picked out of it."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -47,13 +50,20 @@ def load_or_build(path: Path, key: dict[str, str], task, distiller, batch_size: 
         except Exception as e:  # safetensors raises several types for damaged files
             raise SlmrecError(f"teacher cache {file} is unreadable ({e}); delete it to rebuild") from None
         for k, v in key.items():
-            if meta.get(k) != v:
+            if k != "teacher_layers" and meta.get(k) != v:
                 raise SlmrecError(f"teacher cache {file} was built for a different {k.replace('_', ' ')} "
                                   f"({meta.get(k)} ≠ {v}); pass another --teacher-cache or delete it")
-        if feats.shape[0] != task.n_examples:
-            raise SlmrecError(f"teacher cache {file} has {feats.shape[0]} examples, the data has {task.n_examples}; "
-                              "delete it to rebuild")
-        ui.info(f"teacher features from cache {file}")
+        have, need = meta.get("teacher_layers", "").split(","), key["teacher_layers"].split(",")
+        if missing := [x for x in need if x not in have]:
+            raise SlmrecError(f"teacher cache {file} holds teacher layers {','.join(have)}, not {','.join(missing)}; "
+                              "pass a cache built for these blocks or another --teacher-cache path")
+        if feats.shape[0] != task.n_examples or feats.shape[1] != len(have):
+            raise SlmrecError(f"teacher cache {file} has shape {tuple(feats.shape)}, expected {task.n_examples} "
+                              f"examples × {len(have)} layers; delete it to rebuild")
+        if need != have:
+            feats = feats[:, [have.index(x) for x in need]].contiguous()
+        note = "" if need == have else f" (teacher layers {','.join(need)} of {','.join(have)})"
+        ui.info(f"teacher features from cache {file}{note}")
         return feats
     chunks = []
     with ui.progress("teacher cache", total=task.n_examples) as bar:
