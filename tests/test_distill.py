@@ -111,6 +111,30 @@ def test_a_cache_with_more_teacher_layers_serves_fewer_blocks(teacher, tmp_path)
                       "cpu")
 
 
+def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teacher, tmp_path, monkeypatch):
+    import slmrec_cli.distill.stage as stage
+    from slmrec_cli.train.engine import fit
+
+    _, _, t4 = teacher
+    seen = []
+
+    def spy(task, *a, **k):
+        seen.append(task.model.teacher)
+        return fit(task, *a, **k)
+
+    monkeypatch.setattr(stage, "fit", spy)
+    logs = {}
+    for name, cache in (("live", None), ("cached", tmp_path / "cache")):
+        distill(t4, tmp_path / name, 2, args(epochs=1), blocks=2, teacher_cache=cache)
+        logs[name] = [json.loads(x) for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()
+                      if json.loads(x)["event"] == "train"]
+    assert seen[0] is not None and seen[1] is None  # the cached run dropped the frozen teacher before training
+    assert len(logs["live"]) == len(logs["cached"]) > 1
+    for a, b in zip(logs["live"], logs["cached"], strict=True):
+        for k in ("loss", "ce", "d_cos", "d_norm", "l_ms"):
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (a["step"], k)
+
+
 def test_student_equal_to_teacher_is_perfectly_aligned(teacher):
     model, data, _ = _distiller(teacher)
     task = DistillTask(model, data, "last", 16, None)

@@ -119,6 +119,7 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
         key = cache_key(t_hash, data.content_hash, targets, scfg.max_len, pairs)
         with acc.main_process_first():  # the main process builds and writes the cache, the others then read it
             task.features = load_or_build(teacher_cache, key, task, model, eval_batch, device)
+        model.teacher = teacher = None  # every example's features are cached: training never runs the teacher
     ui.info(f"distill {m}→{student_layers} layers, blocks {pairs}, {mode}, λ=({lambda_cos}, {lambda_norm}, "
             f"{lambda_ms}), norm loss {norm_loss}, {task.n_examples} examples")
     result = fit(task, args, run_dir, resume=resume, accelerator=acc, on_step=on_step)
