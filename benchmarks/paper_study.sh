@@ -81,7 +81,9 @@ if has online; then student "s$N-online" "$B" --mode online "$@"; fi  # paper RQ
 if has full; then teacher "${FULL:-30}" "$@"; probe "$runs/t${FULL:-30}"; fi
 if has sweep; then for l in ${SWEEP:-1 2 16}; do teacher "$l" "$@"; done; fi  # paper Fig. 2d-f
 if has pairs; then  # the paper's result needs a teacher stronger than the student's depth trained alone
-  for p in ${PAIRS:-4:2}; do teacher "${p%%:*}" "$@"; teacher "${p##*:}" "$@"; pair "${p%%:*}" "${p##*:}" "s${p##*:}-from-t${p%%:*}" "$@"; done
+  for p in ${PAIRS:-4:2}; do
+    teacher "${p%%:*}" "$@"; teacher "${p##*:}" "$@"; pair "${p%%:*}" "${p##*:}" "s${p##*:}-from-t${p%%:*}" "$@"
+  done
 fi
 if has seeds; then  # seed noise: is the student's gain over the same depth more than a seed's worth?
   for s in ${SEEDS:-}; do

@@ -60,9 +60,10 @@ def load_or_build(path: Path, key: dict[str, str], task, distiller, batch_size: 
         if feats.shape[0] != task.n_examples or feats.shape[1] != len(have):
             raise SlmrecError(f"teacher cache {file} has shape {tuple(feats.shape)}, expected {task.n_examples} "
                               f"examples × {len(have)} layers; delete it to rebuild")
+        note = ""
         if need != have:
             feats = feats[:, [have.index(x) for x in need]].contiguous()
-        note = "" if need == have else f" (teacher layers {','.join(need)} of {','.join(have)})"
+            note = f" (teacher layers {','.join(need)} of {','.join(have)})"
         ui.info(f"teacher features from cache {file}{note}")
         return feats
     chunks = []
