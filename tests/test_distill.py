@@ -96,19 +96,20 @@ def test_a_cache_with_more_teacher_layers_serves_fewer_blocks(teacher, tmp_path)
     model.eval()
     task = DistillTask(model, data, "last", 16, None)
     t_hash = teacher_fingerprint(t4)
-    feats = load_or_build(tmp_path / "cache", cache_key(t_hash, data.content_hash, "last", 8, model.pairs), task,
-                          model, 16, "cpu")
+
+    def key(pairs):
+        return cache_key(t_hash, data.content_hash, "last", 8, pairs)
+
+    feats = load_or_build(tmp_path / "cache", key(model.pairs), task, model, 16, "cpu")
     b1, _, _ = _distiller(teacher)
     b1.pairs = block_layers(4, 2, 1)  # B = 1: teacher layer 4 only
-    one = load_or_build(tmp_path / "cache", cache_key(t_hash, data.content_hash, "last", 8, b1.pairs), task, b1, 16,
-                        "cpu")
+    one = load_or_build(tmp_path / "cache", key(b1.pairs), task, b1, 16, "cpu")
     assert torch.equal(one, feats[:, 1:])
     live, _ = b1.teacher_features(task.batch(np.arange(4))["items"])
     assert torch.allclose(one[:4], live.float().transpose(0, 1), atol=1e-5)
-    load_or_build(tmp_path / "c1", cache_key(t_hash, data.content_hash, "last", 8, b1.pairs), task, b1, 16, "cpu")
+    load_or_build(tmp_path / "c1", key(b1.pairs), task, b1, 16, "cpu")
     with pytest.raises(SlmrecError, match="holds teacher layers 4, not 2"):  # but not the other way round
-        load_or_build(tmp_path / "c1", cache_key(t_hash, data.content_hash, "last", 8, model.pairs), task, model, 16,
-                      "cpu")
+        load_or_build(tmp_path / "c1", key(model.pairs), task, model, 16, "cpu")
 
 
 def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teacher, tmp_path, monkeypatch):
@@ -126,8 +127,8 @@ def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teach
     logs = {}
     for name, cache in (("live", None), ("cached", tmp_path / "cache")):
         distill(t4, tmp_path / name, 2, args(epochs=1), blocks=2, teacher_cache=cache)
-        logs[name] = [json.loads(x) for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()
-                      if json.loads(x)["event"] == "train"]
+        records = [json.loads(x) for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+        logs[name] = [r for r in records if r["event"] == "train"]
     assert seen[0] is not None and seen[1] is None  # the cached run dropped the frozen teacher before training
     assert len(logs["live"]) == len(logs["cached"]) > 1
     for a, b in zip(logs["live"], logs["cached"], strict=True):
