@@ -8,6 +8,9 @@
 # `pairs` distills other (teacher, student) depths, s2-from-t4 by default, with the student's depth trained alone;
 # `seeds` reruns the student and the same depth without distillation with other seeds (t4-seed1, s4-seed1, ...),
 # and, when `pairs` runs too, each pair's student and its depth alone (s2-from-t4-seed1, t2-seed1, ...).
+# `kd` (opt-in: name it in STAGES; beyond the paper) distills each pair again with L_kd added to the paper's loss
+# (s2-from-t4-kd) and with L_kd alone, the paper's three terms off (s2-from-t4-kdonly), for seed 42 and each of SEEDS;
+# KD_LAMBDA=1 and KD_TAU=1 set λ_kd and τ.
 # `levers` (opt-in: name it in STAGES) retrains E4SRec-M and E4SRec-N under ROOT/levers, one lever changed at a time,
 # to see what moves the depth result: lr x0.5 and x2 (t8-lr5e-4, t8-lr2e-3, ...), no instruction around the items
 # (t8-noprompt: prompt "{history}") and every prefix as a target at the same number of steps (t8-all: --targets all
@@ -17,7 +20,7 @@
 #   (teacher:student depths; B is the largest of BLOCKS..1 dividing both), SEEDS="" (extra seeds, e.g. "1 2 3";
 #   `slmrec report` folds runs that differ only by seed into one row and checks student vs no-KD seed by seed),
 #   STAGES="core ablation blocks online full sweep pairs seeds" (a subset runs part of the study; add "levers" for
-#   the levers stage), LEVER_LRS="5e-4 2e-3".
+#   the levers or kd stage), LEVER_LRS="5e-4 2e-3", KD_LAMBDA=1, KD_TAU=1.
 # Finished runs are skipped and interrupted ones resume, so an interrupted study continues where it stopped.
 set -euo pipefail
 dataset=${1:?usage: benchmarks/paper_study.sh DATASET [ROOT [options...]]}
@@ -95,6 +98,19 @@ if has seeds; then  # seed noise: is the student's gain over the same depth more
         pair "${p%%:*}" "${p##*:}" "s${p##*:}-from-t${p%%:*}-seed$s" --seed "$s" "$@"
       done
     fi
+  done
+fi
+
+if has kd; then  # beyond the paper: L_kd, the teacher's next-item distribution, on top of the paper's loss and alone
+  for p in ${PAIRS:-4:2}; do
+    tm=${p%%:*} sn=${p##*:}
+    teacher "$tm" "$@"; teacher "$sn" "$@"
+    for s in 42 ${SEEDS:-}; do
+      sfx=$([ "$s" = 42 ] || echo "-seed$s")
+      kd=(--lambda-kd "${KD_LAMBDA:-1}" --kd-temperature "${KD_TAU:-1}" --seed "$s")
+      pair "$tm" "$sn" "s$sn-from-t$tm-kd$sfx" "${kd[@]}" "$@"
+      pair "$tm" "$sn" "s$sn-from-t$tm-kdonly$sfx" "${kd[@]}" --lambda-cos 0 --lambda-norm 0 --lambda-ms 0 "$@"
+    done
   done
 fi
 

@@ -136,6 +136,40 @@ def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teach
             assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (a["step"], k)
 
 
+def test_l_kd_reads_the_teachers_own_scores_from_its_last_block_feature(teacher, tmp_path):
+    model, data, t4 = _distiller(teacher, lambda_kd=1.0, kd_temperature=2.0)
+    model.eval()
+    task = DistillTask(model, data, "last", 16, None)
+    batch = task.batch(np.arange(8))
+    feats, _ = model.teacher_features(batch["items"])
+    with torch.no_grad():
+        from_feats = model.teacher_head(feats[-1]) @ model.student.id_table.T
+        assert torch.allclose(from_feats, model.teacher.score_all(batch["items"]), atol=1e-5)
+        live = model(batch["items"], batch["targets"])
+        key = cache_key(teacher_fingerprint(t4), data.content_hash, "last", 8, model.pairs)
+        task.features = load_or_build(tmp_path / "cache", key, task, model, 16, "cpu")
+        model.teacher = None  # as a cached run does: L_kd needs only the cache and the copied head
+        cached = model(batch["items"], batch["targets"], task.batch(np.arange(8))["teacher_feats"])
+    assert live[1]["l_kd"].item() > 0
+    assert live[1]["l_kd"].item() == pytest.approx(cached[1]["l_kd"].item(), rel=1e-5)
+    assert live[0].item() == pytest.approx(cached[0].item(), rel=1e-5)
+
+
+def test_l_kd_trains_offline_and_online_and_is_recorded(teacher, tmp_path):
+    _, _, t4 = teacher
+    for mode, cache in (("offline", tmp_path / "cache"), ("online", None)):
+        out = tmp_path / f"kd-{mode}"
+        distill(t4, out, 2, args(epochs=1), blocks=2, mode=mode, lambda_kd=0.5, kd_temperature=2.0,
+                teacher_cache=cache)
+        cfg = json.loads((out / "config.json").read_text())["distill"]
+        assert (cfg["lambda_kd"], cfg["kd_temperature"]) == (0.5, 2.0)
+        train = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+        assert all(r["l_kd"] > 0 for r in train if r["event"] == "train")
+    plain = tmp_path / "plain"
+    distill(t4, plain, 2, args(epochs=1, max_steps=1), blocks=2)
+    assert "lambda_kd" not in json.loads((plain / "config.json").read_text())["distill"]  # the paper's loss as before
+
+
 def test_student_equal_to_teacher_is_perfectly_aligned(teacher):
     model, data, _ = _distiller(teacher)
     task = DistillTask(model, data, "last", 16, None)
@@ -170,6 +204,8 @@ def test_distill_bad_input(teacher, tmp_path, capsys):
         (["--student-layers", "4"], "fewer"),
         (["--student-layers", "3"], "divide"),
         (["--lambda-cos", "-1"], "lambda-cos"),
+        (["--lambda-kd", "-0.5"], "lambda-kd"),
+        (["--lambda-kd", "1", "--kd-temperature", "0"], "kd-temperature"),
         (["--norm-loss", "cosine"], "norm-loss"),
         (["--mode", "online", "--teacher-cache", tmp_path / "c"], "offline"),
     ]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from slmrec_cli.distill.blocks import block_layers
-from slmrec_cli.distill.losses import d_cos, d_norm, l_ms, next_item_ce, total_loss
+from slmrec_cli.distill.losses import d_cos, d_norm, l_kd, l_ms, next_item_ce, total_loss
 from slmrec_cli.errors import SlmrecError
 
 
@@ -40,15 +40,34 @@ def test_ce_and_l_ms_hand_computed():
     assert l_ms([], table, target).item() == 0.0
 
 
-@pytest.mark.parametrize("term", ["cos", "norm", "ms"])
+def test_l_kd_hand_computed():
+    inf = float("-inf")
+    student = torch.tensor([[inf, 0.0, 0.0]])  # column 0 = padding, never a class
+    teacher = torch.tensor([[inf, math.log(3.0), 0.0]])  # p_teacher = (3/4, 1/4), p_student = (1/2, 1/2)
+    kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert l_kd(student, teacher).item() == pytest.approx(kl)
+    p = math.sqrt(3.0) / (math.sqrt(3.0) + 1.0)  # τ = 2 softens the teacher to (√3, 1) / (√3 + 1)
+    soft = p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5)
+    assert l_kd(student, teacher, 2.0).item() == pytest.approx(4.0 * soft)  # τ² keeps the gradient scale
+    assert l_kd(teacher.clone(), teacher).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_l_kd_pushes_only_the_student():
+    student = torch.randn(3, 6, requires_grad=True)
+    teacher = torch.randn(3, 6, requires_grad=True)
+    l_kd(student, teacher, 2.0).backward()
+    assert student.grad.abs().sum() > 0 and teacher.grad is None
+
+
+@pytest.mark.parametrize("term", ["cos", "norm", "ms", "kd"])
 def test_zero_lambda_removes_the_terms_gradient(term):
     x = torch.tensor(2.0, requires_grad=True)
-    parts = {"cos": x * 0.5, "norm": x * 3.0, "ms": x * 7.0}
-    lambdas = {"lambda_cos": 1.0, "lambda_norm": 0.1, "lambda_ms": 1.0, f"lambda_{term}": 0.0}
-    loss = total_loss(torch.tensor(1.0), parts["cos"], parts["norm"], parts["ms"], **lambdas)
+    parts = {"cos": x * 0.5, "norm": x * 3.0, "ms": x * 7.0, "kd": x * 11.0}
+    lambdas = {"lambda_cos": 1.0, "lambda_norm": 0.1, "lambda_ms": 1.0, "lambda_kd": 0.5, f"lambda_{term}": 0.0}
+    loss = total_loss(torch.tensor(1.0), parts["cos"], parts["norm"], parts["ms"], kd=parts["kd"], **lambdas)
     loss.backward()
     expected = {"cos": -0.5 * lambdas["lambda_cos"], "norm": 3.0 * lambdas["lambda_norm"],
-                "ms": 7.0 * lambdas["lambda_ms"]}
+                "ms": 7.0 * lambdas["lambda_ms"], "kd": 11.0 * lambdas["lambda_kd"]}
     expected[term] = 0.0
     assert x.grad.item() == pytest.approx(sum(expected.values()))
 

@@ -20,13 +20,13 @@ SECTIONS = ("The paper's claims, checked", "Dataset (paper Table 1)", "Quality (
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A miniature paper study: SASRec, teachers of 4 (full depth), 2 and 1 layers, students 2←4 for the ablation,
-    the block sweep and online mode, a second pair 1←2, and a probe."""
+    the block sweep, online mode and L_kd, a second pair 1←2, and a probe."""
     root = tmp_path_factory.mktemp("study")
     data, sasrec, t4 = tiny_teacher(root, epochs=1)
     train_teacher(data, sasrec, "tiny-random", root / "t2", {**TEACHER_TINY, "layers": 2}, ARGS)
     prune_probe(t4, baseline=sasrec)
     for name, kw in {"s2": {}, "s2-cos": {"lambda_norm": 0.0, "lambda_ms": 0.0}, "s2-b1": {"blocks": 1},
-                     "s2-online": {"mode": "online"}}.items():
+                     "s2-online": {"mode": "online"}, "s2-kd": {"lambda_kd": 1.0, "kd_temperature": 2.0}}.items():
         distill(t4, root / name, 2, ARGS, blocks=kw.pop("blocks", 2), **kw)
     train_teacher(data, sasrec, "tiny-random", root / "t1", {**TEACHER_TINY, "layers": 1}, ARGS)
     distill(root / "t2", root / "s1", 1, ARGS, blocks=1)  # a second (teacher, student) pair: 1←2
@@ -39,8 +39,8 @@ def study(tmp_path_factory):
 
 def test_report_has_every_section_and_plot(study, capsys):
     out = study / "docs" / "results.md"
-    runs = [study / n for n in ("sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-b1", "s2-online", "s1", "t2-seed1",
-                                "s2-seed1", "notes.txt")]
+    runs = [study / n for n in ("sasrec", "t4", "t2", "t1", "s2-kd", "s2", "s2-cos", "s2-b1", "s2-online", "s1",
+                                "t2-seed1", "s2-seed1", "notes.txt")]
     code, _, err = run_cli(["report", *runs, "--out", out], capsys)
     assert code == 0, err
     text = out.read_text()
@@ -65,6 +65,10 @@ def test_report_has_every_section_and_plot(study, capsys):
     assert "| E4SRec-2 | `t2`, `t2-seed1` | 42, 1 |" in text
     assert "| SLMRec 2←4 (B=2) | `s2`, `s2-seed1` | 42, 1 |" in text
     assert "(E4SRec-2), seed by seed: **" in claims and "seed 1 " in claims and "seed 42 " in claims
+    # a student with L_kd (beyond the paper) is its own row and gets its own checks, never the paper's main student
+    assert "| SLMRec 2←4 (B=2; + L_kd λ=1, τ=2) `s2-kd` |" in text
+    assert "`s2-kd` vs `t4`" in claims and "`s2-kd` vs `t2`" in claims
+    assert "| offline: SLMRec 2←4 (B=2) `s2` |" in text and "| + d_cos `s2-cos` |" in text
 
 
 def test_report_refuses_a_dir_that_is_not_a_run(study, tmp_path, capsys):
@@ -87,3 +91,13 @@ def test_a_later_option_at_its_default_does_not_split_a_setting(tmp_path):
     capped = {"kind": "teacher", "train": {"seed": 1, "lr": 1e-3, "max_steps": 90}}
     key = [setting_key(Run(tmp_path / n, c)) for n, c in (("a", old), ("b", new), ("c", capped))]
     assert key[0] == key[1] != key[2]
+
+
+def test_students_with_l_kd_are_labelled_apart_from_the_papers_loss():
+    from slmrec_cli.report.collect import kd_label
+
+    paper = {"lambda_cos": 1.0, "lambda_norm": 0.1, "lambda_ms": 1.0}
+    assert kd_label(paper) == ""
+    assert kd_label({**paper, "lambda_kd": 1.0, "kd_temperature": 2.0}) == "+ L_kd λ=1, τ=2"
+    alone = {"lambda_cos": 0.0, "lambda_norm": 0.0, "lambda_ms": 0.0, "lambda_kd": 0.5, "kd_temperature": 1.0}
+    assert kd_label(alone) == "L_kd only, λ=0.5, τ=1"

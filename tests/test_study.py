@@ -53,3 +53,22 @@ def test_levers_stage_retrains_both_depths_one_lever_at_a_time(tmp_path):
     assert cfg["targets"] == "all" and cfg["train"]["max_steps"] == -(-n_users // 32)  # one `last` epoch's steps
     assert json.loads((root / "levers" / "t2-lr2e-3" / "config.json").read_text())["train"]["lr"] == 2e-3
     assert not (root / "runs" / "t4").exists()  # only the levers ran (and SASRec, which they need)
+
+
+def test_kd_stage_distills_each_pair_with_l_kd_added_and_alone(tmp_path):
+    import json
+
+    data, root = make_dataset(tmp_path), tmp_path / "study"
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "paper_study.sh"), str(data), str(root), "--batch-size",
+                          "16"], env={**cli_env(), **TOY, "STAGES": "kd", "KD_TAU": "2"},
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    runs = root / "runs"
+    for name in ("t2", "t1", "s1-from-t2-kd", "s1-from-t2-kdonly", "s1-from-t2-kd-seed1", "s1-from-t2-kdonly-seed1"):
+        assert (runs / name / "eval" / "test-sampled.json").exists(), name
+    added = json.loads((runs / "s1-from-t2-kd-seed1" / "config.json").read_text())
+    alone = json.loads((runs / "s1-from-t2-kdonly" / "config.json").read_text())["distill"]
+    assert added["train"]["seed"] == 1 and added["distill"]["lambda_cos"] == 1.0
+    assert (added["distill"]["lambda_kd"], added["distill"]["kd_temperature"]) == (1.0, 2.0)
+    assert (alone["lambda_cos"], alone["lambda_norm"], alone["lambda_ms"], alone["lambda_kd"]) == (0.0, 0.0, 0.0, 1.0)
+    assert "`s1-from-t2-kd`, `s1-from-t2-kd-seed1`" in (root / "results.md").read_text()  # seeds fold into one row

@@ -27,11 +27,24 @@ def d_norm(student: torch.Tensor, teacher: torch.Tensor, kind: str = "squared") 
     raise ValueError(f"unknown norm loss {kind!r}; choose from {NORM_LOSSES}")
 
 
-def next_item_ce(user: torch.Tensor, id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Full-softmax cross-entropy of the next item over the id table (Eq. 1); row 0 (padding) is never a class."""
+def item_logits(user: torch.Tensor, id_table: torch.Tensor) -> torch.Tensor:
+    """Scores of every item [batch, n_items + 1]; column 0 (padding) is -inf, so it is never a class."""
     logits = user.float() @ id_table.float().T
     logits[:, 0] = float("-inf")
-    return F.cross_entropy(logits, targets)
+    return logits
+
+
+def next_item_ce(user: torch.Tensor, id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Full-softmax cross-entropy of the next item over the id table (Eq. 1); row 0 (padding) is never a class."""
+    return F.cross_entropy(item_logits(user, id_table), targets)
+
+
+def l_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Response-based distillation (Hinton et al., 2015; not in the paper): τ²·KL(p_teacher ‖ p_student) of the
+    next-item distributions over every item, both softened by τ; mean over the batch. Column 0 (padding) is left out."""
+    s = F.log_softmax(student_logits[:, 1:].float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits[:, 1:].float().detach() / temperature, dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
 
 
 def l_ms(block_users: list[torch.Tensor], id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -42,8 +55,10 @@ def l_ms(block_users: list[torch.Tensor], id_table: torch.Tensor, targets: torch
 
 
 def total_loss(ce: torch.Tensor, cos: torch.Tensor, norm: torch.Tensor, ms: torch.Tensor, *, lambda_cos: float,
-               lambda_norm: float, lambda_ms: float) -> torch.Tensor:
-    """Eq. 6: CE + λ1(1 − D_cos) + λ2 D_norm + λ3 L_ms; a zero λ drops its term (and its gradient) entirely."""
+               lambda_norm: float, lambda_ms: float, kd: torch.Tensor | None = None,
+               lambda_kd: float = 0.0) -> torch.Tensor:
+    """Eq. 6: CE + λ1(1 − D_cos) + λ2 D_norm + λ3 L_ms (+ λ_kd L_kd, off by default); a zero λ drops its term (and its
+    gradient) entirely."""
     loss = ce
     if lambda_cos:
         loss = loss + lambda_cos * (1 - cos)
@@ -51,4 +66,6 @@ def total_loss(ce: torch.Tensor, cos: torch.Tensor, norm: torch.Tensor, ms: torc
         loss = loss + lambda_norm * norm
     if lambda_ms:
         loss = loss + lambda_ms * ms
+    if lambda_kd:
+        loss = loss + lambda_kd * kd
     return loss

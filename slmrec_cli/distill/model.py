@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
-from slmrec_cli.distill.losses import d_cos, d_norm, l_ms, next_item_ce, total_loss
+from slmrec_cli.distill.losses import d_cos, d_norm, item_logits, l_kd, l_ms, next_item_ce, total_loss
 from slmrec_cli.models.llmrec import LLMRec
 
 
 class Distiller(nn.Module):
     """forward(items, targets[, teacher_feats]) → (loss, terms). Offline: the teacher is frozen and runs without
     grad (or its block features come from a cache). Online (RQ4): the teacher trains too, with its own CE; the
-    alignment terms never push gradients into it."""
+    alignment terms never push gradients into it.
+
+    With lambda_kd > 0 the student also matches the teacher's next-item distribution (L_kd, beyond the paper). The
+    teacher's scores come from its last block feature (its layer M): a frozen copy of its final norm and
+    down-projection, kept in `teacher_head`, turns that state into its user vector, so a feature cache serves L_kd
+    too and the teacher itself can be dropped."""
 
     def __init__(self, student: LLMRec, teacher: LLMRec | None, pairs: list[tuple[int, int]], *, lambda_cos: float,
-                 lambda_norm: float, lambda_ms: float, norm_loss: str, online: bool):
+                 lambda_norm: float, lambda_ms: float, norm_loss: str, online: bool, lambda_kd: float = 0.0,
+                 kd_temperature: float = 1.0):
         super().__init__()
         self.student, self.teacher, self.pairs, self.online = student, teacher, pairs, online
         self.lambdas = {"lambda_cos": lambda_cos, "lambda_norm": lambda_norm, "lambda_ms": lambda_ms}
+        self.lambda_kd, self.kd_temperature = lambda_kd, kd_temperature
         self.norm_loss = norm_loss
+        self.teacher_head = None
+        if lambda_kd and not online:  # layer-M state → final norm → down: the teacher's own user vector
+            self.teacher_head = nn.Sequential(copy.deepcopy(teacher.final_norm()), copy.deepcopy(teacher.down))
+            self.teacher_head.requires_grad_(False)
         d0, d1 = student.cfg.id_dim, student.cfg.hidden
         # Eq. 5: one per inner block; none when λ3 = 0, so no parameter goes without a gradient (DDP needs that)
         self.ms_adapters = nn.ModuleList(nn.Linear(d1, d0) for _ in (pairs[:-1] if lambda_ms else []))
@@ -46,7 +59,8 @@ class Distiller(nn.Module):
     def forward(self, items: torch.Tensor, targets: torch.Tensor, teacher_feats: torch.Tensor | None = None):
         last, states = self.student.hidden(items, all_layers=True)
         table = self.student.id_table
-        ce = next_item_ce(self.student.down(last.to(self.student.down.weight.dtype)), table, targets)
+        s_user = self.student.down(last.to(self.student.down.weight.dtype))
+        ce = next_item_ce(s_user, table, targets)
         student_feats = states[[s - 1 for _, s in self.pairs]]
         teacher_last = None
         if teacher_feats is None:
@@ -60,8 +74,18 @@ class Distiller(nn.Module):
             norm_fn = self.student.final_norm()
             users = [ad(norm_fn(student_feats[k]).to(ad.weight.dtype)) for k, ad in enumerate(self.ms_adapters)]
             ms = l_ms(users, table, targets)
-        loss = total_loss(ce, cos, norm, ms, **self.lambdas)
+        kd = zero
+        if self.lambda_kd:
+            if teacher_last is not None:  # online: the co-trained teacher's current scores, as a fixed target
+                t_user = self.teacher.down(teacher_last.to(self.teacher.down.weight.dtype)).detach()
+            else:
+                head = self.teacher_head
+                t_user = head(teacher_feats[-1].to(head[1].weight.dtype))
+            kd = l_kd(item_logits(s_user, table), item_logits(t_user, table), self.kd_temperature)
+        loss = total_loss(ce, cos, norm, ms, kd=kd, lambda_kd=self.lambda_kd, **self.lambdas)
         terms = {"ce": ce.detach(), "d_cos": cos.detach(), "d_norm": norm.detach(), "l_ms": ms.detach()}
+        if self.lambda_kd:
+            terms["l_kd"] = kd.detach()
         if teacher_last is not None:  # online: the teacher learns the task too
             t_ce = next_item_ce(self.teacher.down(teacher_last.to(self.teacher.down.weight.dtype)), table, targets)
             loss = loss + t_ce

@@ -65,11 +65,14 @@ def check_lambdas(**lambdas: float) -> None:
 def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, *, data_dir: Path | None = None,
             blocks: int = 4, lambda_cos: float = 1.0, lambda_norm: float = 0.1, lambda_ms: float = 1.0,
             norm_loss: str = "normalized", mode: str = "offline", init_projections: str = "fresh",
+            lambda_kd: float = 0.0, kd_temperature: float = 1.0,
             teacher_cache: Path | None = None, targets: str | None = None, eval_batch: int = 32,
             gradient_checkpointing: bool = False, resume: bool = False, force: bool = False, on_step=None) -> dict:
     """Distill a student into `out`. Under several processes every process calls this; only the main one writes
     files (the teacher cache included) and gets "records" in the summary."""
-    check_lambdas(lambda_cos=lambda_cos, lambda_norm=lambda_norm, lambda_ms=lambda_ms)
+    check_lambdas(lambda_cos=lambda_cos, lambda_norm=lambda_norm, lambda_ms=lambda_ms, lambda_kd=lambda_kd)
+    if not kd_temperature > 0:
+        raise SlmrecError(f"--kd-temperature must be > 0, got {kd_temperature}")
     if norm_loss not in NORM_LOSSES:
         raise SlmrecError(f"--norm-loss must be one of {', '.join(NORM_LOSSES)}, got '{norm_loss}'")
     if mode not in ("offline", "online"):
@@ -103,12 +106,15 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
         student.up.load_state_dict(teacher.up.state_dict())
         student.down.load_state_dict(teacher.down.state_dict())
     model = Distiller(student, teacher, pairs, lambda_cos=lambda_cos, lambda_norm=lambda_norm, lambda_ms=lambda_ms,
-                      norm_loss=norm_loss, online=mode == "online").to(device)
+                      norm_loss=norm_loss, online=mode == "online", lambda_kd=lambda_kd,
+                      kd_temperature=kd_temperature).to(device)
     run_dir = open_run_dir(acc, out, resume=resume, force=force)
     distill_cfg = {"teacher": str(teacher_run), "teacher_hash": t_hash, "teacher_layers": m,
                    "student_layers": student_layers, "blocks": blocks, "pairs": pairs, "lambda_cos": lambda_cos,
                    "lambda_norm": lambda_norm, "lambda_ms": lambda_ms, "norm_loss": norm_loss, "mode": mode,
                    "init_projections": init_projections, "teacher_cache": str(teacher_cache) if teacher_cache else None}
+    if lambda_kd:  # recorded only when on, so runs of the paper's loss keep the config they always had
+        distill_cfg |= {"lambda_kd": lambda_kd, "kd_temperature": kd_temperature}
     config = run_config("student", data, model=asdict(student.cfg), base_model=asdict(ref), train=asdict(args),
                         targets=targets, ids=tcfg.get("ids"), distill=distill_cfg,
                         gradient_checkpointing=gradient_checkpointing, processes=acc.num_processes,
@@ -120,8 +126,9 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
         with acc.main_process_first():  # the main process builds and writes the cache, the others then read it
             task.features = load_or_build(teacher_cache, key, task, model, eval_batch, device)
         model.teacher = teacher = None  # every example's features are cached: training never runs the teacher
+    kd = f", L_kd λ={lambda_kd} τ={kd_temperature}" if lambda_kd else ""
     ui.info(f"distill {m}→{student_layers} layers, blocks {pairs}, {mode}, λ=({lambda_cos}, {lambda_norm}, "
-            f"{lambda_ms}), norm loss {norm_loss}, {task.n_examples} examples")
+            f"{lambda_ms}), norm loss {norm_loss}{kd}, {task.n_examples} examples")
     result = fit(task, args, run_dir, resume=resume, accelerator=acc, on_step=on_step)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return finish_llm_run(acc, run_dir, config, data, result, device=device, eval_batch=eval_batch,

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from slmrec_cli.report.collect import Run, label, terms_label
-from slmrec_cli.report.sections import default_students, main_student, mean_sd, no_kd, siblings, teacher_of
+from slmrec_cli.report.sections import (
+    default_students,
+    kd_students,
+    main_student,
+    mean_sd,
+    no_kd,
+    siblings,
+    teacher_of,
+)
 
 
 def _mrr(run: Run, protocol: str) -> float | None:
@@ -52,7 +60,7 @@ def _compare_seeds(a: Run, b: Run, what: str) -> str:
     return f"- {what}, seed by seed: **{verdict}** — test MRR; {'; '.join(parts)}."
 
 
-def pair_claims(student: Run, runs: list[Run]) -> list[str]:
+def pair_claims(student: Run, runs: list[Run], precondition: bool = True) -> list[str]:
     """Student vs its teacher (quality and cost), the paper's precondition (the teacher beats the student's depth
     trained alone) and student vs that same-depth model."""
     out = []
@@ -67,7 +75,7 @@ def pair_claims(student: Run, runs: list[Run]) -> list[str]:
             out.append(f"- {label(student)} costs about half its teacher at inference: **{verdict}** — inference "
                        f"time ×{inf:.2f}, inference parameters ×{par:.2f} (the id table and embeddings do not shrink "
                        "with depth; timed in separate processes).")
-    if teacher and base:
+    if teacher and base and precondition:
         out.append(_compare(teacher, base, f"Precondition: the teacher {label(teacher)} is stronger than the "
                                            f"student's depth trained alone ({label(base)})"))
     if base:
@@ -115,6 +123,8 @@ def claims(runs: list[Run]) -> str:
                        f"{100 * ref:.2f} %): **{verdict}** — change in MRR points: {', '.join(deltas)}.")
     for other in other_pairs(student, runs):
         out += pair_claims(other, runs)
+    for kd in kd_students(runs):  # beyond the paper: the same checks for students that also learned from L_kd
+        out += pair_claims(kd, runs, precondition=False)
     out = [x for x in out if x]
     if not out:
         return "_Not enough runs to check the paper's claims (a teacher, its student and the no-KD model)._\n"

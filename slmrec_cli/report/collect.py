@@ -68,6 +68,15 @@ def terms_label(d: dict) -> str:
     return "+ " + ", ".join(on) if on else "CE only"
 
 
+def kd_label(d: dict) -> str:
+    """'' for the paper's loss; '+ L_kd λ=…, τ=…' for a student that also matched the teacher's item distribution,
+    'L_kd only, …' when the paper's three terms were off."""
+    if not d.get("lambda_kd"):
+        return ""
+    return (("L_kd only, " if terms_label(d) == "CE only" else "+ L_kd ")
+            + f"λ={d['lambda_kd']:g}, τ={d['kd_temperature']:g}")
+
+
 def label(run: Run) -> str:
     """The paper's row names: SASRec, E4SRec-M, SLMRec N←M (with what differs from the default setup)."""
     if run.kind == "sasrec":
@@ -75,9 +84,10 @@ def label(run: Run) -> str:
     if run.kind == "teacher":
         return f"E4SRec-{run.layers}" + (" (full depth)" if run.full_depth else "")
     d = run.distill
-    extra = [t for t in (terms_label(d) if terms_label(d) != ALL_TERMS else "",
+    terms = terms_label(d) if terms_label(d) != ALL_TERMS and not kd_label(d).startswith("L_kd only") else ""
+    extra = [t for t in (terms,
                          f"B={d['blocks']}" if d["blocks"] != 4 else "", "online" if d["mode"] == "online" else "",
-                         f"{d['norm_loss']} norm" if d["norm_loss"] != "normalized" else "") if t]
+                         f"{d['norm_loss']} norm" if d["norm_loss"] != "normalized" else "", kd_label(d)) if t]
     return f"SLMRec {d['student_layers']}←{d['teacher_layers']}" + (f" ({'; '.join(extra)})" if extra else "")
 
 
@@ -88,7 +98,7 @@ def order_key(run: Run) -> tuple:
     if run.kind == "teacher":
         return (1, -run.layers, run.name)
     d = run.distill
-    default = terms_label(d) == ALL_TERMS and d["mode"] == "offline" and d["blocks"] == 4
+    default = terms_label(d) == ALL_TERMS and d["mode"] == "offline" and d["blocks"] == 4 and not kd_label(d)
     return (2, -d["teacher_layers"], -d["student_layers"], not default, run.name)
 
 

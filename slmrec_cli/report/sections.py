@@ -8,7 +8,7 @@ from pathlib import Path
 
 from slmrec_cli.evaluation.ranking import METRIC_NAMES
 from slmrec_cli.plots import metric_panels
-from slmrec_cli.report.collect import ALL_TERMS, Run, label, terms_label
+from slmrec_cli.report.collect import ALL_TERMS, Run, kd_label, label, terms_label
 
 ABLATION_ORDER = ("CE only", "+ d_cos", "+ d_cos, d_norm", "+ d_cos, l_ms", ALL_TERMS)
 MISSING = "_No runs for this in the report's arguments (`benchmarks/paper_study.sh` makes them)._\n"
@@ -77,16 +77,22 @@ def quality(runs: list[Run], popularity: dict[str, dict]) -> str:
 
 
 def default_students(runs: list[Run]) -> list[Run]:
-    """Offline students with all three terms, B=4 first, then the most blocks."""
+    """Offline students with the paper's loss (all three terms, no L_kd), B=4 first, then the most blocks."""
     return sorted((r for r in runs if r.kind == "student" and r.distill["mode"] == "offline"
-                   and terms_label(r.distill) == ALL_TERMS),
+                   and terms_label(r.distill) == ALL_TERMS and not kd_label(r.distill)),
                   key=lambda r: (r.distill["blocks"] != 4, -r.distill["blocks"]))
 
 
 def main_student(runs: list[Run]) -> Run | None:
     """The default-setup student (all three terms, offline, B=4 or else the most blocks), else any offline one."""
-    students = [r for r in runs if r.kind == "student" and r.distill["mode"] == "offline"]
+    students = sorted((r for r in runs if r.kind == "student" and r.distill["mode"] == "offline"),
+                      key=lambda r: bool(kd_label(r.distill)))
     return (default_students(runs) or students or [None])[0]
+
+
+def kd_students(runs: list[Run]) -> list[Run]:
+    """Students trained with L_kd on top of the paper's loss (one row per setting; seeds are its replicates)."""
+    return [r for r in runs if r.kind == "student" and kd_label(r.distill)]
 
 
 def teacher_of(student: Run, runs: list[Run]) -> Run | None:
@@ -102,8 +108,10 @@ def no_kd(student: Run, runs: list[Run]) -> Run | None:
 
 
 def siblings(main: Run, runs: list[Run], same: tuple[str, ...]) -> list[Run]:
+    """Students of main's (teacher, student) depths that share `same` with it, and its use of L_kd."""
     keys = ("teacher_layers", "student_layers", *same)
-    return [r for r in runs if r.kind == "student" and all(r.distill[k] == main.distill[k] for k in keys)]
+    return [r for r in runs if r.kind == "student" and all(r.distill[k] == main.distill[k] for k in keys)
+            and kd_label(r.distill) == kd_label(main.distill)]
 
 
 def ablation(runs: list[Run]) -> str:
