@@ -11,19 +11,21 @@ TOY = {"BASE": "tiny-random", "TEACHER": "4", "STUDENT": "2", "FULL": "4", "BLOC
        "OMP_NUM_THREADS": "1"}
 
 
-def study(data, root):
+def study(data, root, **env):
     return subprocess.run(["bash", str(REPO / "benchmarks" / "paper_study.sh"), str(data), str(root),
-                           "--batch-size", "16"], env={**cli_env(), **TOY}, capture_output=True, text=True,
+                           "--batch-size", "16"], env={**cli_env(), **TOY, **env}, capture_output=True, text=True,
                           timeout=600)
 
 
 def test_paper_study_runs_every_part_and_resumes(tmp_path):
     data, root = make_dataset(tmp_path), tmp_path / "study"
-    res = study(data, root)
+    every = {"STAGES": "core ablation blocks online full sweep pairs seeds kd", "KD_TAU": "2"}  # levers: below
+    res = study(data, root, **every)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     runs = root / "runs"
     expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-cos-norm", "s2-cos-ms", "s2-b1", "s2-online",
-                "s1-from-t2", "t2-seed1", "s2-seed1", "t1-seed1", "s1-from-t2-seed1"]
+                "s1-from-t2", "t2-seed1", "s2-seed1", "t1-seed1", "s1-from-t2-seed1",
+                "s1-from-t2-kd", "s1-from-t2-kdonly", "s1-from-t2-kd-seed1", "s1-from-t2-kdonly-seed1"]
     for name in expected:
         assert (runs / name / "eval" / "test-sampled.json").exists(), name
     assert (runs / "t4" / "probe" / "test.json").exists()
@@ -32,10 +34,19 @@ def test_paper_study_runs_every_part_and_resumes(tmp_path):
     assert "| E4SRec-2 | `t2`, `t2-seed1` | 42, 1 |" in report  # the extra seed is folded into its setting's row
     assert "`s1-from-t2`, `s1-from-t2-seed1`" in report  # and so is the pair's
     assert "No runs for this" not in report
-    again = study(data, root)  # everything finished: every stage is skipped, the report is rewritten
+    # the kd stage (opt-in): L_kd added to the paper's loss and alone, each seed folded into its setting's row
+    import json
+
+    added = json.loads((runs / "s1-from-t2-kd-seed1" / "config.json").read_text())
+    alone = json.loads((runs / "s1-from-t2-kdonly" / "config.json").read_text())["distill"]
+    assert added["train"]["seed"] == 1 and added["distill"]["lambda_cos"] == 1.0
+    assert (added["distill"]["lambda_kd"], added["distill"]["kd_temperature"]) == (1.0, 2.0)
+    assert (alone["lambda_cos"], alone["lambda_norm"], alone["lambda_ms"], alone["lambda_kd"]) == (0.0, 0.0, 0.0, 1.0)
+    assert "| SLMRec 1←2 (B=1; L_kd only, λ=1, τ=2) | `s1-from-t2-kdonly`, `s1-from-t2-kdonly-seed1` |" in report
+    again = study(data, root, **every)  # everything finished: every stage is skipped, the report is rewritten
     assert again.returncode == 0, again.stderr[-3000:]
-    # t4 is both the teacher and the full depth; t2 and t1 are also the pair stage's teacher and baseline
-    assert again.stdout.count(": done") == len(expected) + 3
+    # t4 is both the teacher and the full depth; t2 and t1 are also the pair and kd stages' teacher and baseline
+    assert again.stdout.count(": done") == len(expected) + 5
 
 
 def test_levers_stage_retrains_both_depths_one_lever_at_a_time(tmp_path):
@@ -54,21 +65,3 @@ def test_levers_stage_retrains_both_depths_one_lever_at_a_time(tmp_path):
     assert json.loads((root / "levers" / "t2-lr2e-3" / "config.json").read_text())["train"]["lr"] == 2e-3
     assert not (root / "runs" / "t4").exists()  # only the levers ran (and SASRec, which they need)
 
-
-def test_kd_stage_distills_each_pair_with_l_kd_added_and_alone(tmp_path):
-    import json
-
-    data, root = make_dataset(tmp_path), tmp_path / "study"
-    res = subprocess.run(["bash", str(REPO / "benchmarks" / "paper_study.sh"), str(data), str(root), "--batch-size",
-                          "16"], env={**cli_env(), **TOY, "STAGES": "kd", "KD_TAU": "2"},
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    runs = root / "runs"
-    for name in ("t2", "t1", "s1-from-t2-kd", "s1-from-t2-kdonly", "s1-from-t2-kd-seed1", "s1-from-t2-kdonly-seed1"):
-        assert (runs / name / "eval" / "test-sampled.json").exists(), name
-    added = json.loads((runs / "s1-from-t2-kd-seed1" / "config.json").read_text())
-    alone = json.loads((runs / "s1-from-t2-kdonly" / "config.json").read_text())["distill"]
-    assert added["train"]["seed"] == 1 and added["distill"]["lambda_cos"] == 1.0
-    assert (added["distill"]["lambda_kd"], added["distill"]["kd_temperature"]) == (1.0, 2.0)
-    assert (alone["lambda_cos"], alone["lambda_norm"], alone["lambda_ms"], alone["lambda_kd"]) == (0.0, 0.0, 0.0, 1.0)
-    assert "`s1-from-t2-kd`, `s1-from-t2-kd-seed1`" in (root / "results.md").read_text()  # seeds fold into one row
