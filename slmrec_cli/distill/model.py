@@ -74,20 +74,21 @@ class Distiller(nn.Module):
             norm_fn = self.student.final_norm()
             users = [ad(norm_fn(student_feats[k]).to(ad.weight.dtype)) for k, ad in enumerate(self.ms_adapters)]
             ms = l_ms(users, table, targets)
+        t_user = None
+        if teacher_last is not None:  # online: the co-trained teacher's user vector, for its CE and L_kd's target
+            t_user = self.teacher.down(teacher_last.to(self.teacher.down.weight.dtype))
         kd = zero
         if self.lambda_kd:
-            if teacher_last is not None:  # online: the co-trained teacher's current scores, as a fixed target
-                t_user = self.teacher.down(teacher_last.to(self.teacher.down.weight.dtype)).detach()
-            else:
+            if t_user is None:
                 head = self.teacher_head
                 t_user = head(teacher_feats[-1].to(head[1].weight.dtype))
-            kd = l_kd(item_logits(s_user, table), item_logits(t_user, table), self.kd_temperature)
+            kd = l_kd(item_logits(s_user, table), item_logits(t_user, table), self.kd_temperature)  # target detached
         loss = total_loss(ce, cos, norm, ms, kd=kd, lambda_kd=self.lambda_kd, **self.lambdas)
         terms = {"ce": ce.detach(), "d_cos": cos.detach(), "d_norm": norm.detach(), "l_ms": ms.detach()}
         if self.lambda_kd:
             terms["l_kd"] = kd.detach()
         if teacher_last is not None:  # online: the teacher learns the task too
-            t_ce = next_item_ce(self.teacher.down(teacher_last.to(self.teacher.down.weight.dtype)), table, targets)
+            t_ce = next_item_ce(t_user, table, targets)
             loss = loss + t_ce
             terms["teacher_ce"] = t_ce.detach()
         return loss, terms

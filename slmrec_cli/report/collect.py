@@ -84,8 +84,9 @@ def label(run: Run) -> str:
     if run.kind == "teacher":
         return f"E4SRec-{run.layers}" + (" (full depth)" if run.full_depth else "")
     d = run.distill
-    terms = terms_label(d) if terms_label(d) != ALL_TERMS and not kd_label(d).startswith("L_kd only") else ""
-    extra = [t for t in (terms,
+    terms = terms_label(d)
+    hidden = terms == ALL_TERMS or (terms == "CE only" and d.get("lambda_kd"))  # the latter reads "L_kd only"
+    extra = [t for t in ("" if hidden else terms,
                          f"B={d['blocks']}" if d["blocks"] != 4 else "", "online" if d["mode"] == "online" else "",
                          f"{d['norm_loss']} norm" if d["norm_loss"] != "normalized" else "", kd_label(d)) if t]
     return f"SLMRec {d['student_layers']}←{d['teacher_layers']}" + (f" ({'; '.join(extra)})" if extra else "")

@@ -91,7 +91,7 @@ def main_student(runs: list[Run]) -> Run | None:
 
 
 def kd_students(runs: list[Run]) -> list[Run]:
-    """Students trained with L_kd on top of the paper's loss (one row per setting; seeds are its replicates)."""
+    """Students trained with L_kd, added to the paper's loss or alone (one row per setting; seeds are replicates)."""
     return [r for r in runs if r.kind == "student" and kd_label(r.distill)]
 
 
