@@ -119,7 +119,7 @@ def train_teacher(
     base_model: o.BaseModel = "smollm2-135m",
     layers: o.Layers = 8,
     max_len: o.MaxLen = 30,
-    targets: o.Targets = "last",
+    targets: o.Targets = "causal",
     prompt: o.Prompt = None,
     lora_r: o.LoraR = 16,
     lora_alpha: o.LoraAlpha = 16,
@@ -182,7 +182,7 @@ def distill(
     teacher_cache: Annotated[Path | None, typer.Option(help="Directory for the frozen teacher's block features "
                                                             "(built once, reused; offline only).")] = None,
     data: Annotated[Path | None, typer.Option(help="Dataset directory (default: the teacher's).")] = None,
-    targets: Annotated[str | None, typer.Option(help="last | all (default: the teacher's).")] = None,
+    targets: Annotated[str | None, typer.Option(help="causal | last | all (default: the teacher's).")] = None,
     epochs: o.Epochs = 10,
     batch_size: o.BatchSize = 32,
     lr: o.Lr = 1e-3,

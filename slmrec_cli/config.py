@@ -80,6 +80,9 @@ def llm_options(*, layers: int, max_len: int, prompt: str | None, lora_r: int, l
     opts = {"layers": layers, "max_len": max_len, "lora_r": lora_r, "lora_alpha": lora_alpha,
             "lora_dropout": lora_dropout, "lora_targets": targets}
     if prompt is not None:
+        from slmrec_cli.models.llmrec import PROMPTS
+
+        prompt = PROMPTS.get(prompt, prompt)
         if prompt.count("{history}") != 1:
             raise SlmrecError("--prompt must contain '{history}' exactly once (where the item sequence goes)")
         opts["prompt"] = prompt

@@ -41,10 +41,12 @@ EvalBatch = Annotated[int, typer.Option(help="Users per evaluation batch.", rich
 BaseModel = Annotated[str, typer.Option(help="smollm2-135m | tiny-random | a local HF model folder | a .gguf file.")]
 Layers = Annotated[int, typer.Option(help="Keep the first N decoder layers of the base model.")]
 MaxLen = Annotated[int, typer.Option(help="Most recent items the model reads.")]
-Targets = Annotated[str, typer.Option(help="last: one example per user (official SLMRec code); all: every prefix "
-                                           "of the training history (SASRec/E4SRec).")]
-Prompt = Annotated[str | None, typer.Option(help="Instruction template with one '{history}' where the items go "
-                                                 "(default: slmrec's own wording).")]
+Targets = Annotated[str, typer.Option(help="causal: the max-length windows of each training history, every item a "
+                                           "target from one causal forward (as SASRec); last: one example per user "
+                                           "(official SLMRec code); all: every prefix as its own example.")]
+Prompt = Annotated[str | None, typer.Option(help="items (default: the history alone) | instruction (slmrec's "
+                                                 "question after the history; targets last or all) | a template with "
+                                                 "one '{history}' where the items go.")]
 LoraR = Annotated[int, typer.Option(help="LoRA rank.", rich_help_panel=LORA)]
 LoraAlpha = Annotated[int, typer.Option(help="LoRA alpha.", rich_help_panel=LORA)]
 LoraDropout = Annotated[float, typer.Option(help="LoRA dropout.", rich_help_panel=LORA)]

@@ -9,26 +9,13 @@ import numpy as np
 import torch
 
 from slmrec_cli import ui
-from slmrec_cli.data import left_pad, load_dataset
+from slmrec_cli.data import load_dataset, training_windows
 from slmrec_cli.evaluation.evaluate import rank_split
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.sasrec import SASRec, SASRecConfig
 from slmrec_cli.runs import load_run_weights, open_run_dir, record_checksums, run_config, save_config
 from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator
 from slmrec_cli.train.finish import evaluate_and_record, write_efficiency
-
-
-def training_windows(data, max_len: int) -> np.ndarray:
-    """[N, max_len + 1] windows over each training history, cut from the end, overlapping by one item,
-    so every position of the history (but the first) is a target exactly once."""
-    rows = []
-    for u in range(data.n_users):
-        h = data.train_history(u)
-        end = len(h)
-        while end >= 2:
-            rows.append(h[max(0, end - max_len - 1) : end])
-            end -= max_len
-    return left_pad(rows, max_len + 1)
 
 
 class SASRecTask:

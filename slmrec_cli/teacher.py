@@ -13,11 +13,11 @@ import torch
 from safetensors import SafetensorError
 
 from slmrec_cli import ui
-from slmrec_cli.data import left_pad, load_dataset
+from slmrec_cli.data import left_pad, load_dataset, training_windows
 from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.evaluation.evaluate import rank_split
 from slmrec_cli.io import save_safetensors
-from slmrec_cli.models.llmrec import LLMRec, LLMRecConfig, add_lora
+from slmrec_cli.models.llmrec import DEFAULT_PROMPT, LLMRec, LLMRecConfig, add_lora, check_prompt_for_targets
 from slmrec_cli.runs import (
     check_same_data,
     load_run_config,
@@ -68,16 +68,27 @@ def training_examples(data, targets: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class LLMRecTask:
-    """Next-item CE on (history → target) examples; shared by the teacher and, with extra terms, the student."""
+    """Next-item CE; shared by the teacher and, with extra terms, the student. targets causal: the max-length windows
+    of each training history (as SASRec), every real slot a target from one forward; last/all: one (history →
+    target) example each."""
 
     def __init__(self, model: LLMRec, data, targets: str, eval_batch: int = 32):
-        self.model, self.data, self.eval_batch = model, data, eval_batch
-        self.users, self.ends = training_examples(data, targets)
-        if len(self.users) == 0:
+        self.model, self.data, self.eval_batch, self.targets = model, data, eval_batch, targets
+        max_len = model.cfg.max_len
+        if targets == "causal":
+            self.windows = torch.from_numpy(training_windows(data, max_len))
+            self.n_examples = len(self.windows)
+        else:
+            self.users, self.ends = training_examples(data, targets)
+            self.n_examples = len(self.users)
+        if self.n_examples == 0:
             raise SlmrecError(f"{data.path} has no user with two training items; nothing to train on")
-        self.n_examples = len(self.users)
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        if self.targets == "causal":
+            w = self.windows[torch.from_numpy(indices)]
+            items = w[:, :-1]
+            return {"items": items, "targets": w[:, 1:] * (items != 0)}  # no target without an input item
         pairs = [(self.data.train_history(int(u)), int(e)) for u, e in zip(self.users[indices], self.ends[indices],
                                                                                  strict=True)]
         hists = [h[:e] for h, e in pairs]
@@ -197,13 +208,12 @@ def load_llmrec_run(run: Path, config: dict, device: str = "cpu") -> LLMRec:
 
 
 def train_teacher(data_dir: Path, ids_run: Path, base_model: str, out: Path, model_opts: dict, args: TrainArgs, *,
-                  targets: str = "last", load_in_8bit: bool = False, load_in_4bit: bool = False,
+                  targets: str = "causal", load_in_8bit: bool = False, load_in_4bit: bool = False,
                   gradient_checkpointing: bool = False, eval_batch: int = 32, resume: bool = False,
                   force: bool = False, on_step=None, kind: str = "teacher", extra_config: dict | None = None) -> dict:
     """Train the teacher into `out`. Under several processes every process calls this; only the main one writes
     files and gets "records" in the summary."""
-    if targets not in ("last", "all"):
-        raise SlmrecError(f"--targets must be last or all, got '{targets}'")
+    check_prompt_for_targets(model_opts.get("prompt", DEFAULT_PROMPT), targets)
     data = load_dataset(data_dir)
     table, ids_cfg = load_id_table(ids_run, data)
     acc = make_accelerator(args)

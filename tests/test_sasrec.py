@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from slmrec_cli.data import load_dataset
+from slmrec_cli.data import load_dataset, training_windows
 from slmrec_cli.errors import Interrupted
 from slmrec_cli.evaluate_cmd import popularity_scorer
 from slmrec_cli.evaluation.evaluate import rank_split
 from slmrec_cli.models.sasrec import SASRec, SASRecConfig
-from slmrec_cli.pretrain import pretrain_ids, training_windows
+from slmrec_cli.pretrain import pretrain_ids
 from slmrec_cli.train import engine
 from slmrec_cli.train.engine import TrainArgs
 from tests.helpers import make_dataset

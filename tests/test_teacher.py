@@ -28,7 +28,7 @@ def test_teacher_trains_and_writes_its_run(teacher):
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["kind"] == "teacher" and cfg["base_model"]["pretrained"] is False
-    assert cfg["targets"] == "last" and cfg["model"]["layers"] == 4
+    assert cfg["targets"] == "causal" and cfg["model"]["layers"] == 4
     eff = json.loads((run / "efficiency.json").read_text())
     assert set(eff) >= {"params", "train_seconds_per_epoch", "inference_seconds", "inference_users",
                         "peak_memory_bytes", "device"}

@@ -3,7 +3,16 @@
 from slmrec_cli.data.builtin import BUILTIN_DATASETS, builtin_dataset
 from slmrec_cli.data.prepare import Prepared, prepare, sample_negatives
 from slmrec_cli.data.readers import CSV_DEFAULTS, FORMATS, Log, read_log
-from slmrec_cli.data.store import SeqData, content_hash, is_dataset, left_pad, load_dataset, read_item_map, save_dataset
+from slmrec_cli.data.store import (
+    SeqData,
+    content_hash,
+    is_dataset,
+    left_pad,
+    load_dataset,
+    read_item_map,
+    save_dataset,
+    training_windows,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -22,4 +31,5 @@ __all__ = [
     "read_log",
     "sample_negatives",
     "save_dataset",
+    "training_windows",
 ]

@@ -141,6 +141,19 @@ def left_pad(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
     return out
 
 
+def training_windows(data: SeqData, max_len: int) -> np.ndarray:
+    """[N, max_len + 1] windows over each training history, cut from the end, overlapping by one item,
+    so every position of the history (but the first) is a target exactly once."""
+    rows = []
+    for u in range(data.n_users):
+        h = data.train_history(u)
+        end = len(h)
+        while end >= 2:
+            rows.append(h[max(0, end - max_len - 1) : end])
+            end -= max_len
+    return left_pad(rows, max_len + 1)
+
+
 @dataclass
 class SeqData:
     """A prepared dataset in memory: per-user item sequences with leave-one-out splits."""

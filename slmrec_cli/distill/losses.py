@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from slmrec_cli.models.llmrec import next_item_ce  # noqa: F401 (one CE for the model and every term)
+
 NORM_LOSSES = ("squared", "l2", "normalized")
 
 
@@ -32,11 +34,6 @@ def item_logits(user: torch.Tensor, id_table: torch.Tensor) -> torch.Tensor:
     logits = user.float() @ id_table.float().T
     logits[:, 0] = float("-inf")
     return logits
-
-
-def next_item_ce(user: torch.Tensor, id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Full-softmax cross-entropy of the next item over the id table (Eq. 1); row 0 (padding) is never a class."""
-    return F.cross_entropy(item_logits(user, id_table), targets)
 
 
 def l_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -12,8 +12,16 @@ from torch import nn
 
 from slmrec_cli.errors import SlmrecError
 
-DEFAULT_PROMPT = ("Here is the sequence of items a user interacted with, oldest first: {history}\n"
-                  "Which item will the user interact with next? Answer:")
+# Named prompts for --prompt. `items` (the default) is the history alone, so every item slot is followed by the next
+# one and causal (dense) targets can score each slot; `instruction` is the wording slmrec used before, a question
+# after the history, so the last position is the response cue (targets last or all only).
+PROMPTS = {
+    "items": "{history}",
+    "instruction": ("Here is the sequence of items a user interacted with, oldest first: {history}\n"
+                    "Which item will the user interact with next? Answer:"),
+}
+DEFAULT_PROMPT = PROMPTS["items"]
+TARGETS = ("causal", "last", "all")
 LORA_TARGETS = ("gate_proj", "up_proj", "down_proj")
 
 
@@ -35,6 +43,17 @@ class LLMRecConfig:
             raise SlmrecError("--prompt must contain '{history}' exactly once (where the item sequence goes)")
         prefix, suffix = self.prompt.split("{history}")
         return prefix, suffix
+
+
+def check_prompt_for_targets(prompt: str, targets: str) -> None:
+    """Causal targets score every item slot as the prediction of the next one: nothing may follow `{history}`."""
+    if targets not in TARGETS:
+        raise SlmrecError(f"--targets must be one of {', '.join(TARGETS)}, got '{targets}'")
+    if targets == "causal" and prompt.split("{history}", 1)[-1]:
+        shown = next((name for name, text in PROMPTS.items() if text == prompt), repr(prompt))
+        raise SlmrecError(f"--prompt {shown} has text after '{{history}}', which --targets causal cannot use (each "
+                          "item slot must be followed by the next item); end the prompt with '{history}' "
+                          "(e.g. --prompt items) or use --targets last")
 
 
 def add_lora(decoder: nn.Module, cfg: LLMRecConfig) -> nn.Module:
@@ -100,15 +119,20 @@ class LLMRec(nn.Module):
         hist = self.up(self.id_table[items].to(self.up.weight.dtype)).to(dtype)
         return splice(embed(self.prefix_ids).to(dtype), hist, embed(self.suffix_ids).to(dtype), items)
 
-    def hidden(self, items: torch.Tensor, all_layers: bool = False):
-        """Last-token hidden state after the final norm [B, d1]. With all_layers, also the last-token output of
-        every decoder layer, before the final norm, [L, B, d1] (read by hooks: unambiguous across versions)."""
+    def hidden(self, items: torch.Tensor, all_layers: bool = False, positions: str = "last"):
+        """States after the final norm. positions="last": the last token's [B, d1]; "history": every history slot's
+        [B, T, d1], slot i holding the state that reads items[:, :i + 1] (causal attention). With all_layers, also
+        every decoder layer's output at the same positions, before the final norm, [L, B, d1] or [L, B, T, d1]
+        (read by hooks: unambiguous across versions)."""
+        items = items[:, -self.cfg.max_len :]
         x, mask, pos = self.inputs(items)
+        p_len = self.prefix_ids.shape[0]
+        cut = slice(p_len, p_len + items.shape[1]) if positions == "history" else -1  # items[:, i] sits at p_len + i
         captured: list[torch.Tensor] = []
         hooks = []
         if all_layers:
             def grab(module, args, output):
-                captured.append((output[0] if isinstance(output, tuple) else output)[:, -1])
+                captured.append((output[0] if isinstance(output, tuple) else output)[:, cut])
 
             hooks = [layer.register_forward_hook(grab) for layer in self._base().layers]
         try:
@@ -116,8 +140,8 @@ class LLMRec(nn.Module):
         finally:
             for h in hooks:
                 h.remove()
-        last = out.last_hidden_state[:, -1]
-        return (last, torch.stack(captured)) if all_layers else last
+        final = out.last_hidden_state[:, cut]
+        return (final, torch.stack(captured)) if all_layers else final
 
     def final_norm(self) -> nn.Module:
         return self._base().norm
@@ -129,7 +153,20 @@ class LLMRec(nn.Module):
         return self.user_vectors(items) @ self.id_table.T
 
     def forward(self, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross-entropy of the next item (paper Eq. 1); column 0 (padding) is never a class."""
-        logits = self.score_all(items)
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits.float(), targets)
+        """Full-softmax cross-entropy of the next item (paper Eq. 1); column 0 (padding) is never a class.
+        targets [B]: the last token predicts it. targets [B, T] (causal): slot i of items predicts targets[:, i],
+        every real slot from one forward, each weighted equally; a 0 target (padding) never enters the loss."""
+        if targets.ndim == 1:
+            return next_item_ce(self.user_vectors(items), self.id_table, targets)
+        states = self.hidden(items, positions="history")
+        keep = targets[:, -states.shape[1] :] != 0
+        users = self.down(states[keep].to(self.down.weight.dtype))
+        return next_item_ce(users, self.id_table, targets[:, -states.shape[1] :][keep])
+
+
+def next_item_ce(users: torch.Tensor, id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean full-softmax cross-entropy over every item of the table [n_items + 1, d0] for user vectors [K, d0];
+    column 0 (padding) is never a class."""
+    logits = users.float() @ id_table.float().T
+    logits[:, 0] = float("-inf")
+    return F.cross_entropy(logits, targets)
