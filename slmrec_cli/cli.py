@@ -175,6 +175,9 @@ def distill(
     lambda_kd: Annotated[float, typer.Option(help="Weight of L_kd, the KL from the teacher's next-item distribution "
                                                   "(not in the paper; 0 = off).")] = 0.0,
     kd_temperature: Annotated[float, typer.Option(help="τ that softens both distributions in L_kd.")] = 1.0,
+    align: Annotated[str, typer.Option(help="With --targets causal, where D_cos, D_norm, L_ms and L_kd read the "
+                                            "states: last (the last position, as the paper) | all (every real "
+                                            "position).")] = "last",
     mode: Annotated[str, typer.Option(help="offline: frozen trained teacher; online: teacher and student trained "
                                            "together from the base model (RQ4).")] = "offline",
     init_projections: Annotated[str, typer.Option(help="fresh | teacher (copy the teacher's up/down "
@@ -209,7 +212,7 @@ def distill(
     args = o.train_args(locals())
     summary = run(teacher, out, student_layers, args, data_dir=data, blocks=blocks, lambda_cos=lambda_cos,
                   lambda_norm=lambda_norm, lambda_ms=lambda_ms, norm_loss=norm_loss, mode=mode, lambda_kd=lambda_kd,
-                  kd_temperature=kd_temperature,
+                  kd_temperature=kd_temperature, align=align,
                   init_projections=init_projections, teacher_cache=teacher_cache, targets=targets,
                   eval_batch=eval_batch, gradient_checkpointing=gradient_checkpointing, resume=resume, force=force)
     if "records" in summary:

@@ -222,3 +222,60 @@ def test_distill_bad_input(teacher, tmp_path, capsys):
     code, _, err = run_cli(["distill", "--teacher", fake, "--out", tmp_path / "s", "--student-layers", "2",
                             "--blocks", "2"], capsys)
     assert code == 2 and "projections" in err
+
+
+@pytest.mark.parametrize("align", ["last", "all"])
+def test_cache_equals_live_under_causal_targets(teacher, tmp_path, align):
+    model, data, t4 = _distiller(teacher, lambda_kd=1.0, align=align)
+    model.eval()
+    task = DistillTask(model, data, "causal", 16, None)
+    positions = model.cached_positions(dense=True)
+    key = cache_key(teacher_fingerprint(t4), data.content_hash, "causal", 8, model.pairs, positions)
+    feats = load_or_build(tmp_path / "cache", key, task, model, 16, "cpu")
+    hidden = model.student.cfg.hidden
+    assert feats.shape == ((task.n_examples, 2, 8, hidden) if align == "all" else (task.n_examples, 2, hidden))
+    idx = np.arange(10)
+    live = task.batch(idx)
+    assert live["targets"].shape == live["items"].shape  # one target per slot
+    task.features = feats
+    cached = task.batch(idx)
+    with torch.no_grad():
+        a = model(live["items"], live["targets"])
+        b = model(cached["items"], cached["targets"], cached["teacher_feats"])
+    for k in ("ce", "d_cos", "d_norm", "l_ms", "l_kd"):
+        assert a[1][k].item() == pytest.approx(b[1][k].item(), rel=1e-5, abs=1e-6), k
+    assert a[0].item() == pytest.approx(b[0].item(), rel=1e-5)
+    other = "last" if align == "all" else "history"  # a cache of the other alignment is refused, never misread
+    with pytest.raises(SlmrecError, match="different positions"):
+        load_or_build(tmp_path / "cache", {**key, "positions": other}, task, model, 16, "cpu")
+    with pytest.raises(SlmrecError, match="different targets"):
+        load_or_build(tmp_path / "cache", {**key, "targets": "last"}, task, model, 16, "cpu")
+
+
+def test_align_all_reads_every_real_position(teacher):
+    """The student as its own teacher is aligned at every slot; a teacher that differs at an early slot only moves
+    the all-positions terms, never the last-position ones."""
+    model, data, _ = _distiller(teacher)
+    batch = DistillTask(model, data, "causal", 16, None).batch(np.arange(8))
+    with torch.no_grad():
+        _, states = model.student.hidden(batch["items"], all_layers=True, positions="history")
+        feats = states[[s - 1 for _, s in model.pairs]].clone()
+        feats[:, :, -3] += 1.0  # third-last slot, real in every window of the tiny data
+        terms = {}
+        for align in ("last", "all"):
+            model.align = align
+            terms[align] = model(batch["items"], batch["targets"], feats)[1]
+    assert terms["last"]["d_cos"].item() == pytest.approx(1.0, abs=1e-5)
+    assert terms["last"]["d_norm"].item() == pytest.approx(0.0, abs=1e-5)
+    assert terms["all"]["d_cos"].item() < 1 - 1e-4 and terms["all"]["d_norm"].item() > 1e-4
+    assert terms["all"]["ce"].item() == pytest.approx(terms["last"]["ce"].item(), abs=1e-6)  # CE is dense both ways
+
+
+def test_align_all_needs_causal_targets(teacher, tmp_path, capsys):
+    _, _, t4 = teacher
+    code, _, err = run_cli(["distill", "--teacher", t4, "--out", tmp_path / "s", "--student-layers", "2",
+                            "--blocks", "2", "--targets", "last", "--align", "all"], capsys)
+    assert code == 2 and "--align all needs --targets causal" in err and not (tmp_path / "s").exists()
+    code, _, err = run_cli(["distill", "--teacher", t4, "--out", tmp_path / "s", "--student-layers", "2",
+                            "--blocks", "2", "--align", "middle"], capsys)
+    assert code == 2 and "--align" in err

@@ -28,13 +28,17 @@ def teacher_fingerprint(run: Path) -> str:
     return h.hexdigest()[:32]
 
 
-def cache_key(teacher_hash: str, data_hash: str, targets: str, max_len: int, pairs: list) -> dict[str, str]:
+def cache_key(teacher_hash: str, data_hash: str, targets: str, max_len: int, pairs: list,
+              positions: str = "last") -> dict[str, str]:
+    """What the cached features depend on. positions: "last" (the last slot of each example) or "history" (every
+    slot, for causal targets aligned at every position)."""
     return {"teacher_hash": teacher_hash, "data_hash": data_hash, "targets": targets, "max_len": str(max_len),
-            "teacher_layers": ",".join(str(t) for t, _ in pairs)}
+            "positions": positions, "teacher_layers": ",".join(str(t) for t, _ in pairs)}
 
 
 def load_or_build(path: Path, key: dict[str, str], task, distiller, batch_size: int, device) -> torch.Tensor:
-    """[n_examples, blocks, d1] features; refuse a cache whose key differs (another teacher, data or setup).
+    """[n_examples, blocks, d1] features ([n_examples, blocks, T, d1] for positions "history"); refuse a cache whose
+    key differs (another teacher, data or setup).
 
     A cache holding more teacher layers than the blocks need serves them too (a B = 4 cache of an 8-layer teacher
     holds layers 2, 4, 6, 8, so it also serves B = 2 and B = 1): the needed layers are picked out of it."""
@@ -71,7 +75,7 @@ def load_or_build(path: Path, key: dict[str, str], task, distiller, batch_size: 
         for start in range(0, task.n_examples, batch_size):
             idx = np.arange(start, min(start + batch_size, task.n_examples))
             items = task.batch(idx)["items"].to(device)
-            feats, _ = distiller.teacher_features(items)
+            feats, _ = distiller.teacher_features(items, key["positions"])
             chunks.append(feats.float().transpose(0, 1).cpu())
             bar.advance(len(idx))
     feats = torch.cat(chunks)

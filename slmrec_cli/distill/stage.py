@@ -13,10 +13,10 @@ from slmrec_cli.data import load_dataset
 from slmrec_cli.distill.blocks import block_layers
 from slmrec_cli.distill.cache import cache_key, load_or_build, teacher_fingerprint
 from slmrec_cli.distill.losses import NORM_LOSSES
-from slmrec_cli.distill.model import Distiller
+from slmrec_cli.distill.model import ALIGN, Distiller
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import save_safetensors
-from slmrec_cli.models.llmrec import LLMRecConfig
+from slmrec_cli.models.llmrec import DEFAULT_PROMPT, LLMRecConfig, check_prompt_for_targets
 from slmrec_cli.runs import check_same_data, load_run_config, open_run_dir, record_checksums, run_config
 from slmrec_cli.teacher import (
     LLMRecTask,
@@ -65,7 +65,7 @@ def check_lambdas(**lambdas: float) -> None:
 def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, *, data_dir: Path | None = None,
             blocks: int = 4, lambda_cos: float = 1.0, lambda_norm: float = 0.1, lambda_ms: float = 1.0,
             norm_loss: str = "normalized", mode: str = "offline", init_projections: str = "fresh",
-            lambda_kd: float = 0.0, kd_temperature: float = 1.0,
+            lambda_kd: float = 0.0, kd_temperature: float = 1.0, align: str = "last",
             teacher_cache: Path | None = None, targets: str | None = None, eval_batch: int = 32,
             gradient_checkpointing: bool = False, resume: bool = False, force: bool = False, on_step=None) -> dict:
     """Distill a student into `out`. Under several processes every process calls this; only the main one writes
@@ -79,6 +79,8 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
         raise SlmrecError(f"--mode must be offline or online, got '{mode}'")
     if init_projections not in ("fresh", "teacher"):
         raise SlmrecError(f"--init-projections must be fresh or teacher, got '{init_projections}'")
+    if align not in ALIGN:
+        raise SlmrecError(f"--align must be one of {', '.join(ALIGN)}, got '{align}'")
     if teacher_cache is not None and mode == "online":
         raise SlmrecError("--teacher-cache needs --mode offline (an online teacher changes as it trains)")
     tcfg = load_run_config(teacher_run)
@@ -90,6 +92,10 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
     data = load_dataset(data_dir or tcfg["data"]["path"])
     check_same_data(tcfg, data, teacher_run)
     targets = targets or tcfg["targets"]
+    check_prompt_for_targets(tcfg["model"].get("prompt", DEFAULT_PROMPT), targets)
+    if align == "all" and targets != "causal":
+        raise SlmrecError(f"--align all needs --targets causal (with --targets {targets} each example has one "
+                          "position); use --align last")
     t_hash = teacher_fingerprint(teacher_run)
     acc = make_accelerator(args)
     device = str(acc.device)
@@ -107,12 +113,13 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
         student.down.load_state_dict(teacher.down.state_dict())
     model = Distiller(student, teacher, pairs, lambda_cos=lambda_cos, lambda_norm=lambda_norm, lambda_ms=lambda_ms,
                       norm_loss=norm_loss, online=mode == "online", lambda_kd=lambda_kd,
-                      kd_temperature=kd_temperature).to(device)
+                      kd_temperature=kd_temperature, align=align).to(device)
     run_dir = open_run_dir(acc, out, resume=resume, force=force)
     distill_cfg = {"teacher": str(teacher_run), "teacher_hash": t_hash, "teacher_layers": m,
                    "student_layers": student_layers, "blocks": blocks, "pairs": pairs, "lambda_cos": lambda_cos,
-                   "lambda_norm": lambda_norm, "lambda_ms": lambda_ms, "norm_loss": norm_loss, "mode": mode,
-                   "init_projections": init_projections, "teacher_cache": str(teacher_cache) if teacher_cache else None}
+                   "lambda_norm": lambda_norm, "lambda_ms": lambda_ms, "norm_loss": norm_loss, "align": align,
+                   "mode": mode, "init_projections": init_projections,
+                   "teacher_cache": str(teacher_cache) if teacher_cache else None}
     if lambda_kd:  # recorded only when on, so runs of the paper's loss keep the config they always had
         distill_cfg |= {"lambda_kd": lambda_kd, "kd_temperature": kd_temperature}
     config = run_config("student", data, model=asdict(student.cfg), base_model=asdict(ref), train=asdict(args),
@@ -122,13 +129,15 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
     start_llm_run(acc, run_dir, config, table, resume)
     task = DistillTask(model, data, targets, eval_batch, None)
     if teacher_cache is not None:
-        key = cache_key(t_hash, data.content_hash, targets, scfg.max_len, pairs)
+        key = cache_key(t_hash, data.content_hash, targets, scfg.max_len, pairs,
+                        model.cached_positions(targets == "causal"))
         with acc.main_process_first():  # the main process builds and writes the cache, the others then read it
             task.features = load_or_build(teacher_cache, key, task, model, eval_batch, device)
         model.teacher = teacher = None  # every example's features are cached: training never runs the teacher
     kd = f", L_kd λ={lambda_kd} τ={kd_temperature}" if lambda_kd else ""
     ui.info(f"distill {m}→{student_layers} layers, blocks {pairs}, {mode}, λ=({lambda_cos}, {lambda_norm}, "
-            f"{lambda_ms}), norm loss {norm_loss}{kd}, {task.n_examples} examples")
+            f"{lambda_ms}), norm loss {norm_loss}{kd}, {task.n_examples} examples (targets={targets}, "
+            f"aligned at {'every position' if align == 'all' and targets == 'causal' else 'the last position'})")
     result = fit(task, args, run_dir, resume=resume, accelerator=acc, on_step=on_step)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return finish_llm_run(acc, run_dir, config, data, result, device=device, eval_batch=eval_batch,

@@ -88,7 +88,8 @@ def label(run: Run) -> str:
     hidden = terms == ALL_TERMS or (terms == "CE only" and d.get("lambda_kd"))  # the latter reads "L_kd only"
     extra = [t for t in ("" if hidden else terms,
                          f"B={d['blocks']}" if d["blocks"] != 4 else "", "online" if d["mode"] == "online" else "",
-                         f"{d['norm_loss']} norm" if d["norm_loss"] != "normalized" else "", kd_label(d)) if t]
+                         f"{d['norm_loss']} norm" if d["norm_loss"] != "normalized" else "",
+                         "aligned at every position" if d.get("align") == "all" else "", kd_label(d)) if t]
     return f"SLMRec {d['student_layers']}←{d['teacher_layers']}" + (f" ({'; '.join(extra)})" if extra else "")
 
 
@@ -99,7 +100,8 @@ def order_key(run: Run) -> tuple:
     if run.kind == "teacher":
         return (1, -run.layers, run.name)
     d = run.distill
-    default = terms_label(d) == ALL_TERMS and d["mode"] == "offline" and d["blocks"] == 4 and not kd_label(d)
+    default = (terms_label(d) == ALL_TERMS and d["mode"] == "offline" and d["blocks"] == 4 and not kd_label(d)
+               and d.get("align", "last") == "last")
     return (2, -d["teacher_layers"], -d["student_layers"], not default, run.name)
 
 

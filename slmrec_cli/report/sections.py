@@ -80,7 +80,8 @@ def default_students(runs: list[Run]) -> list[Run]:
     """Offline students with the paper's loss (all three terms, no L_kd), B=4 first, then the most blocks."""
     return sorted((r for r in runs if r.kind == "student" and r.distill["mode"] == "offline"
                    and terms_label(r.distill) == ALL_TERMS and not kd_label(r.distill)),
-                  key=lambda r: (r.distill["blocks"] != 4, -r.distill["blocks"]))
+                  key=lambda r: (r.distill.get("align", "last") != "last", r.distill["blocks"] != 4,
+                                 -r.distill["blocks"]))
 
 
 def main_student(runs: list[Run]) -> Run | None:
