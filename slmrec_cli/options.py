@@ -29,7 +29,8 @@ EvalEvery = Annotated[int, typer.Option(help="Validate every N optimizer steps (
 MaxSteps = Annotated[int, typer.Option(help="Stop after this many optimizer steps; the learning-rate schedule ends "
                                             "there too (0 = no cap: --epochs decides).", rich_help_panel=OPT)]
 Seed = Annotated[int, typer.Option(help="Seed for init, data order and dropout.", rich_help_panel=OPT)]
-MixedPrecision = Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | no | bf16 | fp16.",
+MixedPrecision = Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | no | bf16 (CUDA, or a CPU "
+                                                  "with AVX-512 BF16 or AMX) | fp16 (CUDA).",
                                              rich_help_panel=RUN)]
 LogWith = Annotated[str | None, typer.Option(help="Also log through an accelerate tracker (tensorboard).",
                                              rich_help_panel=RUN)]

@@ -14,7 +14,7 @@ from slmrec_cli.evaluation.evaluate import rank_split
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.sasrec import SASRec, SASRecConfig
 from slmrec_cli.runs import load_run_weights, open_run_dir, record_checksums, run_config, save_config
-from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator
+from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator, precision_of
 from slmrec_cli.train.finish import evaluate_and_record, write_efficiency
 
 
@@ -60,7 +60,7 @@ def pretrain_ids(data_dir: Path, out: Path, model_cfg: dict, args: TrainArgs, *,
     run_dir = open_run_dir(acc, out, resume=resume, force=force)
     cfg = SASRecConfig(n_items=data.n_items, **model_cfg)
     config = run_config("sasrec", data, model=asdict(cfg), train=asdict(args), targets="all",
-                        processes=acc.num_processes,
+                        processes=acc.num_processes, precision=precision_of(acc),
                         effective_batch_size=args.batch_size * args.grad_accum * acc.num_processes)
     save_config(run_dir, config, resume, write=acc.is_main_process)
     torch.manual_seed(args.seed)

@@ -28,7 +28,7 @@ from slmrec_cli.runs import (
     save_config,
     verify_checksum,
 )
-from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator
+from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator, precision_of
 from slmrec_cli.train.finish import evaluate_and_record, write_efficiency
 
 ID_TABLE = "item_embeddings.safetensors"
@@ -228,6 +228,7 @@ def train_teacher(data_dir: Path, ids_run: Path, base_model: str, out: Path, mod
                         ids={"run": str(ids_run), "data_hash": ids_cfg["data"]["hash"]},
                         quantized={"load_in_8bit": load_in_8bit, "load_in_4bit": load_in_4bit},
                         gradient_checkpointing=gradient_checkpointing, processes=acc.num_processes,
+                        precision=precision_of(acc),
                         effective_batch_size=args.batch_size * args.grad_accum * acc.num_processes,
                         **(extra_config or {}))
     start_llm_run(acc, run_dir, config, table, resume)

@@ -26,7 +26,7 @@ from slmrec_cli.teacher import (
     save_llmrec_weights,
     start_llm_run,
 )
-from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator
+from slmrec_cli.train.engine import TrainArgs, fit, make_accelerator, precision_of
 
 MS_ADAPTERS = "ms_adapters.safetensors"
 
@@ -125,6 +125,7 @@ def distill(teacher_run: Path, out: Path, student_layers: int, args: TrainArgs, 
     config = run_config("student", data, model=asdict(student.cfg), base_model=asdict(ref), train=asdict(args),
                         targets=targets, ids=tcfg.get("ids"), distill=distill_cfg,
                         gradient_checkpointing=gradient_checkpointing, processes=acc.num_processes,
+                        precision=precision_of(acc),
                         effective_batch_size=args.batch_size * args.grad_accum * acc.num_processes)
     start_llm_run(acc, run_dir, config, table, resume)
     task = DistillTask(model, data, targets, eval_batch, None)

@@ -36,7 +36,7 @@ class TrainArgs:
     max_steps: int = 0  # stop after this many optimizer steps (0 = no cap); the schedule ends there too
     patience: int = 10  # validations without a better MRR before stopping
     seed: int = 42
-    mixed_precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU
+    mixed_precision: str = "auto"  # auto = bf16 on CUDA, fp32 on CPU (config.json records what was used)
     log_every: int = 20
     log_with: str | None = None
 
@@ -89,6 +89,34 @@ def cosine_with_warmup(optimizer, warmup: int, total: int) -> torch.optim.lr_sch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def cpu_bf16_supported() -> bool:
+    """Native bf16 matmuls on this CPU (AVX-512 BF16 or AMX tiles). Without them torch emulates bf16, many times
+    slower than fp32 (benchmarks/precision.py)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes (private API)
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(requested: str) -> str:
+    """accelerate's mixed_precision for --mixed-precision: auto = bf16 on a CUDA GPU that has it, else fp32 ("no").
+    On CPU, bf16 is allowed where the CPU computes it natively; fp16 needs CUDA."""
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    if requested == "fp16" and not cuda:
+        raise SlmrecError("--mixed-precision fp16 needs a CUDA GPU and none is visible; use --mixed-precision no "
+                          "(or bf16 on a CPU with AVX-512 BF16 or AMX)")
+    if requested == "bf16" and not cuda and not cpu_bf16_supported():
+        raise SlmrecError("--mixed-precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX), so torch "
+                          "would emulate it many times slower than fp32; use --mixed-precision no (or auto)")
+    return requested
+
+
+def precision_of(acc) -> str:
+    """The precision a run actually trained in, for its config.json: fp32, bf16 or fp16."""
+    mp = str(getattr(acc.mixed_precision, "value", acc.mixed_precision))
+    return "fp32" if mp == "no" else mp
+
+
 def make_accelerator(args: TrainArgs, run_dir: Path | None = None):
     """accelerate's Accelerator; under torchrun / accelerate launch it joins the process group (gloo on CPU)."""
     from accelerate import Accelerator
@@ -96,11 +124,7 @@ def make_accelerator(args: TrainArgs, run_dir: Path | None = None):
 
     from slmrec_cli.distributed import use_cpu
 
-    mp = args.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    if mp != "no" and not torch.cuda.is_available():
-        raise SlmrecError(f"--mixed-precision {mp} needs a CUDA GPU and none is visible; use --mixed-precision no")
+    mp = resolve_precision(args.mixed_precision)
     kwargs = {}
     if args.log_with:
         if args.log_with == "tensorboard":
