@@ -26,9 +26,9 @@ set -euo pipefail
 dataset=${1:?usage: benchmarks/paper_study.sh DATASET [ROOT [options...]]}
 if [ -f "$dataset/meta.json" ]; then name=$(basename "$dataset"); else name=$dataset; fi
 root=${2:-studies/$name}; shift $(( $# >= 2 ? 2 : 1 ))
-EPOCHS=${EPOCHS:-3}; BASE=${BASE:-smollm2-135m}; EVAL_BATCH=${EVAL_BATCH:-64}
-M=${TEACHER:-8}; N=${STUDENT:-4}; B=${BLOCKS:-4}
-STAGES=" ${STAGES:-core ablation blocks online full sweep pairs seeds} "
+EPOCHS=${EPOCHS:-6}; BASE=${BASE:-smollm2-135m}; EVAL_BATCH=${EVAL_BATCH:-64}
+M=${TEACHER:-8}; N=${STUDENT:-4}; B=${BLOCKS:-4}; EVAL_EVERY=${EVAL_EVERY:-0}
+STAGES=" ${STAGES:-core align ablation blocks online full sweep pairs seeds} "
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 data=$root/data runs=$root/runs
 mkdir -p "$runs"
@@ -44,18 +44,18 @@ run_stage() {
 }
 # teacher_as NAME DEPTH [options]; teacher DEPTH [options] makes t<DEPTH>
 teacher_as() { run_stage "$runs/$1" slmrec train-teacher --data "$data" --ids "$runs/sasrec" --base-model "$BASE" \
-  --layers "$2" --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" "${@:3}"; }
+  --layers "$2" --epochs "$EPOCHS" --patience 2 --eval-every "$EVAL_EVERY" --eval-batch "$EVAL_BATCH" "${@:3}"; }
 teacher() { teacher_as "t$1" "$@"; }
 # student NAME BLOCKS [options]: N←M from t$M, with the frozen teacher's features cached once per block layout
 student() { run_stage "$runs/$1" slmrec distill --teacher "$runs/t$M" --student-layers "$N" --blocks "$2" \
-  --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" "${@:3}"; }
+  --epochs "$EPOCHS" --patience 2 --eval-every "$EVAL_EVERY" --eval-batch "$EVAL_BATCH" "${@:3}"; }
 # pair TEACHER_DEPTH STUDENT_DEPTH NAME [options]: the student of depth N from t<M> with the largest B <= BLOCKS
 # dividing both depths
 pair() {
   local tm=$1 sn=$2 name=$3 b=$B; shift 3
   while (( tm % b || sn % b )); do b=$((b - 1)); done
   run_stage "$runs/$name" slmrec distill --teacher "$runs/t$tm" --student-layers "$sn" --blocks "$b" \
-    --epochs "$EPOCHS" --patience 2 --eval-batch "$EVAL_BATCH" --teacher-cache "$runs/t$tm/feature-cache-b$b" "$@"
+    --epochs "$EPOCHS" --patience 2 --eval-every "$EVAL_EVERY" --eval-batch "$EVAL_BATCH" --teacher-cache "$runs/t$tm/feature-cache-b$b" "$@"
 }
 cache() { echo "--teacher-cache $runs/t$M/feature-cache-b$1"; }
 probe() { [ -f "$1/probe/test.json" ] || slmrec prune-probe "$1" --baseline "$runs/sasrec" --batch-size "$EVAL_BATCH"; }
@@ -68,6 +68,9 @@ if has core; then
   teacher "$M" "$@"; probe "$runs/t$M"
   teacher "$N" "$@"
   student "s$N" "$B" $(cache "$B") "$@"
+fi
+if has align; then  # causal targets: the alignment terms at every real position instead of the last one
+  student "s$N-align-all" "$B" --align all --teacher-cache "$runs/t$M/feature-cache-all" "$@"
 fi
 if has ablation; then  # paper Table 4: which terms of Eq. 6 carry the gain
   student "s$N-cos" "$B" --lambda-norm 0 --lambda-ms 0 $(cache "$B") "$@"
@@ -90,6 +93,7 @@ if has pairs; then  # the paper's result needs a teacher stronger than the stude
 fi
 if has seeds; then  # seed noise: is the student's gain over the same depth more than a seed's worth?
   for s in ${SEEDS:-}; do
+    if [[ " ${TEACHER_SEEDS-1 2} " == *" $s "* ]]; then teacher_as "t$M-seed$s" "$M" --seed "$s" "$@"; fi
     teacher_as "t$N-seed$s" "$N" --seed "$s" "$@"
     student "s$N-seed$s" "$B" $(cache "$B") --seed "$s" "$@"
     if has pairs; then  # each pair's student and its depth alone, the pair's teacher kept
@@ -122,7 +126,7 @@ if has levers; then  # what moves E4SRec-M against E4SRec-N: the learning rate, 
     "$data/meta.json" "$EPOCHS")
   for d in "$M" "$N"; do
     for lr in ${LEVER_LRS:-5e-4 2e-3}; do lever "t$d-lr$lr" "$d" --epochs "$EPOCHS" --lr "$lr" "$@"; done
-    lever "t$d-noprompt" "$d" --epochs "$EPOCHS" --prompt "{history}" "$@"
+    lever "t$d-last" "$d" --epochs "$EPOCHS" --targets last "$@"
     lever "t$d-all" "$d" --targets all --epochs "$steps" --max-steps "$steps" --eval-every $((steps / EPOCHS)) "$@"
   done
 fi
