@@ -22,7 +22,8 @@ def fresh_accelerate_state():
 
 def train(tmp_path, name, precision):
     out = tmp_path / name / "run"
-    pretrain_ids(make_dataset(tmp_path / name), out, SASREC_TINY, TrainArgs(epochs=1, batch_size=64, mixed_precision=precision))
+    args = TrainArgs(epochs=1, batch_size=64, mixed_precision=precision)
+    pretrain_ids(make_dataset(tmp_path / name), out, SASREC_TINY, args)
     return json.loads((out / "config.json").read_text())["precision"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from helpers import TEACHER_TINY, run_cli, tiny_teacher
 
@@ -101,3 +103,19 @@ def test_students_with_l_kd_are_labelled_apart_from_the_papers_loss():
     assert kd_label({**paper, "lambda_kd": 1.0, "kd_temperature": 2.0}) == "+ L_kd λ=1, τ=2"
     alone = {"lambda_cos": 0.0, "lambda_norm": 0.0, "lambda_ms": 0.0, "lambda_kd": 0.5, "kd_temperature": 1.0}
     assert kd_label(alone) == "L_kd only, λ=0.5, τ=1"
+
+
+def test_learning_curves_read_every_validation(tmp_path):
+    from slmrec_cli.report.collect import Run
+    from slmrec_cli.report.curves import learning_curves, valid_points
+
+    run = Run(tmp_path / "t8", {"kind": "teacher", "model": {"layers": 8}, "base_model": {"layers_total": 30}})
+    run.path.mkdir()
+    lines = [{"event": "train", "step": 10, "loss": 5.0},
+             {"event": "valid", "step": 30, "epoch": 1, "epochs": 0.5, "valid_MRR": 0.05},
+             {"event": "valid", "step": 60, "epoch": 1, "epochs": 1.0, "valid_MRR": 0.07}]
+    (run.path / "train_log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"cut')
+    assert valid_points(run) == [(0.5, 30, 0.05), (1.0, 60, 0.07)]
+    text = learning_curves([run], lambda slug: (tmp_path / f"{slug}.png", f"{slug}.png"))
+    assert "| E4SRec-8 `t8` | 0.5: 5.00, 1.0: 7.00 | 7.00 |" in text
+    assert (tmp_path / "learning-curves.png").stat().st_size > 1000

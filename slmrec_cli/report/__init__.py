@@ -14,6 +14,7 @@ from slmrec_cli.io import atomic_path, read_json
 from slmrec_cli.report import sections as sec
 from slmrec_cli.report.claims import claims
 from slmrec_cli.report.collect import Run, collect
+from slmrec_cli.report.curves import learning_curves
 
 
 def find_meta(runs: list[Run], data_dirs: list[Path]) -> tuple[dict | None, Path | None]:
@@ -56,6 +57,7 @@ def dataset_section(runs: list[Run], data_dirs: list[Path], img_dir: Path, out: 
              ("### Quality (paper Tables 2–3)", sec.quality(runs, popularity(data_dir, runs))),
              ("### Ablation of the distillation terms (paper Table 4)", sec.ablation(runs)),
              ("### Efficiency (paper Table 5)", sec.efficiency(runs)),
+             ("### Learning curves", learning_curves(runs, image)),
              ("### Per-layer probe (paper Fig. 2a–c)", sec.probes(runs, sasrec, image)),
              ("### Depth sweep (paper Fig. 2d–f)", sec.depth_sweep(runs, sasrec, image)),
              ("### Block count B (paper Fig. 4)", sec.blocks(runs, image)),

@@ -284,7 +284,7 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
             st["bad_evals"] += 1
         epoch = st["epoch"] + (1 if st["batch"] else 0)  # epochs begun
         st["history"].append({"step": st["step"], "epoch": epoch, "valid_MRR": metrics["MRR"]})
-        log({"event": "valid", "step": st["step"], "epoch": epoch,
+        log({"event": "valid", "step": st["step"], "epoch": epoch, "epochs": round(st["step"] / per_epoch_steps, 4),
              **{f"valid_{k}": v for k, v in metrics.items()}, "best": improved})
         ui.info(f"epoch {epoch} step {st['step']}: valid MRR {metrics['MRR']:.4f}"
                 f"{' (best)' if improved else ''}")
