@@ -13,13 +13,16 @@
 # KD_LAMBDA=1 and KD_TAU=1 set λ_kd and τ.
 # `levers` (opt-in: name it in STAGES) retrains E4SRec-M and E4SRec-N under ROOT/levers, one lever changed at a time,
 # to see what moves the depth result: lr x0.5 and x2 (t8-lr5e-4, t8-lr2e-3, ...), no instruction around the items
-# (t8-noprompt: prompt "{history}") and every prefix as a target at the same number of steps (t8-all: --targets all
+# (t8-last: --targets last, one example per user) and every prefix as a target at the same number of steps (t8-all: --targets all
 # --max-steps EPOCHS x steps of a --targets last epoch). They stay out of the report's tables.
-# Sizes (env): EPOCHS=3 (LLM stages), SASREC_PATIENCE=5, EVAL_BATCH=64, BASE=smollm2-135m, TEACHER=8, STUDENT=4,
+# `align` distills the student with --align all (D_cos, D_norm, L_ms at every real position; s4-align-all).
+# Sizes (env): EPOCHS=6 (LLM stages, each stopping early after 2 validations without a better valid MRR; EVAL_EVERY=0
+#   validates once per epoch, N every N steps), TEACHER_SEEDS="1 2" (those of SEEDS that also retrain the teacher,
+#   t8-seed1, ...), SASREC_PATIENCE=5, EVAL_BATCH=64, BASE=smollm2-135m, TEACHER=8, STUDENT=4,
 #   FULL=30 (the base model's depth), BLOCKS=4, B_SWEEP="1 2", SWEEP="1 2 16" (extra depths), PAIRS="4:2"
 #   (teacher:student depths; B is the largest of BLOCKS..1 dividing both), SEEDS="" (extra seeds, e.g. "1 2 3";
 #   `slmrec report` folds runs that differ only by seed into one row and checks student vs no-KD seed by seed),
-#   STAGES="core ablation blocks online full sweep pairs seeds" (a subset runs part of the study; add "levers" for
+#   STAGES="core align ablation blocks online full sweep pairs seeds" (a subset runs part of the study; add "levers" for
 #   the levers or kd stage), LEVER_LRS="5e-4 2e-3", KD_LAMBDA=1, KD_TAU=1.
 # Finished runs are skipped and interrupted ones resume, so an interrupted study continues where it stopped.
 set -euo pipefail

@@ -19,11 +19,12 @@ def study(data, root, **env):
 
 def test_paper_study_runs_every_part_and_resumes(tmp_path):
     data, root = make_dataset(tmp_path), tmp_path / "study"
-    every = {"STAGES": "core ablation blocks online full sweep pairs seeds kd", "KD_TAU": "2"}  # levers: below
+    every = {"STAGES": "core align ablation blocks online full sweep pairs seeds kd", "KD_TAU": "2"}  # levers: below
     res = study(data, root, **every)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     runs = root / "runs"
-    expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-cos", "s2-cos-norm", "s2-cos-ms", "s2-b1", "s2-online",
+    expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-align-all", "t4-seed1", "s2-cos", "s2-cos-norm", "s2-cos-ms",
+                "s2-b1", "s2-online",
                 "s1-from-t2", "t2-seed1", "s2-seed1", "t1-seed1", "s1-from-t2-seed1",
                 "s1-from-t2-kd", "s1-from-t2-kdonly", "s1-from-t2-kd-seed1", "s1-from-t2-kdonly-seed1"]
     for name in expected:
@@ -34,6 +35,7 @@ def test_paper_study_runs_every_part_and_resumes(tmp_path):
     assert "| E4SRec-2 | `t2`, `t2-seed1` | 42, 1 |" in report  # the extra seed is folded into its setting's row
     assert "`s1-from-t2`, `s1-from-t2-seed1`" in report  # and so is the pair's
     assert "No runs for this" not in report
+    assert "aligned at every position" in report and "![learning curves]" in report
     # the kd stage (opt-in): L_kd added to the paper's loss and alone, each seed folded into its setting's row
     import json
 
@@ -57,11 +59,12 @@ def test_levers_stage_retrains_both_depths_one_lever_at_a_time(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     import json
 
-    for name in ("t4-lr2e-3", "t2-lr2e-3", "t4-noprompt", "t2-noprompt", "t4-all", "t2-all"):
+    for name in ("t4-lr2e-3", "t2-lr2e-3", "t4-last", "t2-last", "t4-all", "t2-all"):
         assert (root / "levers" / name / "eval" / "test-sampled.json").exists(), name
     cfg = json.loads((root / "levers" / "t2-all" / "config.json").read_text())
     n_users = json.loads((data / "meta.json").read_text())["n_users"]
     assert cfg["targets"] == "all" and cfg["train"]["max_steps"] == -(-n_users // 32)  # one `last` epoch's steps
     assert json.loads((root / "levers" / "t2-lr2e-3" / "config.json").read_text())["train"]["lr"] == 2e-3
+    assert json.loads((root / "levers" / "t2-last" / "config.json").read_text())["targets"] == "last"
     assert not (root / "runs" / "t4").exists()  # only the levers ran (and SASRec, which they need)
 
