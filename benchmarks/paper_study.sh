@@ -12,8 +12,8 @@
 # (s2-from-t4-kd) and with L_kd alone, the paper's three terms off (s2-from-t4-kdonly), for seed 42 and each of SEEDS;
 # KD_LAMBDA=1 and KD_TAU=1 set λ_kd and τ.
 # `levers` (opt-in: name it in STAGES) retrains E4SRec-M and E4SRec-N under ROOT/levers, one lever changed at a time,
-# to see what moves the depth result: lr x0.5 and x2 (t8-lr5e-4, t8-lr2e-3, ...), no instruction around the items
-# (t8-last: --targets last, one example per user) and every prefix as a target at the same number of steps (t8-all: --targets all
+# to see what moves the depth result: lr x0.5 and x2 (t8-lr5e-4, t8-lr2e-3, ...), one example per user
+# (t8-last: --targets last) and every prefix as a target at the same number of steps (t8-all: --targets all
 # --max-steps EPOCHS x steps of a --targets last epoch). They stay out of the report's tables.
 # `align` distills the student with --align all (D_cos, D_norm, L_ms at every real position; s4-align-all).
 # Sizes (env): EPOCHS=6 (LLM stages, each stopping early after 2 validations without a better valid MRR; EVAL_EVERY=0
