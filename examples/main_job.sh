@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job, from nothing, on ml-100k with SmolLM2-135M (measured: 811 s in a fresh clone on a quiet 2-core CPU):
+# The main job, from nothing, on ml-100k with SmolLM2-135M (measured: 822 s in a fresh clone on a quiet 2-core CPU):
 #   install → prepare → SASRec ids → 8-layer teacher → per-layer probe → 4-layer student distilled from it
 #   → side-by-side evaluation and report → export (ONNX + int8) → one recommendation.
-# Sizes are picked for the CPU budget (2 epochs for the LLM stages); benchmarks/paper_study.sh runs the 3-epoch study.
+# Sizes are picked for the CPU budget (2 epochs of causal targets for the LLM stages); benchmarks/paper_study.sh runs
+# the study (up to 6 epochs, early stopping on validation).
 # Re-running skips finished stages and resumes interrupted ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."

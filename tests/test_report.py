@@ -67,6 +67,10 @@ def test_report_has_every_section_and_plot(study, capsys):
     assert "| E4SRec-2 | `t2`, `t2-seed1` | 42, 1 |" in text
     assert "| SLMRec 2←4 (B=2) | `s2`, `s2-seed1` | 42, 1 |" in text
     assert "(E4SRec-2), seed by seed: **" in claims and "seed 1 " in claims and "seed 42 " in claims
+    assert "sign test p = 0.25" in claims or "sign test p = 0.75" in claims or "sign test p = 1.00" in claims
+    # the precondition on validation, over seeds, and each LLM model against SASRec
+    assert "(E4SRec-2), valid MRR % (mean over seeds): **" in claims and "(2 seeds)" in claims
+    assert "E4SRec-2 is at least as good as SASRec, test MRR % (mean over seeds): **" in claims
     # a student with L_kd (beyond the paper) is its own row and gets its own checks, never the paper's main student
     assert "| SLMRec 2←4 (B=2; + L_kd λ=1, τ=2) `s2-kd` |" in text
     assert "`s2-kd` vs `t4`" in claims and "`s2-kd` vs `t2`" in claims
@@ -119,3 +123,12 @@ def test_learning_curves_read_every_validation(tmp_path):
     text = learning_curves([run], lambda slug: (tmp_path / f"{slug}.png", f"{slug}.png"))
     assert "| E4SRec-8 `t8` | 0.5: 5.00, 1.0: 7.00 | 7.00 |" in text
     assert (tmp_path / "learning-curves.png").stat().st_size > 1000
+
+
+def test_sign_test_is_the_binomial_tail():
+    from slmrec_cli.report.claims import sign_test
+
+    assert sign_test(5, 5) == pytest.approx(1 / 32)
+    assert sign_test(4, 5) == pytest.approx(6 / 32)
+    assert sign_test(3, 3) == pytest.approx(1 / 8)
+    assert sign_test(0, 4) == pytest.approx(1.0)

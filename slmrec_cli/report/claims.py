@@ -33,6 +33,30 @@ def _compare(a: Run, b: Run, what: str) -> str:
     return f"- {what}: **{verdict}** — `{a.name}` vs `{b.name}`, test MRR % ({'; '.join(parts)})."
 
 
+def sign_test(wins: int, n: int) -> float:
+    """One-sided sign test: the chance of at least `wins` wins in n fair coin flips."""
+    from math import comb
+
+    return sum(comb(n, k) for k in range(wins, n + 1)) / 2**n
+
+
+def seed_mean(run: Run, split: str) -> tuple[float, str, int] | None:
+    """Mean sampled MRR over the run and its replicates (runs differing only by seed), its text, and the count."""
+    xs = [m for r in (run, *run.replicates) if (m := r.metric("MRR", "sampled", split)) is not None]
+    return (sum(xs) / len(xs), mean_sd([100 * x for x in xs]), len(xs)) if xs else None
+
+
+def _compare_means(a: Run, b: Run, what: str, split: str, at_least: bool = False) -> str:
+    """'a > b' (or a ≥ b) on the mean over seeds of each setting's sampled MRR on `split`."""
+    x, y = seed_mean(a, split), seed_mean(b, split)
+    if x is None or y is None:
+        return ""
+    verdict = "holds" if (x[0] >= y[0] if at_least else x[0] > y[0]) else "does not hold"
+    seeds = [f"{n} seed{'s' if n > 1 else ''}" for n in (x[2], y[2])]
+    return (f"- {what}, {split} MRR % (mean over seeds): **{verdict}** — `{a.name}` {x[1]} ({seeds[0]}) vs "
+            f"`{b.name}` {y[1]} ({seeds[1]}).")
+
+
 def by_seed(run: Run, protocol: str) -> dict[int, float]:
     """Test MRR of the run and its replicates (runs differing only by seed), by seed."""
     return {r.seed: m for r in (run, *run.replicates) if (m := _mrr(r, protocol)) is not None}
@@ -51,7 +75,8 @@ def _compare_seeds(a: Run, b: Run, what: str) -> str:
         won = {s for s, d in diffs.items() if d >= 0}
         ahead, n = (won if ahead is None else ahead & won), max(n, len(common))
         each = ", ".join(f"seed {s} {d:+.2f}" for s, d in diffs.items())
-        parts.append(f"{protocol}: ahead in {len(won)} of {len(common)}, mean difference "
+        parts.append(f"{protocol}: ahead in {len(won)} of {len(common)} (sign test p = "
+                     f"{sign_test(len(won), len(common)):.2f}), mean difference "
                      f"{mean_sd(list(diffs.values()), signed=True)} points ({each})")
     if ahead is None:
         return ""
@@ -76,8 +101,9 @@ def pair_claims(student: Run, runs: list[Run], precondition: bool = True) -> lis
                        f"time ×{inf:.2f}, inference parameters ×{par:.2f} (the id table and embeddings do not shrink "
                        "with depth; timed in separate processes).")
     if teacher and base and precondition:
-        out.append(_compare(teacher, base, f"Precondition: the teacher {label(teacher)} is stronger than the "
-                                           f"student's depth trained alone ({label(base)})"))
+        what = (f"Precondition: the teacher {label(teacher)} is stronger than the student's depth trained alone "
+                f"({label(base)})")
+        out += [_compare(teacher, base, what), _compare_means(teacher, base, what, "valid")]
     if base:
         what = f"Distillation beats the same depth trained without it ({label(base)})"
         out += [_compare(student, base, what), _compare_seeds(student, base, what)]
@@ -121,6 +147,12 @@ def claims(runs: list[Run]) -> str:
                        else f"holds for {len(helped)} of {len(rows)} settings")
             out.append(f"- Each distillation setting beats CE only ({label(base)}, sampled test MRR "
                        f"{100 * ref:.2f} %): **{verdict}** — change in MRR points: {', '.join(deltas)}.")
+    sasrec = next((r for r in runs if r.kind == "sasrec"), None)
+    if sasrec and student:  # the LLM models against the classic baseline they build on
+        for r in (teacher_of(student, runs), no_kd(student, runs), student):
+            if r is not None:
+                out.append(_compare_means(r, sasrec, f"{label(r)} is at least as good as SASRec", "test",
+                                          at_least=True))
     for other in other_pairs(student, runs):
         out += pair_claims(other, runs)
     for kd in kd_students(runs):  # beyond the paper: the same checks for students that also learned from L_kd
