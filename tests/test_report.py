@@ -97,6 +97,13 @@ def test_a_later_option_at_its_default_does_not_split_a_setting(tmp_path):
     capped = {"kind": "teacher", "train": {"seed": 1, "lr": 1e-3, "max_steps": 90}}
     key = [setting_key(Run(tmp_path / n, c)) for n, c in (("a", old), ("b", new), ("c", capped))]
     assert key[0] == key[1] != key[2]
+    # precision (recorded since bf16 on CPU) and --align (since causal targets) at their defaults, too
+    s_old = {"kind": "student", "train": {"seed": 42}, "distill": {"blocks": 4}}
+    s_new = {"kind": "student", "train": {"seed": 1}, "precision": "fp32", "distill": {"blocks": 4, "align": "last"}}
+    s_bf16 = {**s_new, "precision": "bf16"}
+    s_all = {**s_new, "distill": {"blocks": 4, "align": "all"}}
+    keys = [setting_key(Run(tmp_path / n, c)) for n, c in (("d", s_old), ("e", s_new), ("f", s_bf16), ("g", s_all))]
+    assert keys[0] == keys[1] and len(set(keys[1:])) == 3
 
 
 def test_students_with_l_kd_are_labelled_apart_from_the_papers_loss():

@@ -110,7 +110,7 @@ def order_key(run: Run) -> tuple:
 INCIDENTAL = {"": ("created", "version", "ids"), "train": ("seed",), "data": ("path", "name"),
               "base_model": ("path",), "distill": ("teacher", "teacher_cache")}
 # options added after runs were made: at their default they change nothing, so older runs (without the key) still fold
-LATER_DEFAULTS = {"train": {"max_steps": 0}}
+LATER_DEFAULTS = {"": {"precision": "fp32"}, "train": {"max_steps": 0}, "distill": {"align": "last"}}
 
 
 def setting_key(run: Run) -> str:
@@ -119,8 +119,9 @@ def setting_key(run: Run) -> str:
     for section, keys in INCIDENTAL.items():
         if section and isinstance(cfg.get(section), dict):
             cfg[section] = {k: v for k, v in cfg[section].items() if k not in keys}
+    cfg = {k: v for k, v in cfg.items() if LATER_DEFAULTS[""].get(k, object()) != v}
     for section, defaults in LATER_DEFAULTS.items():
-        if isinstance(cfg.get(section), dict):
+        if section and isinstance(cfg.get(section), dict):
             cfg[section] = {k: v for k, v in cfg[section].items() if defaults.get(k, object()) != v}
     sums = run.path / "checksums.json"
     if sums.exists():  # the frozen SASRec table a teacher or student was built on
