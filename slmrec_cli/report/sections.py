@@ -109,10 +109,11 @@ def no_kd(student: Run, runs: list[Run]) -> Run | None:
 
 
 def siblings(main: Run, runs: list[Run], same: tuple[str, ...]) -> list[Run]:
-    """Students of main's (teacher, student) depths that share `same` with it, and its use of L_kd."""
+    """Students of main's (teacher, student) depths that share `same` with it, its use of L_kd and its --align."""
     keys = ("teacher_layers", "student_layers", *same)
     return [r for r in runs if r.kind == "student" and all(r.distill[k] == main.distill[k] for k in keys)
-            and kd_label(r.distill) == kd_label(main.distill)]
+            and kd_label(r.distill) == kd_label(main.distill)
+            and r.distill.get("align", "last") == main.distill.get("align", "last")]
 
 
 def ablation(runs: list[Run]) -> str:
