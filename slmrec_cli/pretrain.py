@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from slmrec_cli import ui
-from slmrec_cli.data import load_dataset, training_windows
+from slmrec_cli.data import load_dataset, training_windows, window_inputs_targets
 from slmrec_cli.evaluation.evaluate import rank_split
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.sasrec import SASRec, SASRecConfig
@@ -25,9 +25,8 @@ class SASRecTask:
         self.n_examples = len(self.windows)
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        w = self.windows[torch.from_numpy(indices)]
-        inputs = w[:, :-1]
-        return {"inputs": inputs, "targets": w[:, 1:] * (inputs != 0)}  # no target without an input item
+        inputs, targets = window_inputs_targets(self.windows[torch.from_numpy(indices)])
+        return {"inputs": inputs, "targets": targets}
 
     def loss(self, model, batch):
         loss = model(batch["inputs"], batch["targets"])

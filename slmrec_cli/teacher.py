@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 
 from slmrec_cli import ui
-from slmrec_cli.data import left_pad, load_dataset, training_windows
+from slmrec_cli.data import left_pad, load_dataset, training_windows, window_inputs_targets
 from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.evaluation.evaluate import rank_split
 from slmrec_cli.io import save_safetensors
@@ -86,9 +86,8 @@ class LLMRecTask:
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         if self.targets == "causal":
-            w = self.windows[torch.from_numpy(indices)]
-            items = w[:, :-1]
-            return {"items": items, "targets": w[:, 1:] * (items != 0)}  # no target without an input item
+            items, targets = window_inputs_targets(self.windows[torch.from_numpy(indices)])
+            return {"items": items, "targets": targets}
         pairs = [(self.data.train_history(int(u)), int(e)) for u, e in zip(self.users[indices], self.ends[indices],
                                                                                  strict=True)]
         hists = [h[:e] for h, e in pairs]

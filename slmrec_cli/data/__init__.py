@@ -12,6 +12,7 @@ from slmrec_cli.data.store import (
     read_item_map,
     save_dataset,
     training_windows,
+    window_inputs_targets,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "sample_negatives",
     "save_dataset",
     "training_windows",
+    "window_inputs_targets",
 ]

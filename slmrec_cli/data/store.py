@@ -154,6 +154,13 @@ def training_windows(data: SeqData, max_len: int) -> np.ndarray:
     return left_pad(rows, max_len + 1)
 
 
+def window_inputs_targets(windows):
+    """[B, max_len + 1] windows (numpy or torch) → (inputs [B, max_len], targets [B, max_len]): slot t predicts item
+    t + 1; a slot without an input item (padding) has target 0, so it never enters a loss."""
+    inputs = windows[:, :-1]
+    return inputs, windows[:, 1:] * (inputs != 0)
+
+
 @dataclass
 class SeqData:
     """A prepared dataset in memory: per-user item sequences with leave-one-out splits."""

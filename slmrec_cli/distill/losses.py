@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from slmrec_cli.models.llmrec import next_item_ce  # noqa: F401 (one CE for the model and every term)
+from slmrec_cli.models.llmrec import item_logits, next_item_ce  # noqa: F401 (one scoring for model and terms)
 
 NORM_LOSSES = ("squared", "l2", "normalized")
 
@@ -27,13 +27,6 @@ def d_norm(student: torch.Tensor, teacher: torch.Tensor, kind: str = "squared") 
     if kind == "normalized":
         return (sq / t.pow(2).sum(-1).clamp_min(1e-12)).mean()
     raise ValueError(f"unknown norm loss {kind!r}; choose from {NORM_LOSSES}")
-
-
-def item_logits(user: torch.Tensor, id_table: torch.Tensor) -> torch.Tensor:
-    """Scores of every item [batch, n_items + 1]; column 0 (padding) is -inf, so it is never a class."""
-    logits = user.float() @ id_table.float().T
-    logits[:, 0] = float("-inf")
-    return logits
 
 
 def l_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -89,7 +89,7 @@ class Distiller(nn.Module):
         student_feats = aligned(states[[s - 1 for _, s in self.pairs]], dense)
         teacher_final = None
         if teacher_feats is None:
-            positions = "history" if dense and (self.online or self.align == "all") else "last"
+            positions = "history" if dense and self.online else self.cached_positions(dense)
             teacher_feats, teacher_final = self.teacher_features(items, positions)
         teacher_feats = aligned(teacher_feats, teacher_feats.dim() == 4).detach().to(student_feats.dtype)
         zero = ce.new_zeros(())

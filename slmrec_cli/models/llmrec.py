@@ -159,14 +159,19 @@ class LLMRec(nn.Module):
         if targets.ndim == 1:
             return next_item_ce(self.user_vectors(items), self.id_table, targets)
         states = self.hidden(items, positions="history")
-        keep = targets[:, -states.shape[1] :] != 0
-        users = self.down(states[keep].to(self.down.weight.dtype))
-        return next_item_ce(users, self.id_table, targets[:, -states.shape[1] :][keep])
+        targets = targets[:, -states.shape[1] :]
+        keep = targets != 0
+        return next_item_ce(self.down(states[keep].to(self.down.weight.dtype)), self.id_table, targets[keep])
+
+
+def item_logits(users: torch.Tensor, id_table: torch.Tensor) -> torch.Tensor:
+    """Scores of every item [K, n_items + 1] for user vectors [K, d0], in fp32; column 0 (padding) is -inf, so it is
+    never a class."""
+    logits = users.float() @ id_table.float().T
+    logits[:, 0] = float("-inf")
+    return logits
 
 
 def next_item_ce(users: torch.Tensor, id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean full-softmax cross-entropy over every item of the table [n_items + 1, d0] for user vectors [K, d0];
-    column 0 (padding) is never a class."""
-    logits = users.float() @ id_table.float().T
-    logits[:, 0] = float("-inf")
-    return F.cross_entropy(logits, targets)
+    """Mean full-softmax cross-entropy of the next item over every item of the table (paper Eq. 1)."""
+    return F.cross_entropy(item_logits(users, id_table), targets)
