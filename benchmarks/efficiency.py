@@ -32,11 +32,11 @@ def measure(run: Path, steps: int, batch: int) -> dict:
     rank_split(model.score_all, data, "test", ("sampled",), max_len=model.cfg.max_len, batch_size=eval_batch)
     inference = time.perf_counter() - t0
     if cfg["kind"] == "sasrec":
-        from slmrec_cli.pretrain import SASRecTask
+        from slmrec_cli.stages.pretrain_ids import SASRecTask
 
         task = SASRecTask(model, data, model.cfg.max_len)
     else:
-        from slmrec_cli.teacher import LLMRecTask
+        from slmrec_cli.train.llm_task import LLMRecTask
 
         for name, p in model.named_parameters():  # train LoRA + projections, as the trainers do
             p.requires_grad_("lora_" in name or name.startswith(("up.", "down.")))
@@ -71,7 +71,7 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     rows = [measure(r, a.steps, a.batch) for r in a.runs]
     ref = rows[0]
-    from slmrec_cli.train.finish import device_name
+    from slmrec_cli.devices import device_name
 
     result = {"device": device_name("cpu"), "threads": a.threads, "batch": a.batch, "rows": rows}
     if a.out:

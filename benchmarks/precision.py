@@ -33,7 +33,7 @@ def measure(run: Path, steps: int, users: int) -> dict:
     from slmrec_cli.data import load_dataset
     from slmrec_cli.evaluation.evaluate import rank_split
     from slmrec_cli.runs import load_model
-    from slmrec_cli.teacher import LLMRecTask
+    from slmrec_cli.train.llm_task import LLMRecTask
 
     cfg, model = load_model(run)
     data = load_dataset(cfg["data"]["path"])
@@ -69,7 +69,7 @@ def measure(run: Path, steps: int, users: int) -> dict:
 
 
 def time_cmd(args) -> None:
-    from slmrec_cli.train.engine import cpu_bf16_supported
+    from slmrec_cli.train.accelerator import cpu_bf16_supported
 
     torch.set_num_threads(args.threads)
     native = cpu_bf16_supported()

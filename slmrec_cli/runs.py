@@ -9,8 +9,19 @@ from pathlib import Path
 import torch
 
 from slmrec_cli import __version__
+from slmrec_cli.config.models import LLMRecConfig, SASRecConfig
 from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.io import file_sha256, read_json, write_json
+from slmrec_cli.models.build import (
+    ADAPTER,
+    ADAPTER_FILES,
+    ID_TABLE,
+    PROJECTIONS,
+    build_model,
+    load_projections,
+    save_weights,
+)
+from slmrec_cli.models.sasrec import SASRec
 
 RUN_FORMAT = "slmrec-run"
 RUN_FORMAT_VERSION = 1
@@ -154,8 +165,6 @@ def load_model(run: Path, device: str = "cpu"):
     cfg = load_run_config(run)
     kind = cfg.get("kind")
     if kind == "sasrec":
-        from slmrec_cli.models.sasrec import SASRec, SASRecConfig
-
         try:
             model = SASRec(SASRecConfig(**cfg["model"]))
         except (TypeError, ValueError) as e:
@@ -169,8 +178,6 @@ def load_model(run: Path, device: str = "cpu"):
                               "retrain the run") from None
         return cfg, model.to(device).eval()
     if kind in ("teacher", "student"):
-        from slmrec_cli.teacher import load_llmrec_run
-
         return cfg, load_llmrec_run(Path(run), cfg, device)
     raise SlmrecError(f"{run} is a '{kind}' run, which this version of slmrec cannot load; upgrade slmrec")
 
@@ -179,3 +186,48 @@ def check_same_data(cfg: dict, data, run: Path) -> None:
     if cfg["data"]["hash"] != data.content_hash:
         raise SlmrecError(f"{run} was trained on data {cfg['data']['hash'][:12]} ({cfg['data']['name']}) but "
                           f"{data.path} has hash {data.content_hash[:12]}; pass the dataset the run was trained on")
+
+
+def load_id_table(ids_run: Path, data) -> tuple[torch.Tensor, dict]:
+    """The frozen SASRec table of a pretrain-ids run, checked against the dataset and its own config."""
+    cfg = load_run_config(ids_run)
+    if cfg.get("kind") != "sasrec":
+        raise SlmrecError(f"--ids {ids_run} is a '{cfg.get('kind')}' run; pass a run from `slmrec pretrain-ids`")
+    check_same_data(cfg, data, ids_run)
+    table = load_run_weights(ids_run, ID_TABLE).get("item_embeddings")
+    if table is None or table.ndim != 2:
+        raise SlmrecError(f"{ids_run}/{ID_TABLE} has no [n_items + 1, dim] 'item_embeddings' tensor; retrain it")
+    if table.shape[1] != cfg["model"]["dim"]:
+        raise SlmrecError(f"{ids_run}/{ID_TABLE} is {table.shape[1]} wide but its config says dim "
+                          f"{cfg['model']['dim']}; the run is damaged, retrain it")
+    if table.shape[0] != data.n_items + 1:
+        raise SlmrecError(f"{ids_run}/{ID_TABLE} has {table.shape[0]} rows, the dataset needs {data.n_items + 1}")
+    return table, cfg
+
+
+def load_llmrec_run(run: Path, config: dict, device: str = "cpu"):
+    """A teacher or student run, every file checked: present, unaltered (checksums.json), and of the right shape."""
+    run = Path(run)
+    try:
+        cfg = LLMRecConfig(**config["model"])
+    except (TypeError, SlmrecError) as e:
+        raise SlmrecError(f"{run}/config.json has a model section this slmrec cannot build ({first_line(e)}); "
+                          "retrain the run") from None
+    table = load_run_weights(run, ID_TABLE).get("item_embeddings")
+    if table is None or tuple(table.shape) != (cfg.n_items + 1, cfg.id_dim):
+        shape = None if table is None else tuple(table.shape)
+        raise SlmrecError(f"{run}/{ID_TABLE} holds {shape}, config.json needs ({cfg.n_items + 1}, {cfg.id_dim}); "
+                          "the run is damaged, retrain it")
+    for name in ADAPTER_FILES:
+        if not (run / name).exists():
+            raise SlmrecError(f"{run / name} is missing; the run has no trained weights yet (train or --resume it)")
+        verify_checksum(run, name)
+    model, _ = build_model(cfg, config["base_model"]["ref"], table, device=device,
+                           expect_hash=config["base_model"]["hash"], adapter_dir=run / ADAPTER)
+    load_projections(model, load_run_weights(run, PROJECTIONS), run / PROJECTIONS)
+    return model.to(device).eval()
+
+
+def save_llmrec_weights(model, run_dir: Path) -> None:
+    """A teacher's or student's weights into its run, then their checksums."""
+    record_checksums(run_dir, save_weights(model, run_dir))

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from slmrec_cli.backbones import BaseModelRef
+from slmrec_cli.base_model import TINY, BaseModelRef, set_depth
 
 # tiny-random's whole recipe: its hash is taken over this dict, so changing any value changes the hash.
 TINY_RECIPE: dict[str, Any] = {
@@ -32,7 +31,6 @@ TINY_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 256..259, after the 256
 
 
 def tiny_ref() -> BaseModelRef:
-    from slmrec_cli.backbones import TINY, BaseModelRef  # lazy: backbones imports this module
 
     digest = hashlib.sha256(json.dumps(TINY_RECIPE, sort_keys=True).encode()).hexdigest()
     return BaseModelRef(ref=TINY, kind=TINY, path=None, hash=digest, pretrained=False,
@@ -43,7 +41,6 @@ def build_tiny(layers: int) -> tuple[nn.Module, Any]:
     """The full random model from a fixed seed, then cut: every depth shares the same first layers."""
     from transformers import LlamaConfig, LlamaModel
 
-    from slmrec_cli.backbones import _set_depth  # lazy: backbones imports this module
 
     tokenizer = tiny_tokenizer()
     recipe = {k: v for k, v in TINY_RECIPE.items() if k not in ("recipe", "seed")}
@@ -53,7 +50,7 @@ def build_tiny(layers: int) -> tuple[nn.Module, Any]:
         torch.manual_seed(TINY_RECIPE["seed"])
         decoder = LlamaModel(config)
     del decoder.layers[layers:]
-    _set_depth(decoder.config, layers)
+    set_depth(decoder.config, layers)
     return decoder, tokenizer
 
 

@@ -59,16 +59,68 @@ SASREC_TINY = {"dim": 16, "layers": 1, "heads": 2, "max_len": 8, "dropout": 0.1}
 TEACHER_TINY = {"layers": 4, "max_len": 8, "lora_r": 4, "lora_alpha": 8}
 
 
+def sasrec_run(data: Path, out: Path, model: dict, args, *, resume: bool = False, force: bool = False,
+               on_step=None) -> dict:
+    """`pretrain-ids` from Python: the model options as a dict, the training as a TrainArgs."""
+    from slmrec_cli.config.models import SASRecConfig
+    from slmrec_cli.config.stages import PretrainConfig
+    from slmrec_cli.config.train import RunOptions
+    from slmrec_cli.stages.pretrain_ids import pretrain_ids
+
+    cfg = PretrainConfig(data=data, run=RunOptions(out, resume, force), model=SASRecConfig(**model), train=args)
+    return pretrain_ids(cfg, on_step=on_step)
+
+
+def teacher_run(data: Path, ids: Path, base: str, out: Path, model: dict, args, *, resume: bool = False,
+                force: bool = False, on_step=None, eval_batch: int = 32, gradient_checkpointing: bool = False,
+                **options) -> dict:
+    """`train-teacher` from Python (options: targets, load_in_8bit, load_in_4bit)."""
+    from slmrec_cli.config.models import LLMRecConfig, prompt_template
+    from slmrec_cli.config.stages import TeacherConfig
+    from slmrec_cli.config.train import LLMRunOptions, RunOptions
+    from slmrec_cli.stages.train_teacher import train_teacher
+
+    model = {**model, "prompt": prompt_template(model.get("prompt"))}
+    cfg = TeacherConfig(data=data, ids=ids, run=RunOptions(out, resume, force), base_model=base,
+                        model=LLMRecConfig(**model), train=args,
+                        llm=LLMRunOptions(eval_batch, gradient_checkpointing), **options)
+    return train_teacher(cfg, on_step=on_step)
+
+
+def student_run(teacher: Path, out: Path, student_layers: int, args, *, resume: bool = False, force: bool = False,
+                on_step=None, data: Path | None = None, targets: str | None = None, teacher_cache: Path | None = None,
+                eval_batch: int = 32, gradient_checkpointing: bool = False, **options) -> dict:
+    """`distill` from Python (options: the DistillOptions fields)."""
+    from slmrec_cli.config.distill import DistillOptions
+    from slmrec_cli.config.stages import DistillConfig
+    from slmrec_cli.config.train import LLMRunOptions, RunOptions
+    from slmrec_cli.stages.distill import distill
+
+    cfg = DistillConfig(teacher=teacher, run=RunOptions(out, resume, force),
+                        distill=DistillOptions(student_layers=student_layers, **options), teacher_cache=teacher_cache,
+                        data=data, targets=targets, train=args, llm=LLMRunOptions(eval_batch, gradient_checkpointing))
+    return distill(cfg, on_step=on_step)
+
+
+def copy_runs(runs: tuple[Path, Path, Path], root: Path) -> tuple[Path, Path, Path]:
+    """A private copy of the shared (data, SASRec, teacher) under root, for a test that writes into them. The runs
+    keep pointing at the shared dataset, which no test writes."""
+    import shutil
+
+    data, sasrec, teacher = runs
+    for run in (sasrec, teacher):
+        shutil.copytree(run, Path(root) / run.name)
+    return data, Path(root) / sasrec.name, Path(root) / teacher.name
+
+
 def tiny_teacher(root: Path, epochs: int = 2):
     """(data dir, sasrec run, tiny-random 4-layer teacher run) under root."""
-    from slmrec_cli.pretrain import pretrain_ids
-    from slmrec_cli.teacher import train_teacher
-    from slmrec_cli.train.engine import TrainArgs
+    from slmrec_cli.config.train import TrainArgs
 
     data = make_dataset(root)
-    pretrain_ids(data, root / "sasrec", SASREC_TINY, TrainArgs(epochs=3, batch_size=32, lr=5e-3))
-    train_teacher(data, root / "sasrec", "tiny-random", root / "t4", TEACHER_TINY,
-                  TrainArgs(epochs=epochs, batch_size=16, lr=5e-3, log_every=1))
+    sasrec_run(data, root / "sasrec", SASREC_TINY, TrainArgs(epochs=3, batch_size=32, lr=5e-3))
+    teacher_run(data, root / "sasrec", "tiny-random", root / "t4", TEACHER_TINY,
+                TrainArgs(epochs=epochs, batch_size=16, lr=5e-3, log_every=1))
     return data, root / "sasrec", root / "t4"
 
 

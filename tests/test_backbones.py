@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from slmrec_cli.backbones import BaseModelRef, load_backbone, resolve_base_model, slmrec_home, tiny_tokenizer
+from slmrec_cli.backbones import load_backbone, resolve_base_model
+from slmrec_cli.base_model import BaseModelRef, slmrec_home
 from slmrec_cli.errors import SlmrecError
+from slmrec_cli.tiny_random import tiny_tokenizer
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: nothing here may reach a model hub
 

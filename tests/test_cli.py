@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from slmrec_cli.evaluation.ranking import METRIC_NAMES
-from tests.helpers import make_dataset, run_cli
+from tests.helpers import make_dataset, run_cli, sasrec_run
 
 TINY_MODEL = ["--dim", "16", "--layers", "1", "--heads", "2", "--max-len", "8", "--epochs", "2",
               "--batch-size", "32"]
@@ -32,11 +32,10 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tiny, tmp_path_factory):
-    from slmrec_cli.pretrain import pretrain_ids
-    from slmrec_cli.train.engine import TrainArgs
+    from slmrec_cli.config.train import TrainArgs
 
     run = tmp_path_factory.mktemp("runs") / "sasrec"
-    pretrain_ids(tiny, run, {"dim": 16, "layers": 1, "heads": 2, "max_len": 8, "dropout": 0.1},
+    sasrec_run(tiny, run, {"dim": 16, "layers": 1, "heads": 2, "max_len": 8, "dropout": 0.1},
                  TrainArgs(epochs=2, batch_size=32))
     return run
 

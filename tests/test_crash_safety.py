@@ -6,9 +6,7 @@ import subprocess
 
 import pytest
 
-from slmrec_cli.pretrain import pretrain_ids
-from slmrec_cli.teacher import train_teacher
-from slmrec_cli.train.engine import TrainArgs
+from slmrec_cli.config.train import TrainArgs
 from tests.helpers import (
     SASREC_TINY,
     TEACHER_TINY,
@@ -18,6 +16,8 @@ from tests.helpers import (
     make_dataset,
     run_cli,
     run_subprocess,
+    sasrec_run,
+    teacher_run,
 )
 
 # 30 epochs of 8 steps: long enough that the first checkpoint appears well before the end
@@ -85,20 +85,20 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny, uninterrupted, capsys):
 def test_same_seed_gives_identical_metrics_files(tiny):
     args = TrainArgs(epochs=3, batch_size=16, lr=5e-3, seed=11, log_every=1)
     for name in ("a", "b"):
-        pretrain_ids(tiny, tiny.parent / f"same-{name}", SASREC_TINY, args)
+        sasrec_run(tiny, tiny.parent / f"same-{name}", SASREC_TINY, args)
     a, b = tiny.parent / "same-a", tiny.parent / "same-b"
     assert eval_records(a) == eval_records(b) and len(eval_records(a)) == 4
     assert (a / "train_log.jsonl").read_text() == (b / "train_log.jsonl").read_text()
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
-    other = pretrain_ids(tiny, tiny.parent / "same-c", SASREC_TINY, TrainArgs(**{**args.__dict__, "seed": 12}))
+    other = sasrec_run(tiny, tiny.parent / "same-c", SASREC_TINY, TrainArgs(**{**args.__dict__, "seed": 12}))
     assert other["records"][0]["metrics"] != json.loads((a / "eval/valid-sampled.json").read_text())["metrics"]
 
 
 def test_same_seed_gives_identical_teacher_metrics(tiny):
-    pretrain_ids(tiny, tiny.parent / "ids", SASREC_TINY, TrainArgs(epochs=1, batch_size=32, seed=3))
+    sasrec_run(tiny, tiny.parent / "ids", SASREC_TINY, TrainArgs(epochs=1, batch_size=32, seed=3))
     args = TrainArgs(epochs=1, batch_size=16, lr=5e-3, seed=5, log_every=1)
     for name in ("a", "b"):
-        train_teacher(tiny, tiny.parent / "ids", "tiny-random", tiny.parent / f"teacher-{name}", TEACHER_TINY, args)
+        teacher_run(tiny, tiny.parent / "ids", "tiny-random", tiny.parent / f"teacher-{name}", TEACHER_TINY, args)
     a, b = tiny.parent / "teacher-a", tiny.parent / "teacher-b"
     assert eval_records(a) == eval_records(b) and len(eval_records(a)) == 4
     assert (a / "train_log.jsonl").read_text() == (b / "train_log.jsonl").read_text()
@@ -107,16 +107,16 @@ def test_same_seed_gives_identical_teacher_metrics(tiny):
 def test_killed_before_its_first_checkpoint_starts_again(tiny):
     """No checkpoint yet (killed during the first epoch): --resume starts from step 0 and drops the old log lines."""
     args = TrainArgs(epochs=2, batch_size=16, lr=5e-3, seed=4, log_every=1)
-    pretrain_ids(tiny, tiny.parent / "early-full", SASREC_TINY, args)
+    sasrec_run(tiny, tiny.parent / "early-full", SASREC_TINY, args)
 
     def die(step):
         if step == 3:
             raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError):
-        pretrain_ids(tiny, tiny.parent / "early", SASREC_TINY, args, on_step=die)
+        sasrec_run(tiny, tiny.parent / "early", SASREC_TINY, args, on_step=die)
     assert not (tiny.parent / "early" / "checkpoint").exists()
-    pretrain_ids(tiny, tiny.parent / "early", SASREC_TINY, args, resume=True)
+    sasrec_run(tiny, tiny.parent / "early", SASREC_TINY, args, resume=True)
     assert eval_records(tiny.parent / "early") == eval_records(tiny.parent / "early-full")
     assert (tiny.parent / "early" / "train_log.jsonl").read_text() == \
         (tiny.parent / "early-full" / "train_log.jsonl").read_text()
@@ -138,15 +138,15 @@ def test_resume_is_exact_with_a_short_last_accumulation_group(tiny):
     from slmrec_cli.train import engine
 
     args = TrainArgs(epochs=3, batch_size=16, grad_accum=3, lr=5e-3, seed=6, log_every=1)
-    pretrain_ids(tiny, tiny.parent / "accum-full", SASREC_TINY, args)
+    sasrec_run(tiny, tiny.parent / "accum-full", SASREC_TINY, args)
 
     def stop(step):
         if step == 4:
             engine.request_stop()
 
     with pytest.raises(Interrupted):
-        pretrain_ids(tiny, tiny.parent / "accum-cut", SASREC_TINY, args, on_step=stop)
-    pretrain_ids(tiny, tiny.parent / "accum-cut", SASREC_TINY, args, resume=True)
+        sasrec_run(tiny, tiny.parent / "accum-cut", SASREC_TINY, args, on_step=stop)
+    sasrec_run(tiny, tiny.parent / "accum-cut", SASREC_TINY, args, resume=True)
     assert eval_records(tiny.parent / "accum-cut") == eval_records(tiny.parent / "accum-full")
     log = (tiny.parent / "accum-full" / "train_log.jsonl").read_text()
     assert log == (tiny.parent / "accum-cut" / "train_log.jsonl").read_text()

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from slmrec_cli.config.models import PROMPTS, LLMRecConfig, check_prompt_for_targets
 from slmrec_cli.data import load_dataset
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.models.llmrec import PROMPTS, LLMRecConfig, check_prompt_for_targets
-from slmrec_cli.teacher import LLMRecTask, build_model
+from slmrec_cli.models.build import build_model
+from slmrec_cli.train.llm_task import LLMRecTask
 from tests.helpers import make_dataset, run_cli
 
 MAX_LEN = 8

@@ -5,21 +5,23 @@ import numpy as np
 import pytest
 import torch
 
+from slmrec_cli.config.distill import DistillOptions
+from slmrec_cli.config.models import LLMRecConfig
+from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset
 from slmrec_cli.distill.blocks import block_layers
 from slmrec_cli.distill.cache import cache_key, load_or_build, teacher_fingerprint
 from slmrec_cli.distill.model import Distiller
-from slmrec_cli.distill.stage import DistillTask, distill
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.models.llmrec import LLMRecConfig
-from slmrec_cli.teacher import build_model, load_llmrec_run
-from slmrec_cli.train.engine import TrainArgs
-from tests.helpers import make_dataset, run_cli, tiny_teacher
+from slmrec_cli.models.build import build_model
+from slmrec_cli.runs import load_llmrec_run
+from slmrec_cli.stages.distill import DistillTask
+from tests.helpers import make_dataset, run_cli, student_run
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    return tiny_teacher(tmp_path_factory.mktemp("distill"), epochs=2)
+def teacher(tiny_runs):
+    return tiny_runs
 
 
 def args(**kw):
@@ -30,7 +32,7 @@ def args(**kw):
 def test_distillation_runs_end_to_end(teacher, tmp_path, mode):
     _, _, t4 = teacher
     out = tmp_path / f"s2-{mode}"
-    summary = distill(t4, out, 2, args(), blocks=2, mode=mode)
+    summary = student_run(t4, out, 2, args(), blocks=2, mode=mode)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["kind"] == "student" and cfg["model"]["layers"] == 2
     assert cfg["distill"]["teacher"] == str(t4) and len(cfg["distill"]["teacher_hash"]) >= 16
@@ -49,7 +51,7 @@ def test_distillation_runs_end_to_end(teacher, tmp_path, mode):
 def test_student_works_with_evaluate_and_probe(teacher, tmp_path, capsys):
     _, _, t4 = teacher
     out = tmp_path / "s2"
-    distill(t4, out, 2, args(epochs=1), blocks=2)
+    student_run(t4, out, 2, args(epochs=1), blocks=2)
     code, stdout, err = run_cli(["evaluate", out, "--protocol", "sampled", "--json"], capsys)
     assert code == 0, err
     assert json.loads(stdout)["metrics"] == json.loads((out / "eval/test-sampled.json").read_text())["metrics"]
@@ -63,8 +65,8 @@ def _distiller(teacher, **kw):
     scfg = LLMRecConfig(**{**tcfg["model"], "layers": 2})
     torch.manual_seed(0)
     s, _ = build_model(scfg, "tiny-random", t.id_table)
-    opts = {"lambda_cos": 1.0, "lambda_norm": 0.1, "lambda_ms": 1.0, "norm_loss": "squared", "online": False, **kw}
-    return Distiller(s, t, block_layers(4, 2, 2), **opts), load_dataset(data_dir), t4
+    opts = DistillOptions(**{"student_layers": 2, "blocks": 2, "norm_loss": "squared", **kw})
+    return Distiller(s, t, block_layers(4, 2, 2), opts), load_dataset(data_dir), t4
 
 
 def test_cache_gives_the_same_losses_as_the_live_teacher(teacher, tmp_path):
@@ -113,7 +115,7 @@ def test_a_cache_with_more_teacher_layers_serves_fewer_blocks(teacher, tmp_path)
 
 
 def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teacher, tmp_path, monkeypatch):
-    import slmrec_cli.distill.stage as stage
+    import slmrec_cli.train.lifecycle as lifecycle
     from slmrec_cli.train.engine import fit
 
     _, _, t4 = teacher
@@ -123,10 +125,10 @@ def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teach
         seen.append(task.model.teacher)
         return fit(task, *a, **k)
 
-    monkeypatch.setattr(stage, "fit", spy)
+    monkeypatch.setattr(lifecycle, "fit", spy)
     logs = {}
     for name, cache in (("live", None), ("cached", tmp_path / "cache")):
-        distill(t4, tmp_path / name, 2, args(epochs=1), blocks=2, teacher_cache=cache)
+        student_run(t4, tmp_path / name, 2, args(epochs=1), blocks=2, teacher_cache=cache)
         records = [json.loads(x) for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
         logs[name] = [r for r in records if r["event"] == "train"]
     assert seen[0] is not None and seen[1] is None  # the cached run dropped the frozen teacher before training
@@ -159,39 +161,55 @@ def test_l_kd_trains_offline_and_online_and_is_recorded(teacher, tmp_path):
     _, _, t4 = teacher
     for mode, cache in (("offline", tmp_path / "cache"), ("online", None)):
         out = tmp_path / f"kd-{mode}"
-        distill(t4, out, 2, args(epochs=1), blocks=2, mode=mode, lambda_kd=0.5, kd_temperature=2.0,
+        student_run(t4, out, 2, args(epochs=1), blocks=2, mode=mode, lambda_kd=0.5, kd_temperature=2.0,
                 teacher_cache=cache)
         cfg = json.loads((out / "config.json").read_text())["distill"]
         assert (cfg["lambda_kd"], cfg["kd_temperature"]) == (0.5, 2.0)
         train = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
         assert all(r["l_kd"] > 0 for r in train if r["event"] == "train")
     plain = tmp_path / "plain"
-    distill(t4, plain, 2, args(epochs=1, max_steps=1), blocks=2)
-    assert "lambda_kd" not in json.loads((plain / "config.json").read_text())["distill"]  # the paper's loss as before
+    student_run(t4, plain, 2, args(epochs=1, max_steps=1), blocks=2)
+    assert json.loads((plain / "config.json").read_text())["distill"]["lambda_kd"] == 0.0  # the paper's loss
 
 
-def test_student_equal_to_teacher_is_perfectly_aligned(teacher):
-    model, data, _ = _distiller(teacher)
-    task = DistillTask(model, data, "last", 16, None)
-    batch = task.batch(np.arange(8))
+def test_a_student_identical_to_its_live_teacher_is_perfectly_aligned(teacher):
+    """The teacher run loaded twice, once as the student: the live teacher path and the student's block states must
+    meet at the same layers and positions, so D_cos is 1 and D_norm 0; any other layer pairing breaks that."""
+    data_dir, _, t4 = teacher
+    tcfg = json.loads((t4 / "config.json").read_text())
+    opts = DistillOptions(student_layers=4, blocks=2, lambda_ms=0.0, norm_loss="squared")
+    model = Distiller(load_llmrec_run(t4, tcfg), load_llmrec_run(t4, tcfg), [(2, 2), (4, 4)], opts).eval()
+    batch = DistillTask(model, load_dataset(data_dir), "last", 16, None).batch(np.arange(8))
     with torch.no_grad():
-        _, states = model.student.hidden(batch["items"], all_layers=True)
-        feats = states[[s - 1 for _, s in model.pairs]]
-        _, terms = model(batch["items"], batch["targets"], feats)
-    assert terms["d_cos"].item() == pytest.approx(1.0, abs=1e-5)
-    assert terms["d_norm"].item() == pytest.approx(0.0, abs=1e-5)
+        _, terms = model(batch["items"], batch["targets"])
+        assert terms["d_cos"].item() == pytest.approx(1.0, abs=1e-5)
+        assert terms["d_norm"].item() == pytest.approx(0.0, abs=1e-5)
+        model.pairs = [(2, 4), (4, 2)]  # crossed layers: no longer the same states
+        _, crossed = model(batch["items"], batch["targets"])
+    assert crossed["d_cos"].item() < 0.99 and crossed["d_norm"].item() > 1e-3
 
 
-@pytest.mark.parametrize("which", ["lambda_cos", "lambda_norm", "lambda_ms"])
-def test_zero_lambda_leaves_no_gradient_from_its_term(teacher, which):
-    lambdas = {"lambda_cos": 0.0, "lambda_norm": 0.0, "lambda_ms": 0.0, which: 1.0}
-    model, data, _ = _distiller(teacher, **lambdas)
-    model.train()
-    batch = DistillTask(model, data, "last", 16, None).batch(np.arange(8))
-    loss, terms = model(batch["items"], batch["targets"])
+def _student_grads(loss: torch.Tensor, model) -> torch.Tensor:
+    model.zero_grad()
     loss.backward()
-    adapter_grad = sum(p.grad.abs().sum().item() for p in model.ms_adapters.parameters() if p.grad is not None)
-    assert (adapter_grad > 0) == (which == "lambda_ms")  # only L_ms reaches the adapters
+    return torch.cat([p.grad.flatten() for p in model.student.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("which", ["lambda_cos", "lambda_norm", "lambda_ms", "lambda_kd"])
+def test_each_term_reaches_the_student_and_a_zero_lambda_removes_it(teacher, which):
+    """The student's gradient with one term on differs from CE's alone (the term reaches the student, never the
+    frozen teacher); with that λ at 0 it is CE's alone."""
+    off = {"lambda_cos": 0.0, "lambda_norm": 0.0, "lambda_ms": 0.0, "lambda_kd": 0.0}
+    model, data, _ = _distiller(teacher, **{**off, which: 1.0})
+    model.eval()  # no dropout: every pass sees the same network
+    batch = DistillTask(model, data, "last", 16, None).batch(np.arange(8))
+    ce_alone = _student_grads(model.student(batch["items"], batch["targets"]), model)
+    with_term = _student_grads(model(batch["items"], batch["targets"])[0], model)
+    assert (with_term - ce_alone).abs().max() > 1e-6, f"{which} does not reach the student"
+    assert all(p.grad is None for p in model.teacher.parameters())
+    setattr(model.opts, which, 0.0)
+    without = _student_grads(model(batch["items"], batch["targets"])[0], model)
+    assert torch.allclose(without, ce_alone, atol=1e-7, rtol=1e-6)
 
 
 def test_distill_bad_input(teacher, tmp_path, capsys):
@@ -263,7 +281,7 @@ def test_align_all_reads_every_real_position(teacher):
         feats[:, :, -3] += 1.0  # third-last slot, real in every window of the tiny data
         terms = {}
         for align in ("last", "all"):
-            model.align = align
+            model.opts.align = align
             terms[align] = model(batch["items"], batch["targets"], feats)[1]
     assert terms["last"]["d_cos"].item() == pytest.approx(1.0, abs=1e-5)
     assert terms["last"]["d_norm"].item() == pytest.approx(0.0, abs=1e-5)
@@ -279,3 +297,27 @@ def test_align_all_needs_causal_targets(teacher, tmp_path, capsys):
     code, _, err = run_cli(["distill", "--teacher", t4, "--out", tmp_path / "s", "--student-layers", "2",
                             "--blocks", "2", "--align", "middle"], capsys)
     assert code == 2 and "--align" in err
+
+
+def test_gradient_checkpointing_changes_neither_loss_nor_gradients(teacher):
+    """The student's block states are read inside recomputed (checkpointed) layers: the loss, every term and the
+    student's gradients must be those of the plain run."""
+    data_dir, _, t4 = teacher
+    tcfg = json.loads((t4 / "config.json").read_text())
+    t = load_llmrec_run(t4, tcfg)
+    data = load_dataset(data_dir)
+    runs = {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        cfg = LLMRecConfig(**{**tcfg["model"], "layers": 2, "lora_dropout": 0.0})
+        s, _ = build_model(cfg, "tiny-random", t.id_table, gradient_checkpointing=checkpointing)
+        assert s._base().is_gradient_checkpointing == checkpointing
+        model = Distiller(s, t, block_layers(4, 2, 2), DistillOptions(student_layers=2, blocks=2, lambda_kd=0.5))
+        model.train()  # checkpointing only recomputes in training mode
+        batch = DistillTask(model, data, "causal", 16, None).batch(np.arange(8))
+        loss, terms = model(batch["items"], batch["targets"])
+        runs[checkpointing] = (loss, terms, _student_grads(loss, model))
+    (loss0, terms0, grads0), (loss1, terms1, grads1) = runs[False], runs[True]
+    assert loss1.item() == pytest.approx(loss0.item(), rel=1e-6)
+    assert all(terms1[k].item() == pytest.approx(v.item(), rel=1e-5, abs=1e-7) for k, v in terms0.items())
+    assert torch.allclose(grads1, grads0, rtol=1e-4, atol=1e-7)

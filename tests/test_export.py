@@ -4,20 +4,21 @@ import numpy as np
 import pytest
 import torch
 
+from slmrec_cli.config.export import ExportConfig
 from slmrec_cli.export.model import load_export, merge_run
-from slmrec_cli.export.stage import export
 from slmrec_cli.runs import load_model
-from tests.helpers import run_cli, tiny_teacher
+from slmrec_cli.stages.export import export
+from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tiny_runs, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    data, _, run = tiny_teacher(root, epochs=1)
+    data, _, run = tiny_runs
     torch.set_num_threads(1)
     out = root / "exp"
-    result = export(run, out, formats=["onnx", "safetensors"], quantize=["int8", "int4"], bench=True,
-                    batches=[1, 4], threads=1, min_seconds=0.0)
+    result = export(run, out, ExportConfig(format=["onnx", "safetensors"], quantize=["int8", "int4"], bench=True,
+                                           batch_sizes=[1, 4], threads=1, min_seconds=0.0))
     return data, run, out, result
 
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import TEACHER_TINY, make_dataset, run_cli, tiny_teacher
+from tests.helpers import TEACHER_TINY, make_dataset, run_cli
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    return tiny_teacher(tmp_path_factory.mktemp("integrity"), epochs=1)
+def teacher(tiny_runs):
+    return tiny_runs
 
 
 def truncate(path):

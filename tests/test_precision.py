@@ -4,10 +4,9 @@ import json
 
 import pytest
 
-from slmrec_cli.pretrain import pretrain_ids
-from slmrec_cli.train import engine
-from slmrec_cli.train.engine import TrainArgs
-from tests.helpers import SASREC_TINY, make_dataset, run_cli
+from slmrec_cli.config.train import TrainArgs
+from slmrec_cli.train import accelerator
+from tests.helpers import SASREC_TINY, make_dataset, run_cli, sasrec_run
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +22,7 @@ def fresh_accelerate_state():
 def train(tmp_path, name, precision):
     out = tmp_path / name / "run"
     args = TrainArgs(epochs=1, batch_size=64, mixed_precision=precision)
-    pretrain_ids(make_dataset(tmp_path / name), out, SASREC_TINY, args)
+    sasrec_run(make_dataset(tmp_path / name), out, SASREC_TINY, args)
     return json.loads((out / "config.json").read_text())["precision"]
 
 
@@ -33,12 +32,12 @@ def test_auto_trains_in_fp32_on_cpu_and_records_it(tmp_path):
 
 
 def test_bf16_on_a_cpu_that_has_it_is_used_and_recorded(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine, "cpu_bf16_supported", lambda: True)
+    monkeypatch.setattr(accelerator, "cpu_bf16_supported", lambda: True)
     assert train(tmp_path, "bf16", "bf16") == "bf16"
 
 
 def test_bf16_on_a_cpu_without_it_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(engine, "cpu_bf16_supported", lambda: False)
+    monkeypatch.setattr(accelerator, "cpu_bf16_supported", lambda: False)
     data = make_dataset(tmp_path)
     for mp, word in (("bf16", "no native bf16"), ("fp16", "needs a CUDA GPU")):
         code, _, err = run_cli(["pretrain-ids", "--data", data, "--out", tmp_path / "s", "--epochs", "1",
@@ -49,6 +48,6 @@ def test_bf16_on_a_cpu_without_it_is_one_line_and_exit_2(tmp_path, capsys, monke
 
 @pytest.mark.parametrize("flags, expected", [((False, False), False), ((True, False), True), ((False, True), True)])
 def test_cpu_bf16_detection_reads_torchs_probes(monkeypatch, flags, expected):
-    monkeypatch.setattr(engine.torch.cpu, "_is_avx512_bf16_supported", lambda: flags[0], raising=False)
-    monkeypatch.setattr(engine.torch.cpu, "_is_amx_tile_supported", lambda: flags[1], raising=False)
-    assert engine.cpu_bf16_supported() is expected
+    monkeypatch.setattr(accelerator.torch.cpu, "_is_avx512_bf16_supported", lambda: flags[0], raising=False)
+    monkeypatch.setattr(accelerator.torch.cpu, "_is_amx_tile_supported", lambda: flags[1], raising=False)
+    assert accelerator.cpu_bf16_supported() is expected

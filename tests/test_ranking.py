@@ -78,3 +78,44 @@ def test_relative_mrr_ci_is_paired():
 def test_relative_mrr_ci_needs_the_same_users():
     with pytest.raises(SlmrecError, match="same users"):
         relative_mrr_ci(np.zeros(5), np.zeros(4))
+
+
+def _repeat_dataset(tmp_path):
+    """u0 consumes i1 i5 i2 i6 i5 (duplicates kept): valid target i6, test target i5, which is also in its own test
+    history; u1 and u2 only make the catalogue i1..i6."""
+    from slmrec_cli.data import Log, load_dataset, prepare, read_item_map, save_dataset
+
+    seqs = {"u0": [1, 5, 2, 6, 5], "u1": [1, 2, 3, 4], "u2": [6, 5, 4, 3]}
+    users, items, times = [], [], []
+    for u, seq in seqs.items():
+        for t, i in enumerate(seq):
+            users.append(u)
+            items.append(f"i{i}")
+            times.append(float(t))
+    opts = {"min_rating": None, "k_core": 1, "keep_duplicates": True, "num_negatives": 2, "seed": 0}
+    save_dataset(prepare(Log(users=users, items=items, ratings=None, timestamps=np.asarray(times)), **opts),
+                 tmp_path / "rep", name="rep", source={"kind": "synthetic"}, options=opts, force=False)
+    data = load_dataset(tmp_path / "rep")
+    raw = read_item_map(tmp_path / "rep" / "item_map.tsv")
+    score = torch.tensor([-1.0] + [float(r[1:]) for r in raw[1:]])  # item iK scores K: i6 > i5 > ... > i1
+    rows = [line.split("\t") for line in (tmp_path / "rep" / "user_map.tsv").read_text().splitlines()[1:]]
+    index = {raw: int(u) for u, raw in rows}
+    return data, (lambda hist: score.expand(hist.shape[0], -1)), index
+
+
+def test_full_protocol_masks_the_history_but_never_the_positive(tmp_path):
+    """Test target i5 also stands in its own history (i1 i5 i2 i6): the history is masked, the positive is not, and
+    the validation item i6, now part of the test input, is masked too. So only i3 and i4 compete with i5, both below
+    it (none ahead); unmasked, i6 scores above it (one ahead). Ranks count the competitors at or above the
+    positive."""
+    from slmrec_cli.evaluation.evaluate import rank_split
+
+    data, score_all, index = _repeat_dataset(tmp_path)
+    users = np.array([index["u0"]])
+    masked = rank_split(score_all, data, "test", ("full",), max_len=8, users=users)["full"].ranks
+    plain = rank_split(score_all, data, "test", ("full",), max_len=8, users=users, mask_history=False)["full"].ranks
+    assert list(masked) == [0] and list(plain) == [1]
+    u2 = np.array([index["u2"]])  # valid: target i4 after i6 i5, both masked (none ahead), else both ahead
+    assert list(rank_split(score_all, data, "valid", ("full",), max_len=8, users=u2)["full"].ranks) == [0]
+    assert list(rank_split(score_all, data, "valid", ("full",), max_len=8, users=u2,
+                           mask_history=False)["full"].ranks) == [2]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import TEACHER_TINY, run_cli, tiny_teacher
+from helpers import TEACHER_TINY, copy_runs, run_cli, student_run, teacher_run
 
-from slmrec_cli.distill.stage import distill
-from slmrec_cli.probe import prune_probe
-from slmrec_cli.teacher import train_teacher
-from slmrec_cli.train.engine import TrainArgs
+from slmrec_cli.config.evaluate import ProbeConfig
+from slmrec_cli.config.train import TrainArgs
+from slmrec_cli.stages.prune_probe import prune_probe
 
 ARGS = TrainArgs(epochs=1, batch_size=16, lr=5e-3)
 SECTIONS = ("The paper's claims, checked", "Dataset (paper Table 1)", "Quality (paper Tables 2–3)",
@@ -20,21 +19,21 @@ SECTIONS = ("The paper's claims, checked", "Dataset (paper Table 1)", "Quality (
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tiny_runs, tmp_path_factory):
     """A miniature paper study: SASRec, teachers of 4 (full depth), 2 and 1 layers, students 2←4 for the ablation,
     the block sweep, online mode and L_kd, a second pair 1←2, and a probe."""
     root = tmp_path_factory.mktemp("study")
-    data, sasrec, t4 = tiny_teacher(root, epochs=1)
-    train_teacher(data, sasrec, "tiny-random", root / "t2", {**TEACHER_TINY, "layers": 2}, ARGS)
-    prune_probe(t4, baseline=sasrec)
+    data, sasrec, t4 = copy_runs(tiny_runs, root)
+    teacher_run(data, sasrec, "tiny-random", root / "t2", {**TEACHER_TINY, "layers": 2}, ARGS)
+    prune_probe(ProbeConfig(t4, baseline=sasrec))
     for name, kw in {"s2": {}, "s2-cos": {"lambda_norm": 0.0, "lambda_ms": 0.0}, "s2-b1": {"blocks": 1},
                      "s2-online": {"mode": "online"}, "s2-kd": {"lambda_kd": 1.0, "kd_temperature": 2.0}}.items():
-        distill(t4, root / name, 2, ARGS, blocks=kw.pop("blocks", 2), **kw)
-    train_teacher(data, sasrec, "tiny-random", root / "t1", {**TEACHER_TINY, "layers": 1}, ARGS)
-    distill(root / "t2", root / "s1", 1, ARGS, blocks=1)  # a second (teacher, student) pair: 1←2
+        student_run(t4, root / name, 2, ARGS, blocks=kw.pop("blocks", 2), **kw)
+    teacher_run(data, sasrec, "tiny-random", root / "t1", {**TEACHER_TINY, "layers": 1}, ARGS)
+    student_run(root / "t2", root / "s1", 1, ARGS, blocks=1)  # a second (teacher, student) pair: 1←2
     seed1 = TrainArgs(epochs=1, batch_size=16, lr=5e-3, seed=1)  # the main student and its no-KD model again
-    train_teacher(data, sasrec, "tiny-random", root / "t2-seed1", {**TEACHER_TINY, "layers": 2}, seed1)
-    distill(t4, root / "s2-seed1", 2, seed1, blocks=2)
+    teacher_run(data, sasrec, "tiny-random", root / "t2-seed1", {**TEACHER_TINY, "layers": 2}, seed1)
+    student_run(t4, root / "s2-seed1", 2, seed1, blocks=2)
     (root / "notes.txt").write_text("a plain file among the runs is skipped")
     return root
 

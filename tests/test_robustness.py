@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slmrec_cli.config import load_config_file
+from slmrec_cli.config.files import load_config_file
 from slmrec_cli.data import FORMATS, Log, load_dataset, prepare, read_log, save_dataset
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.recommend import parse_history
 from slmrec_cli.runs import load_run_config
+from slmrec_cli.stages.recommend import parse_history
 from tests.helpers import make_dataset
 
 FUZZ = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[

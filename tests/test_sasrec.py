@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
+from slmrec_cli.config.models import SASRecConfig
+from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset, training_windows
 from slmrec_cli.errors import Interrupted
-from slmrec_cli.evaluate_cmd import popularity_scorer
 from slmrec_cli.evaluation.evaluate import rank_split
-from slmrec_cli.models.sasrec import SASRec, SASRecConfig
-from slmrec_cli.pretrain import pretrain_ids
+from slmrec_cli.evaluation.popularity import popularity_scorer
+from slmrec_cli.models.sasrec import SASRec
 from slmrec_cli.train import engine
-from slmrec_cli.train.engine import TrainArgs
-from tests.helpers import make_dataset
+from tests.helpers import make_dataset, sasrec_run
 
 MODEL = {"dim": 32, "layers": 1, "heads": 2, "max_len": 10, "dropout": 0.1}
 
@@ -44,7 +44,7 @@ def test_padding_does_not_change_the_user_vector():
 
 
 def test_sasrec_trains_and_beats_popularity(tiny, tmp_path):
-    summary = pretrain_ids(tiny, tmp_path / "run", MODEL, args())
+    summary = sasrec_run(tiny, tmp_path / "run", MODEL, args())
     run = tmp_path / "run"
     for f in ("config.json", "model.safetensors", "item_embeddings.safetensors", "train_log.jsonl",
               "efficiency.json", "eval/test-sampled.json", "eval/test-full.json", "eval/valid-sampled.json"):
@@ -67,16 +67,16 @@ def test_sasrec_trains_and_beats_popularity(tiny, tmp_path):
 
 
 def test_interrupt_then_resume_matches_uninterrupted(tiny, tmp_path):
-    pretrain_ids(tiny, tmp_path / "full", MODEL, args(epochs=3))
+    sasrec_run(tiny, tmp_path / "full", MODEL, args(epochs=3))
 
     def stop_at(step):
         if step == 7:  # mid-epoch
             engine.request_stop()
 
     with pytest.raises(Interrupted):
-        pretrain_ids(tiny, tmp_path / "cut", MODEL, args(epochs=3), on_step=stop_at)
+        sasrec_run(tiny, tmp_path / "cut", MODEL, args(epochs=3), on_step=stop_at)
     assert not (tmp_path / "cut" / "eval" / "test-sampled.json").exists()
-    pretrain_ids(tiny, tmp_path / "cut", MODEL, args(epochs=3), resume=True)
+    sasrec_run(tiny, tmp_path / "cut", MODEL, args(epochs=3), resume=True)
     for f in ("test-sampled.json", "test-full.json", "valid-sampled.json"):
         a = json.loads((tmp_path / "full" / "eval" / f).read_text())["metrics"]
         b = json.loads((tmp_path / "cut" / "eval" / f).read_text())["metrics"]
@@ -86,7 +86,7 @@ def test_interrupt_then_resume_matches_uninterrupted(tiny, tmp_path):
 def test_max_steps_caps_training_and_the_schedule(tiny, tmp_path):
     """--max-steps stops inside an epoch, the cosine schedule reaches 0 there, and the final weights are validated
     even when --eval-every does not divide the steps run."""
-    summary = pretrain_ids(tiny, tmp_path / "run", MODEL, args(epochs=50, max_steps=5, eval_every=2))
+    summary = sasrec_run(tiny, tmp_path / "run", MODEL, args(epochs=50, max_steps=5, eval_every=2))
     log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     train = [r for r in log if r["event"] == "train"]
     assert train[-1]["step"] == 5 and summary["fit"]["steps"] == 5

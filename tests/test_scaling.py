@@ -9,11 +9,12 @@ import pytest
 import torch
 import yaml
 
+from slmrec_cli.config.models import LLMRecConfig
 from slmrec_cli.distributed import gather_rows
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.models.llmrec import LLMRecConfig
-from slmrec_cli.teacher import build_model
-from slmrec_cli.train.engine import check_parallelism, epoch_batches, optimizer_steps
+from slmrec_cli.models.build import build_model
+from slmrec_cli.train.accelerator import check_parallelism
+from slmrec_cli.train.engine import epoch_batches, optimizer_steps
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
 

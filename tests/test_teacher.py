@@ -4,17 +4,19 @@ import numpy as np
 import pytest
 import torch
 
+from slmrec_cli.config.evaluate import ProbeConfig
+from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.probe import prune_probe
-from slmrec_cli.teacher import build_model, load_llmrec_run, train_teacher
-from slmrec_cli.train.engine import TrainArgs
-from tests.helpers import TEACHER_TINY, make_dataset, run_cli, tiny_teacher
+from slmrec_cli.models.build import build_model
+from slmrec_cli.runs import load_llmrec_run
+from slmrec_cli.stages.prune_probe import prune_probe
+from tests.helpers import TEACHER_TINY, copy_runs, make_dataset, run_cli, teacher_run
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    return tiny_teacher(tmp_path_factory.mktemp("teacher"), epochs=3)
+def teacher(tiny_runs, tmp_path_factory):
+    return copy_runs(tiny_runs, tmp_path_factory.mktemp("teacher"))
 
 
 def test_teacher_trains_and_writes_its_run(teacher):
@@ -48,22 +50,26 @@ def test_padding_invariance(teacher):
     assert torch.allclose(batch[0], vecs[0][0], atol=1e-5)
 
 
-def test_reload_reproduces_the_eval_file(teacher, capsys):
+@pytest.mark.parametrize("split", ["test", "valid"])
+def test_reload_reproduces_the_eval_file(teacher, capsys, split):
+    """The run's eval files equal a fresh evaluation of the reloaded run; valid's were written from the selected
+    validation during training (not scored again), so this also checks that they are the selected weights' own."""
     _, _, run = teacher
-    before = json.loads((run / "eval/test-sampled.json").read_text())["metrics"]
-    code, out, err = run_cli(["evaluate", run, "--protocol", "sampled", "--json"], capsys)
-    assert code == 0, err
-    assert json.loads(out.strip())["metrics"] == pytest.approx(before, abs=1e-12)
+    for protocol in ("sampled", "full"):
+        before = json.loads((run / f"eval/{split}-{protocol}.json").read_text())["metrics"]
+        code, out, err = run_cli(["evaluate", run, "--split", split, "--protocol", protocol, "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out.strip())["metrics"] == pytest.approx(before, abs=1e-12)
 
 
 def test_probe_last_layer_equals_model_output(teacher):
     _, _, run = teacher
-    record = prune_probe(run, split="test", final_norm=True)
+    record = prune_probe(ProbeConfig(run, split="test", final_norm=True))
     assert [x["layer"] for x in record["layers"]] == [1, 2, 3, 4]
     own = json.loads((run / "eval/test-sampled.json").read_text())["metrics"]
     assert record["layers"][-1]["metrics"] == pytest.approx(own, abs=1e-12)
     assert (run / "probe/test.json").exists() and (run / "probe/test.png").stat().st_size > 1000
-    partial = prune_probe(run, split="valid", layers="1,3", final_norm=False)
+    partial = prune_probe(ProbeConfig(run, split="valid", layers="1,3", final_norm=False))
     assert [x["layer"] for x in partial["layers"]] == [1, 3] and partial["final_norm"] is False
 
 
@@ -97,14 +103,14 @@ def test_ids_from_other_data_or_kind_are_refused(teacher, tmp_path):
     data, sasrec, run = teacher
     other = make_dataset(tmp_path, name="other", seed=9)
     with pytest.raises(SlmrecError, match="trained on data"):
-        train_teacher(other, sasrec, "tiny-random", tmp_path / "x", TEACHER_TINY, TrainArgs(epochs=1))
+        teacher_run(other, sasrec, "tiny-random", tmp_path / "x", TEACHER_TINY, TrainArgs(epochs=1))
     with pytest.raises(SlmrecError, match="pretrain-ids"):
-        train_teacher(data, run, "tiny-random", tmp_path / "y", TEACHER_TINY, TrainArgs(epochs=1))
+        teacher_run(data, run, "tiny-random", tmp_path / "y", TEACHER_TINY, TrainArgs(epochs=1))
 
 
 def test_quantized_loading_needs_cuda(teacher):
     data, _, _ = teacher
-    from slmrec_cli.models.llmrec import LLMRecConfig
+    from slmrec_cli.config.models import LLMRecConfig
 
     cfg = LLMRecConfig(n_items=load_dataset(data).n_items, id_dim=16, hidden=0, layers=2)
     with pytest.raises(SlmrecError):

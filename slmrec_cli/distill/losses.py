@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from slmrec_cli.models.llmrec import item_logits, next_item_ce  # noqa: F401 (one scoring for model and terms)
-
-NORM_LOSSES = ("squared", "l2", "normalized")
+from slmrec_cli.config.distill import NORM_LOSSES
+from slmrec_cli.models.scoring import next_item_ce
 
 
 def d_cos(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -43,19 +42,3 @@ def l_ms(block_users: list[torch.Tensor], id_table: torch.Tensor, targets: torch
         return id_table.new_zeros(())
     return torch.stack([next_item_ce(u, id_table, targets) for u in block_users]).mean()
 
-
-def total_loss(ce: torch.Tensor, cos: torch.Tensor, norm: torch.Tensor, ms: torch.Tensor, *, lambda_cos: float,
-               lambda_norm: float, lambda_ms: float, kd: torch.Tensor | None = None,
-               lambda_kd: float = 0.0) -> torch.Tensor:
-    """Eq. 6: CE + λ1(1 − D_cos) + λ2 D_norm + λ3 L_ms (+ λ_kd L_kd, off by default); a zero λ drops its term (and its
-    gradient) entirely."""
-    loss = ce
-    if lambda_cos:
-        loss = loss + lambda_cos * (1 - cos)
-    if lambda_norm:
-        loss = loss + lambda_norm * norm
-    if lambda_ms:
-        loss = loss + lambda_ms * ms
-    if lambda_kd:
-        loss = loss + lambda_kd * kd
-    return loss

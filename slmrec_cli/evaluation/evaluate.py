@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from slmrec_cli import __version__
+from slmrec_cli.config.evaluate import PROTOCOLS
 from slmrec_cli.data import left_pad
 from slmrec_cli.distributed import gather_rows, process_state
 from slmrec_cli.evaluation.ranking import metrics_from_ranks, pessimistic_ranks
@@ -18,7 +19,6 @@ from slmrec_cli.ui import progress
 
 # score_all(histories [B, T] long) -> scores [B, n_items + 1] (column 0 = padding, ignored)
 ScoreAll = Callable[[torch.Tensor], torch.Tensor]
-PROTOCOLS = ("sampled", "full")
 
 
 @dataclass

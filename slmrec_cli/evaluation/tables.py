@@ -40,3 +40,9 @@ def records_table(records: list[dict], title: str | None = None) -> Table:
 
 def print_records(records: list[dict], title: str | None = None) -> None:
     ui.out.print(records_table(records, title))
+
+
+def print_summary(summary: dict, title: str) -> None:
+    """A training stage's summary: its records as one table (only the main process has them)."""
+    if "records" in summary:
+        print_records(summary["records"], title=title)

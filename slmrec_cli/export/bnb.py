@@ -14,8 +14,6 @@ from slmrec_cli.errors import SlmrecError
 from slmrec_cli.export.model import Recommender
 from slmrec_cli.io import atomic_dir, save_safetensors
 
-BNB_KINDS = ("int8", "nf4")
-
 
 def need_bnb():
     try:

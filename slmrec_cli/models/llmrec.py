@@ -4,56 +4,13 @@ truncated decoder (LoRA) → last-token state after the final norm → down-proj
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from slmrec_cli.config.models import LLMRecConfig
 from slmrec_cli.errors import SlmrecError
-
-# Named prompts for --prompt. `items` (the default) is the history alone, so every item slot is followed by the next
-# one and causal (dense) targets can score each slot; `instruction` is the wording slmrec used before, a question
-# after the history, so the last position is the response cue (targets last or all only).
-PROMPTS = {
-    "items": "{history}",
-    "instruction": ("Here is the sequence of items a user interacted with, oldest first: {history}\n"
-                    "Which item will the user interact with next? Answer:"),
-}
-DEFAULT_PROMPT = PROMPTS["items"]
-TARGETS = ("causal", "last", "all")
-LORA_TARGETS = ("gate_proj", "up_proj", "down_proj")
-
-
-@dataclass
-class LLMRecConfig:
-    n_items: int
-    id_dim: int  # d0: width of the SASRec id table
-    hidden: int  # d1: width of the LLM
-    layers: int
-    max_len: int = 30
-    prompt: str = DEFAULT_PROMPT
-    lora_r: int = 16
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-
-    def prompt_parts(self) -> tuple[str, str]:
-        if self.prompt.count("{history}") != 1:
-            raise SlmrecError("--prompt must contain '{history}' exactly once (where the item sequence goes)")
-        prefix, suffix = self.prompt.split("{history}")
-        return prefix, suffix
-
-
-def check_prompt_for_targets(prompt: str, targets: str) -> None:
-    """Causal targets score every item slot as the prediction of the next one: nothing may follow `{history}`."""
-    if targets not in TARGETS:
-        raise SlmrecError(f"--targets must be one of {', '.join(TARGETS)}, got '{targets}'")
-    if targets == "causal" and prompt.split("{history}", 1)[-1]:
-        shown = next((name for name, text in PROMPTS.items() if text == prompt), repr(prompt))
-        raise SlmrecError(f"--prompt {shown} has text after '{{history}}', which --targets causal cannot use (each "
-                          "item slot must be followed by the next item); end the prompt with '{history}' "
-                          "(e.g. --prompt items) or use --targets last")
+from slmrec_cli.models.scoring import next_item_ce
 
 
 def add_lora(decoder: nn.Module, cfg: LLMRecConfig) -> nn.Module:
@@ -162,16 +119,3 @@ class LLMRec(nn.Module):
         targets = targets[:, -states.shape[1] :]
         keep = targets != 0
         return next_item_ce(self.down(states[keep].to(self.down.weight.dtype)), self.id_table, targets[keep])
-
-
-def item_logits(users: torch.Tensor, id_table: torch.Tensor) -> torch.Tensor:
-    """Scores of every item [K, n_items + 1] for user vectors [K, d0], in fp32; column 0 (padding) is -inf, so it is
-    never a class."""
-    logits = users.float() @ id_table.float().T
-    logits[:, 0] = float("-inf")
-    return logits
-
-
-def next_item_ce(users: torch.Tensor, id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean full-softmax cross-entropy of the next item over every item of the table (paper Eq. 1)."""
-    return F.cross_entropy(item_logits(users, id_table), targets)

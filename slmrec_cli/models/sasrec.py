@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class SASRecConfig:
-    n_items: int
-    dim: int = 128
-    layers: int = 2
-    heads: int = 2
-    max_len: int = 50
-    dropout: float = 0.2
+from slmrec_cli.config.models import SASRecConfig
+from slmrec_cli.models.scoring import next_item_ce
 
 
 class Block(nn.Module):
@@ -81,6 +72,5 @@ class SASRec(nn.Module):
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Full-softmax cross-entropy over all items at every non-padding position."""
-        logits = self.encode(inputs) @ self.item_table().T
-        logits[..., 0] = float("-inf")  # padding is never a prediction
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=0)
+        keep = targets != 0  # padding is never a target
+        return next_item_ce(self.encode(inputs)[keep], self.item_table(), targets[keep])

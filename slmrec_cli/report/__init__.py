@@ -32,8 +32,8 @@ def popularity(data_dir: Path | None, runs: list[Run]) -> dict[str, dict]:
     if data_dir is None:
         return {}
     from slmrec_cli.data import load_dataset
-    from slmrec_cli.evaluate_cmd import popularity_scorer
     from slmrec_cli.evaluation.evaluate import PROTOCOLS, metrics_record, rank_split
+    from slmrec_cli.evaluation.popularity import popularity_scorer
 
     ds = load_dataset(data_dir)
     mask = next((r.evals[("test", "full")]["mask_history"] for r in runs if ("test", "full") in r.evals), True)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from slmrec_cli.config.distill import DistillOptions
+from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.errors import SlmrecError
 
 TERMS = (("lambda_cos", "d_cos"), ("lambda_norm", "d_norm"), ("lambda_ms", "l_ms"))
 ALL_TERMS = "all three"
+DEFAULTS = DistillOptions()
 
 
 @dataclass
@@ -49,6 +52,11 @@ class Run:
         return self.cfg.get("distill") or {}
 
     @property
+    def options(self) -> DistillOptions:
+        """A student's distillation options, typed (keys an older run lacks at their defaults)."""
+        return DistillOptions.from_record(self.distill)
+
+    @property
     def full_depth(self) -> bool:
         b = self.cfg.get("base_model") or {}
         return self.kind == "teacher" and self.layers == b.get("layers_total")
@@ -83,14 +91,15 @@ def label(run: Run) -> str:
         return "SASRec"
     if run.kind == "teacher":
         return f"E4SRec-{run.layers}" + (" (full depth)" if run.full_depth else "")
-    d = run.distill
+    d, o = run.distill, run.options
     terms = terms_label(d)
     hidden = terms == ALL_TERMS or (terms == "CE only" and d.get("lambda_kd"))  # the latter reads "L_kd only"
     extra = [t for t in ("" if hidden else terms,
-                         f"B={d['blocks']}" if d["blocks"] != 4 else "", "online" if d["mode"] == "online" else "",
-                         f"{d['norm_loss']} norm" if d["norm_loss"] != "normalized" else "",
-                         "aligned at every position" if d.get("align") == "all" else "", kd_label(d)) if t]
-    return f"SLMRec {d['student_layers']}←{d['teacher_layers']}" + (f" ({'; '.join(extra)})" if extra else "")
+                         f"B={o.blocks}" if o.blocks != DEFAULTS.blocks else "",
+                         o.mode if o.mode != DEFAULTS.mode else "",
+                         f"{o.norm_loss} norm" if o.norm_loss != DEFAULTS.norm_loss else "",
+                         "aligned at every position" if o.align == "all" else "", kd_label(d)) if t]
+    return f"SLMRec {o.student_layers}←{d['teacher_layers']}" + (f" ({'; '.join(extra)})" if extra else "")
 
 
 def order_key(run: Run) -> tuple:
@@ -99,18 +108,19 @@ def order_key(run: Run) -> tuple:
         return (0, 0, run.name)
     if run.kind == "teacher":
         return (1, -run.layers, run.name)
-    d = run.distill
-    default = (terms_label(d) == ALL_TERMS and d["mode"] == "offline" and d["blocks"] == 4 and not kd_label(d)
-               and d.get("align", "last") == "last")
-    return (2, -d["teacher_layers"], -d["student_layers"], not default, run.name)
+    o = run.options
+    default = (terms_label(run.distill) == ALL_TERMS and not o.lambda_kd
+               and (o.mode, o.blocks, o.align) == (DEFAULTS.mode, DEFAULTS.blocks, DEFAULTS.align))
+    return (2, -run.distill["teacher_layers"], -o.student_layers, not default, run.name)
 
 
 # where the same setting was written down differently: when and by which version, and paths (the teacher's hash,
 # the id table's checksum and the dataset's hash say what those paths held)
 INCIDENTAL = {"": ("created", "version", "ids"), "train": ("seed",), "data": ("path", "name"),
               "base_model": ("path",), "distill": ("teacher", "teacher_cache")}
-# options added after runs were made: at their default they change nothing, so older runs (without the key) still fold
-LATER_DEFAULTS = {"": {"precision": "fp32"}, "train": {"max_steps": 0}, "distill": {"align": "last"}}
+# options added after runs were made: at their default they change nothing, so older runs (without the key) still fold;
+# in the typed sections every option at its default is dropped alike
+LATER_DEFAULTS = {"": {"precision": "fp32"}, "train": asdict(TrainArgs()), "distill": asdict(DEFAULTS)}
 
 
 def setting_key(run: Run) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from slmrec_cli.evaluation.ranking import METRIC_NAMES
 from slmrec_cli.plots import metric_panels
-from slmrec_cli.report.collect import ALL_TERMS, Run, kd_label, label, terms_label
+from slmrec_cli.report.collect import ALL_TERMS, DEFAULTS, Run, kd_label, label, terms_label
 
 ABLATION_ORDER = ("CE only", "+ d_cos", "+ d_cos, d_norm", "+ d_cos, l_ms", ALL_TERMS)
 MISSING = "_No runs for this in the report's arguments (`benchmarks/paper_study.sh` makes them)._\n"
@@ -78,10 +78,10 @@ def quality(runs: list[Run], popularity: dict[str, dict]) -> str:
 
 def default_students(runs: list[Run]) -> list[Run]:
     """Offline students with the paper's loss (all three terms, no L_kd), B=4 first, then the most blocks."""
-    return sorted((r for r in runs if r.kind == "student" and r.distill["mode"] == "offline"
+    return sorted((r for r in runs if r.kind == "student" and r.options.mode == "offline"
                    and terms_label(r.distill) == ALL_TERMS and not kd_label(r.distill)),
-                  key=lambda r: (r.distill.get("align", "last") != "last", r.distill["blocks"] != 4,
-                                 -r.distill["blocks"]))
+                  key=lambda r: (r.options.align != DEFAULTS.align, r.options.blocks != DEFAULTS.blocks,
+                                 -r.options.blocks))
 
 
 def main_student(runs: list[Run]) -> Run | None:

@@ -52,38 +52,3 @@ config_option = Annotated[
                  "command-line options override it.", is_eager=True, callback=_apply_config),
 ]
 
-
-def check_model_options(model: dict) -> None:
-    for key in ("dim", "layers", "heads", "max_len"):
-        if model[key] < 1:
-            raise SlmrecError(f"--{key.replace('_', '-')} must be at least 1, got {model[key]}")
-    if model["dim"] % model["heads"]:
-        raise SlmrecError(f"--dim {model['dim']} is not divisible by --heads {model['heads']}; change one of them")
-    if not 0 <= model["dropout"] < 1:
-        raise SlmrecError(f"--dropout must be in [0, 1), got {model['dropout']}")
-
-
-def llm_options(*, layers: int, max_len: int, prompt: str | None, lora_r: int, lora_alpha: int,
-                lora_dropout: float, lora_targets: str) -> dict:
-    """Validated LLMRecConfig fields from the CLI values."""
-    if layers < 1:
-        raise SlmrecError(f"--layers must be at least 1, got {layers}")
-    if max_len < 1:
-        raise SlmrecError(f"--max-len must be at least 1, got {max_len}")
-    if lora_r < 1 or lora_alpha < 1:
-        raise SlmrecError(f"--lora-r and --lora-alpha must be at least 1, got {lora_r} and {lora_alpha}")
-    if not 0 <= lora_dropout < 1:
-        raise SlmrecError(f"--lora-dropout must be in [0, 1), got {lora_dropout}")
-    targets = [t.strip() for t in lora_targets.split(",") if t.strip()]
-    if not targets:
-        raise SlmrecError("--lora-targets is empty; name at least one module, e.g. gate_proj,up_proj,down_proj")
-    opts = {"layers": layers, "max_len": max_len, "lora_r": lora_r, "lora_alpha": lora_alpha,
-            "lora_dropout": lora_dropout, "lora_targets": targets}
-    if prompt is not None:
-        from slmrec_cli.models.llmrec import PROMPTS
-
-        prompt = PROMPTS.get(prompt, prompt)
-        if prompt.count("{history}") != 1:
-            raise SlmrecError("--prompt must contain '{history}' exactly once (where the item sequence goes)")
-        opts["prompt"] = prompt
-    return opts

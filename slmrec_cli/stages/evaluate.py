@@ -5,33 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from slmrec_cli.config.evaluate import EvaluateConfig, protocols_of
 from slmrec_cli.data import load_dataset
 from slmrec_cli.distributed import process_state
-from slmrec_cli.errors import SlmrecError
-from slmrec_cli.evaluation.evaluate import PROTOCOLS, metrics_record, rank_split, write_metrics
+from slmrec_cli.evaluation.evaluate import metrics_record, rank_split, write_metrics
+from slmrec_cli.evaluation.popularity import popularity_scorer
 from slmrec_cli.evaluation.tables import print_records
 from slmrec_cli.runs import check_same_data, load_model, load_run_config
-
-
-def popularity_scorer(data):
-    """Most popular in the training histories: the same scores for every user (ties are pessimistic)."""
-    counts = torch.from_numpy(np.asarray(data.train_items_count(), dtype=np.float32))
-
-    def score_all(hist: torch.Tensor) -> torch.Tensor:
-        return counts.to(hist.device).expand(hist.shape[0], -1)
-
-    return score_all
-
-
-def _protocols(protocol: str) -> tuple[str, ...]:
-    if protocol == "both":
-        return PROTOCOLS
-    if protocol not in PROTOCOLS:
-        raise SlmrecError(f"--protocol must be sampled, full or both, got '{protocol}'")
-    return (protocol,)
 
 
 def stored_records(run: Path, ds, split: str, protocols, mask_history: bool) -> list[dict] | None:
@@ -48,19 +30,11 @@ def stored_records(run: Path, ds, split: str, protocols, mask_history: bool) -> 
     return records
 
 
-def run_evaluate(runs: list[Path], *, split: str, protocol: str, data: Path | None, popularity: bool,
-                 mask_history: bool, batch_size: int, json_out: bool, reuse: bool = False) -> list[dict]:
+def evaluate(opts: EvaluateConfig) -> list[dict]:
     """Under torchrun / accelerate launch every process loads the runs and scores its share of the users; the ranks
     are gathered, and the main process alone writes the metrics files and prints."""
-    if split not in ("valid", "test"):
-        raise SlmrecError(f"--split must be valid or test, got '{split}'")
-    protocols = _protocols(protocol)
-    if not runs and not popularity:
-        raise SlmrecError("nothing to evaluate; give one or more RUN directories, or --popularity --data DIR")
-    if popularity and not runs and data is None:
-        raise SlmrecError("--popularity needs --data DIR (or a run whose dataset it can use)")
-    if batch_size < 1:
-        raise SlmrecError(f"--batch-size must be at least 1, got {batch_size}")
+    runs, split, data, batch_size = opts.runs or [], opts.split, opts.data, opts.batch_size
+    mask_history, protocols = opts.mask_history, protocols_of(opts.protocol)
     configs = [(Path(r), load_run_config(r)) for r in runs]  # check every run before scoring any
     state = process_state()
     main = state is None or state.is_main_process
@@ -77,7 +51,7 @@ def run_evaluate(runs: list[Path], *, split: str, protocol: str, data: Path | No
     for run, cfg in configs:
         ds = dataset(data or cfg["data"]["path"])
         check_same_data(cfg, ds, run)
-        if reuse and (stored := stored_records(run, ds, split, protocols, mask_history)) is not None:
+        if opts.reuse and (stored := stored_records(run, ds, split, protocols, mask_history)) is not None:
             records.extend(stored)
             continue
         _, model = load_model(run, device)
@@ -88,14 +62,14 @@ def run_evaluate(runs: list[Path], *, split: str, protocol: str, data: Path | No
             if main:
                 write_metrics(run, rec)
             records.append(rec)
-    if popularity:
+    if opts.popularity:
         ds = dataset(data or configs[0][1]["data"]["path"])
         res = rank_split(popularity_scorer(ds), ds, split, protocols, max_len=1, batch_size=batch_size,
                          mask_history=mask_history, desc=f"popularity {split}")
         records.extend(metrics_record(res[p], ds, split, "popularity") for p in protocols)
     if not main:
         return records
-    if json_out:
+    if opts.json_out:
         for rec in records:
             print(json.dumps(rec))
     else:

@@ -7,17 +7,11 @@ from pathlib import Path
 import torch
 
 from slmrec_cli import ui
+from slmrec_cli.config.export import ExportConfig
+from slmrec_cli.devices import device_name
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.export.variants import Variant, check_names, ort_cuda_available, present, runtimes, scorer
+from slmrec_cli.export.variants import Variant, ort_cuda_available, present, runtimes, scorer
 from slmrec_cli.io import atomic_dir, read_json, write_json
-
-FORMATS = ("onnx", "safetensors")
-QUANTIZE = ("none", "int8", "int4")
-
-
-def split_list(values: list[str] | None, default: list[str]) -> list[str]:
-    out = [v.strip() for value in (values or []) for v in value.split(",") if v.strip()]
-    return out or default
 
 
 def latest_distill_run(root: Path = Path("runs")) -> Path:
@@ -152,27 +146,26 @@ def run_bench(out: Path, variants: list[Variant], batches: list[int], threads: i
             ui.info(f"bench {v.name} {runtime}/{provider}")
             rows += bench_one(v.name, runtime, provider, score_all, batches, cfg["max_len"], cfg["n_items"],
                               sync=sync, min_seconds=min_seconds)
-    from slmrec_cli.train.finish import device_name
-
     return {"device": device_name("cuda" if cuda else "cpu"), "threads": threads, "cuda": cuda,
             "ort_cuda": ort_cuda, "history_length": cfg["max_len"], "results": rows}
 
 
-def export(model: Path | None, out: Path, *, formats: list[str], quantize: list[str], bench: bool,
-           batches: list[int], threads: int | None, eval_batch: int = 64, force: bool = False,
-           min_seconds: float = 1.0, int8_scheme: str = "smooth", smooth_alpha: float | None = None) -> dict:
-    from slmrec_cli.export.onnx import INT8_SCHEMES
-
-    check_names(formats, FORMATS, "--format")
-    check_names(quantize, QUANTIZE, "--quantize")
-    check_names([int8_scheme], INT8_SCHEMES, "--int8-scheme")
-    if smooth_alpha is not None and not 0.0 <= smooth_alpha <= 1.0:
-        raise SlmrecError(f"--smooth-alpha must be between 0 and 1, got {smooth_alpha}")
-    if any(b < 1 for b in batches):
-        raise SlmrecError(f"--batch-sizes must be positive integers, got {batches}")
+def run_export(cfg: ExportConfig) -> dict:
+    """`slmrec export`: a new export of a run, or (--bench-only) a new benchmark of an existing export."""
+    if cfg.bench_only is not None:
+        return {"bench": bench_only(cfg.bench_only, batches=cfg.batch_sizes, threads=cfg.threads,
+                                    min_seconds=cfg.min_seconds)}
+    model = cfg.model
     if model is None:
         model = latest_distill_run()
         ui.info(f"exporting the latest distill run: {model}")
+    return export(Path(model), Path(cfg.out or Path("exports") / Path(model).name), cfg)
+
+
+def export(model: Path, out: Path, cfg: ExportConfig) -> dict:
+    formats, quantize, bench, batches = cfg.format, cfg.quantize, cfg.bench, cfg.batch_sizes
+    threads, eval_batch, force, min_seconds = cfg.threads, cfg.eval_batch, cfg.force, cfg.min_seconds
+    int8_scheme, smooth_alpha = cfg.int8_scheme, cfg.smooth_alpha
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     info = build_artifacts(Path(model), Path(out), formats, quantize, force, int8_scheme, smooth_alpha)

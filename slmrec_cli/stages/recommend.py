@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from slmrec_cli import ui
+from slmrec_cli.config.export import RecommendConfig
 from slmrec_cli.data import left_pad, read_item_map
 from slmrec_cli.errors import SlmrecError
 
@@ -36,14 +37,10 @@ def load_scorer(model: Path):
     return scorer(Variant("torch-fp32", model / "model.safetensors"), model, "torch", "cpu")[0]
 
 
-def recommend(model: Path, *, history: str | None, input: Path | None, k: int, json_out: bool) -> list[list[str]]:
-    model = Path(model)
+def recommend(cfg: RecommendConfig) -> list[list[str]]:
+    model, history, input, k, json_out = Path(cfg.model), cfg.history, cfg.input, cfg.k, cfg.json_out
     if not (model / "config.json").exists():
         raise SlmrecError(f"{model} is not an slmrec export (no config.json); run `slmrec export` first")
-    if (history is None) == (input is None):
-        raise SlmrecError("give exactly one of --history ID,ID,... or --input FILE (one history per line)")
-    if k < 1:
-        raise SlmrecError(f"--k must be at least 1, got {k}")
     raw_ids = read_item_map(model / "item_map.tsv")
     index = {raw: i for i, raw in enumerate(raw_ids) if i > 0}
     if history is not None:

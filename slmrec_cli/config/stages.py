@@ -1,0 +1,84 @@
+"""Each training stage's and `report`'s whole config: the concerns it combines, and its own inputs. The training
+stages' config.json holds their sections (model, train, distill) with what the stage derives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slmrec_cli.config.distill import DistillOptions
+from slmrec_cli.config.fields import RUN, opt, run_path
+from slmrec_cli.config.models import TARGETS, LLMRecConfig, SASRecConfig
+from slmrec_cli.config.train import LLMRunOptions, LLMTrain, RunOptions, SASRecTrain
+from slmrec_cli.errors import SlmrecError
+
+TARGETS_HELP = ("causal: the max-length windows of each training history, every item a target from one causal "
+                "forward (as SASRec); last: one example per user (official SLMRec code); all: every prefix as its "
+                "own example.")
+
+
+@dataclass
+class PretrainConfig:
+    """Train SASRec (full-softmax CE on every position): the classic baseline and the item-id table."""
+
+    data: Path = opt("Dataset directory from `slmrec prepare`.")
+    run: RunOptions
+    model: SASRecConfig = field(default_factory=SASRecConfig)
+    train: SASRecTrain = field(default_factory=SASRecTrain)
+
+
+@dataclass
+class TeacherConfig:
+    """Train the E4SRec-style LLM recommender (the teacher) on the first --layers layers of a base LM, with LoRA."""
+
+    data: Path = opt("Dataset directory from `slmrec prepare`.")
+    ids: Path = opt("SASRec run from `slmrec pretrain-ids` (its frozen item-id table).")
+    run: RunOptions
+    base_model: str = opt("smollm2-135m | tiny-random | a local HF model folder | a .gguf file.", "smollm2-135m")
+    targets: str = opt(TARGETS_HELP, "causal")
+    model: LLMRecConfig = field(default_factory=LLMRecConfig)
+    train: LLMTrain = field(default_factory=LLMTrain)
+    llm: LLMRunOptions = field(default_factory=LLMRunOptions)
+    load_in_8bit: bool = opt("Load the base model in 8-bit (bitsandbytes, CUDA).", False, panel=RUN,
+                             decls=("--load-in-8bit",))
+    load_in_4bit: bool = opt("Load the base model in 4-bit NF4 (bitsandbytes, CUDA).", False, panel=RUN,
+                             decls=("--load-in-4bit",))
+
+    def __post_init__(self) -> None:
+        if self.targets not in TARGETS:
+            raise SlmrecError(f"--targets must be one of {', '.join(TARGETS)}, got '{self.targets}'")
+
+
+@dataclass
+class DistillConfig:
+    """Distill an N-layer student from a trained M-layer teacher: CE + λ1(1−D_cos) + λ2·D_norm + λ3·L_ms."""
+
+    teacher: Path = opt("A teacher run from `slmrec train-teacher`.")
+    run: RunOptions
+    distill: DistillOptions = field(default_factory=DistillOptions)
+    teacher_cache: Path | None = opt("Directory for the frozen teacher's block features (built once, reused; "
+                                     "offline only).", None, from_cli=run_path)
+    data: Path | None = opt("Dataset directory (default: the teacher's).", None)
+    targets: str | None = opt("causal | last | all (default: the teacher's).", None)
+    train: LLMTrain = field(default_factory=LLMTrain)
+    llm: LLMRunOptions = field(default_factory=LLMRunOptions)
+
+    def __post_init__(self) -> None:
+        if self.targets is not None and self.targets not in TARGETS:
+            raise SlmrecError(f"--targets must be one of {', '.join(TARGETS)}, got '{self.targets}'")
+        if self.teacher_cache is not None and self.distill.mode == "online":
+            raise SlmrecError("--teacher-cache needs --mode offline (an online teacher changes as it trains)")
+
+
+@dataclass
+class ReportConfig:
+    """Regenerate the paper's tables and figures (datasets, quality, ablation, efficiency, probe, depth, B, online)
+    from run directories into one Markdown file with PNG plots. Runs that differ only by --seed become one row (the
+    first given), with their spread in a Seeds section and the student vs no-KD claim checked seed by seed."""
+
+    runs: list[Path] = opt("Run directories (any mix of datasets; unfinished ones and plain files are skipped).",
+                           argument=True)
+    out: Path = opt("Markdown file to write.", Path("docs/results.md"))
+    img_dir: Path | None = opt("Where the PNG plots go (default: img/ next to --out).", None)
+    data: list[Path] = opt("Dataset directories (default: the paths the runs recorded); repeatable.", factory=list,
+                           cli_type=list[Path] | None, cli_default=None, from_cli=lambda v: list(v or []))

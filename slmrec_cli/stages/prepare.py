@@ -1,0 +1,45 @@
+"""`slmrec prepare`: raw log → dataset directory, with a Table-1-style summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from slmrec_cli import ui
+from slmrec_cli.config.data import PrepareConfig
+from slmrec_cli.io import file_sha256
+
+
+def stats_table(name: str, stats: dict) -> Table:
+    table = Table(title=f"dataset {name}", title_justify="left")
+    for col in ("users", "items", "interactions", "density", "avg length"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{stats['users']:,}", f"{stats['items']:,}", f"{stats['interactions']:,}",
+                  f"{100 * stats['density']:.3f}%", f"{stats['mean_length']:.1f}")
+    return table
+
+
+def prepare_dataset(cfg: PrepareConfig) -> Path:
+    from slmrec_cli.data import builtin_dataset, prepare, read_log, save_dataset
+
+    if cfg.dataset is not None:
+        path, fmt = builtin_dataset(cfg.dataset)
+        source = {"kind": "builtin", "dataset": cfg.dataset, "file": path.name}
+        name = cfg.name or cfg.dataset
+    else:
+        path, fmt = Path(cfg.input), cfg.format
+        source = {"kind": "file", "path": str(path), "format": fmt}
+        name = cfg.name or path.name.split(".")[0]
+    csv_options = {k: getattr(cfg, k) for k in ("user_col", "item_col", "rating_col", "time_col", "delimiter")}
+    log = read_log(path, fmt, **(csv_options if fmt == "csv" else {}))
+    source["file_sha256"] = file_sha256(path)
+    options = {"min_rating": cfg.min_rating, "k_core": cfg.k_core, "keep_duplicates": cfg.keep_duplicates,
+               "num_negatives": cfg.num_negatives, "seed": cfg.seed}
+    out = Path(cfg.out) if cfg.out else Path("data") / name
+    prepared = prepare(log, **options)
+    save_dataset(prepared, out, name=name, source=source, options=options, force=cfg.force)
+    ui.info(f"wrote {out}")
+    if not ui.quiet():
+        ui.out.print(stats_table(name, prepared.stats))
+    return out

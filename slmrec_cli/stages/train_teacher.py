@@ -1,0 +1,49 @@
+"""`slmrec train-teacher`: the E4SRec-style LLM recommender on a truncated pretrained decoder, on the engine."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import torch
+
+from slmrec_cli import ui
+from slmrec_cli.config.models import check_prompt_for_targets
+from slmrec_cli.config.stages import TeacherConfig
+from slmrec_cli.config.train import TrainArgs
+from slmrec_cli.data import load_dataset
+from slmrec_cli.evaluation.tables import print_summary
+from slmrec_cli.models.build import build_model
+from slmrec_cli.runs import load_id_table, run_config
+from slmrec_cli.train.accelerator import make_accelerator
+from slmrec_cli.train.lifecycle import process_sections
+from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable
+
+
+def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
+    """Train the teacher into cfg.run.out. Under several processes every process calls this; only the main one
+    writes files and gets "records" in the summary."""
+    args: TrainArgs = cfg.train
+    check_prompt_for_targets(cfg.model.prompt, cfg.targets)
+    data = load_dataset(cfg.data)
+    table, ids_cfg = load_id_table(cfg.ids, data)
+    acc = make_accelerator(args)
+    device = str(acc.device)
+    model_cfg = replace(cfg.model, n_items=data.n_items, id_dim=table.shape[1])
+    torch.manual_seed(args.seed)
+    model, ref = build_model(model_cfg, cfg.base_model, table, device=device, load_in_8bit=cfg.load_in_8bit,
+                             load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.llm.gradient_checkpointing)
+    config = run_config("teacher", data, model=asdict(model_cfg), base_model=asdict(ref), train=asdict(args),
+                        targets=cfg.targets, ids={"run": str(cfg.ids), "data_hash": ids_cfg["data"]["hash"]},
+                        quantized={"load_in_8bit": cfg.load_in_8bit, "load_in_4bit": cfg.load_in_4bit},
+                        gradient_checkpointing=cfg.llm.gradient_checkpointing, **process_sections(acc, args))
+    task = LLMRecTask(model, data, cfg.targets, cfg.llm.eval_batch)
+    label = "" if ref.pretrained else " [NOT PRETRAINED: tiny-random]"
+    ui.info(f"teacher on {data.name}: {ref.ref} first {model_cfg.layers}/{ref.layers_total} layers{label}, "
+            f"{task.n_examples} examples (targets={cfg.targets}), {trainable(model):,} trainable parameters")
+    return train_llm_run(acc, cfg.run, config, task, args, data, table, eval_batch=cfg.llm.eval_batch,
+                         trained=model, on_step=on_step)
+
+
+def main(cfg) -> None:
+    """`slmrec train-teacher`: the run, then its valid and test metrics as a table (main process)."""
+    print_summary(train_teacher(cfg), f"teacher {cfg.run.out}")

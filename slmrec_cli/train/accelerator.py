@@ -1,0 +1,78 @@
+"""The accelerate side of training: the precision a run may use on this machine, and the Accelerator (one process,
+or a DDP group under torchrun / accelerate launch)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+
+from slmrec_cli.config.train import TrainArgs
+from slmrec_cli.errors import SlmrecError
+
+
+def cpu_bf16_supported() -> bool:
+    """Native bf16 matmuls on this CPU (AVX-512 BF16 or AMX tiles). Without them torch emulates bf16, many times
+    slower than fp32 (benchmarks/precision.py)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes (private API)
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(requested: str) -> str:
+    """accelerate's mixed_precision for --mixed-precision: auto = bf16 on a CUDA GPU that has it, else fp32 ("no").
+    On CPU, bf16 is allowed where the CPU computes it natively; fp16 needs CUDA."""
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    if requested == "fp16" and not cuda:
+        raise SlmrecError("--mixed-precision fp16 needs a CUDA GPU and none is visible; use --mixed-precision no "
+                          "(or bf16 on a CPU with AVX-512 BF16 or AMX)")
+    if requested == "bf16" and not cuda and not cpu_bf16_supported():
+        raise SlmrecError("--mixed-precision bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX), so torch "
+                          "would emulate it many times slower than fp32; use --mixed-precision no (or auto)")
+    return requested
+
+
+def precision_of(acc) -> str:
+    """The precision a run actually trained in, for its config.json: fp32, bf16 or fp16."""
+    mp = str(getattr(acc.mixed_precision, "value", acc.mixed_precision))
+    return "fp32" if mp == "no" else mp
+
+
+def make_accelerator(args: TrainArgs, run_dir: Path | None = None):
+    """accelerate's Accelerator; under torchrun / accelerate launch it joins the process group (gloo on CPU)."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    from slmrec_cli.distributed import use_cpu
+
+    mp = resolve_precision(args.mixed_precision)
+    kwargs = {}
+    if args.log_with:
+        if args.log_with == "tensorboard":
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise SlmrecError("--log-with tensorboard needs tensorboard: pip install tensorboard") from None
+        kwargs = {"log_with": args.log_with, "project_dir": str(run_dir)}
+    # the other processes wait while the main one builds a teacher cache: give barriers hours, not the default 30 min
+    handlers = [InitProcessGroupKwargs(timeout=timedelta(hours=3))]
+    # cpu=True on a CPU-only machine: without it accelerate ignores torchrun's environment and runs each process alone
+    acc = Accelerator(cpu=use_cpu(), mixed_precision=mp, gradient_accumulation_steps=args.grad_accum,
+                      kwargs_handlers=handlers, **kwargs)
+    check_parallelism(acc)  # before any run directory is created
+    return acc
+
+
+UNSUPPORTED = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed", "MEGATRON_LM": "Megatron-LM", "XLA": "XLA/TPU"}
+
+
+def check_parallelism(acc) -> None:
+    """Data parallel (DDP, or one process) only: validation, best weights and checkpoints read whole parameters,
+    which sharded engines (FSDP, DeepSpeed ZeRO) do not hold; refuse them rather than save shards as a model."""
+    name = UNSUPPORTED.get(str(getattr(acc.distributed_type, "name", acc.distributed_type)))
+    if name:
+        raise SlmrecError(f"{name} is not supported by slmrec's trainers yet (they need whole parameters on every "
+                          "process); launch with DDP (examples/accelerate/ddp8.yaml) and use --gradient-checkpointing "
+                          "or --load-in-8bit/--load-in-4bit for memory (docs/scaling.md)")

@@ -1,0 +1,88 @@
+"""The LLM recommender's training task (next-item CE), shared by the teacher and, with extra terms, the student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slmrec_cli.config.train import RunOptions, TrainArgs
+from slmrec_cli.data import left_pad, training_windows, window_inputs_targets
+from slmrec_cli.errors import SlmrecError
+from slmrec_cli.io import save_safetensors
+from slmrec_cli.models.build import ID_TABLE, param_counts
+from slmrec_cli.models.llmrec import LLMRec
+from slmrec_cli.runs import load_llmrec_run, record_checksums, save_llmrec_weights
+from slmrec_cli.train.lifecycle import train_run, validate_split
+
+
+def trainable(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def training_examples(data, targets: str) -> tuple[np.ndarray, np.ndarray]:
+    """(user, end) pairs: input = train_history[:end], target = train_history[end] (PROTOCOL.md §7)."""
+    users, ends = [], []
+    for u in range(data.n_users):
+        n = len(data.train_history(u))
+        if n < 2:
+            continue
+        span = [n - 1] if targets == "last" else range(1, n)
+        users.extend([u] * len(span))
+        ends.extend(span)
+    return np.asarray(users, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+
+
+class LLMRecTask:
+    """targets causal: the max-length windows of each training history (as SASRec), every real slot a target from
+    one forward; last/all: one (history → target) example each."""
+
+    def __init__(self, model: LLMRec, data, targets: str, eval_batch: int = 32):
+        self.model, self.data, self.eval_batch, self.targets = model, data, eval_batch, targets
+        max_len = model.cfg.max_len
+        if targets == "causal":
+            self.windows = torch.from_numpy(training_windows(data, max_len))
+            self.n_examples = len(self.windows)
+        else:
+            self.users, self.ends = training_examples(data, targets)
+            self.n_examples = len(self.users)
+        if self.n_examples == 0:
+            raise SlmrecError(f"{data.path} has no user with two training items; nothing to train on")
+
+    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        if self.targets == "causal":
+            items, targets = window_inputs_targets(self.windows[torch.from_numpy(indices)])
+            return {"items": items, "targets": targets}
+        pairs = [(self.data.train_history(int(u)), int(e)) for u, e in zip(self.users[indices], self.ends[indices],
+                                                                                 strict=True)]
+        hists = [h[:e] for h, e in pairs]
+        targets = [int(h[e]) for h, e in pairs]
+        return {"items": torch.from_numpy(left_pad(hists, self.model.cfg.max_len)),
+                "targets": torch.tensor(targets, dtype=torch.long)}
+
+    def loss(self, model, batch):
+        return model(batch["items"], batch["targets"]), {}
+
+    def validate(self, model) -> dict:
+        return validate_split(self, model, model.cfg.max_len)
+
+    def save_best(self, model, run_dir: Path) -> None:
+        save_llmrec_weights(model, run_dir)
+
+
+def train_llm_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, table: torch.Tensor, *,
+                  eval_batch: int, trained: torch.nn.Module, setup=None, on_step=None) -> dict:
+    """A teacher's or student's run: the lifecycle, plus a copy of the frozen id table so the run reloads on its
+    own (then setup(run_dir), on every process); efficiency.json counts the parameters `trained` trains."""
+
+    def save_table(run_dir: Path) -> None:
+        if acc.is_main_process:
+            save_safetensors({"item_embeddings": table}, run_dir / ID_TABLE)
+            record_checksums(run_dir, [ID_TABLE])
+        if setup is not None:
+            setup(run_dir)
+
+    return train_run(acc, run, config, task, args, data, setup=save_table, eval_batch=eval_batch,
+                     reload=lambda run_dir: load_llmrec_run(run_dir, config, str(acc.device)),
+                     params=lambda best: {**param_counts(best), "trainable": trainable(trained)}, on_step=on_step)
