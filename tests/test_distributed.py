@@ -9,8 +9,7 @@ import torch
 
 from tests.helpers import cli_command, cli_env, eval_records, make_dataset, run_cli, run_subprocess, wait_for_file
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")]
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 
 # 120 windows → 60 per process → batches of 16, 16, 16, 12 → 2 optimizer steps per epoch with --grad-accum 2
 SASREC = ["--dim", "16", "--layers", "1", "--heads", "2", "--max-len", "8", "--batch-size", "16", "--grad-accum", "2",

@@ -1,12 +1,14 @@
-"""benchmarks/paper_study.sh end to end at toy size (tiny-random base), every stage once, then again to show it
-skips what is finished."""
+"""benchmarks/paper_study.sh at toy size (tiny-random base), every stage: its plan (DRY_RUN) is run command by command
+in this process (a Python start per command would cost most of the test), then the script itself runs over the
+finished study, which must skip every run and write the report."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 
-from helpers import REPO, cli_env, make_dataset
+from helpers import REPO, cli_env, make_dataset, run_cli
 
 TOY = {"BASE": "tiny-random", "TEACHER": "4", "STUDENT": "2", "FULL": "4", "BLOCKS": "2", "B_SWEEP": "1",
        "SWEEP": "1", "PAIRS": "2:1", "SEEDS": "1", "EPOCHS": "1", "EVAL_BATCH": "32", "SASREC_PATIENCE": "1",
@@ -19,11 +21,18 @@ def study(data, root, **env):
                           timeout=600)
 
 
-def test_paper_study_runs_every_part_and_resumes(tmp_path):
+def test_paper_study_runs_every_part_and_resumes(tmp_path, capsys):
     data, root = make_dataset(tmp_path), tmp_path / "study"
     every = {"STAGES": "core align ablation blocks online full sweep pairs seeds kd levers", "KD_TAU": "2",
              "LEVER_LRS": "2e-3"}
-    res = study(data, root, **every)
+    plan = study(data, root, DRY_RUN="1", **every)
+    assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-3000:]
+    commands = [shlex.split(line) for line in plan.stdout.splitlines() if line.startswith("slmrec ")]
+    assert commands[-1][:2] == ["slmrec", "report"] and not list((root / "runs").iterdir())  # planned, not run
+    for argv in commands[:-1]:
+        code, _, err = run_cli(argv[1:], capsys)
+        assert code == 0, f"{shlex.join(argv)}: {err[-2000:]}"
+    res = study(data, root, **every)  # the script over the finished study: every run is skipped, the report written
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     runs = root / "runs"
     expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-align-all", "t4-seed1", "s2-cos", "s2-cos-norm", "s2-cos-ms",
@@ -55,8 +64,7 @@ def test_paper_study_runs_every_part_and_resumes(tmp_path):
     assert json.loads((root / "levers" / "t2-lr2e-3" / "config.json").read_text())["train"]["lr"] == 2e-3
     assert json.loads((root / "levers" / "t2-last" / "config.json").read_text())["targets"] == "last"
     assert "`t4-lr2e-3`" not in report
-    again = study(data, root, **every)  # everything finished: every stage is skipped, the report is rewritten
-    assert again.returncode == 0, again.stderr[-3000:]
     # t4 is both the teacher and the full depth; t2 and t1 are also the pair and kd stages' teacher and baseline;
     # and the six levers
-    assert again.stdout.count(": done") == len(expected) + 5 + 6
+    assert res.stdout.count(": done") == len(expected) + 5 + 6
+    assert len(commands) == len(expected) + 6 + 2  # every run once, the probe and the report

@@ -72,5 +72,5 @@ class SASRec(nn.Module):
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Full-softmax cross-entropy over all items at every non-padding position."""
-        keep = targets != 0  # padding is never a target
-        return next_item_ce(self.encode(inputs)[keep], self.item_table(), targets[keep])
+        states = self.encode(inputs)
+        return next_item_ce(states.reshape(-1, states.shape[-1]), self.item_table(), targets.reshape(-1))

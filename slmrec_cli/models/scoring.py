@@ -15,5 +15,6 @@ def item_logits(users: torch.Tensor, id_table: torch.Tensor) -> torch.Tensor:
 
 
 def next_item_ce(users: torch.Tensor, id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean full-softmax cross-entropy of the next item over every item of the table (paper Eq. 1)."""
-    return F.cross_entropy(item_logits(users, id_table), targets)
+    """Mean full-softmax cross-entropy of the next item over every item of the table (paper Eq. 1), for user vectors
+    [K, d0] and targets [K]; a row whose target is 0 (padding) is left out of the mean."""
+    return F.cross_entropy(item_logits(users, id_table), targets, ignore_index=0)
