@@ -58,23 +58,41 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
-    """Entry point: bad input → one line, exit 2; internal error → one line, exit 1 (traceback with --debug)."""
+def _click_errors() -> tuple[tuple, tuple, tuple, tuple]:
+    """(Exit, NoArgsIsHelpError, ClickException, Abort) classes of click and of the click copy typer vendors (>= 0.2x
+    raises its own, which click's classes do not catch)."""
     import click
 
+    modules = [click.exceptions]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        vendored = None
+    if vendored is not None:
+        modules.append(vendored)
+    names = ("Exit", "NoArgsIsHelpError", "ClickException", "Abort")
+    return tuple(tuple(getattr(m, n) for m in modules if hasattr(m, n)) for n in names)
+
+
+def main() -> None:
+    """Entry point: bad input (usage errors included) → one line, exit 2; internal error → one line, exit 1
+    (traceback with --debug); bare `slmrec` → the help, exit 0."""
     from slmrec_cli.distributed import is_main_process, shutdown
     from slmrec_cli.errors import Interrupted, SlmrecError
 
+    exit_, no_args, usage, abort = _click_errors()
     debug = "--debug" in sys.argv
     try:
         app(standalone_mode=False)
         shutdown(wait=True)  # several processes: all finish together, then leave the group cleanly
-    except click.exceptions.Exit as e:
+    except exit_ as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:  # usage errors from option parsing
+    except no_args:  # the help is already printed
+        sys.exit(0)
+    except usage as e:  # usage errors from option parsing: the usage line and one error line
         e.show()
         sys.exit(2)
-    except click.exceptions.Abort:
+    except abort:
         ui.err.print("aborted")
         sys.exit(130)
     except SlmrecError as e:
