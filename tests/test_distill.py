@@ -323,3 +323,41 @@ def test_gradient_checkpointing_changes_neither_loss_nor_gradients(teacher):
     assert loss1.item() == pytest.approx(loss0.item(), rel=1e-6)
     assert all(terms1[k].item() == pytest.approx(v.item(), rel=1e-5, abs=1e-7) for k, v in terms0.items())
     assert torch.allclose(grads1, grads0, rtol=1e-4, atol=1e-7)
+
+
+def test_online_student_starts_from_the_trained_teachers_projections(teacher, tmp_path, monkeypatch):
+    """--mode online --init-projections teacher: the student copies the trained teacher's up/down projections, not
+    those of the fresh online teacher that replaces it; efficiency.json counts the student's own trainable
+    parameters, with the L_ms adapters and the online teacher apart."""
+    import slmrec_cli.stages.distill as stage
+
+    _, _, t4 = teacher
+    trained = load_llmrec_run(t4, json.loads((t4 / "config.json").read_text()))
+    seen = {}
+
+    class Spy(Distiller):
+        def __init__(self, student, *a, **k):
+            seen["up"] = student.up.weight.detach().clone()
+            super().__init__(student, *a, **k)
+
+    monkeypatch.setattr(stage, "Distiller", Spy)
+    out = tmp_path / "online"
+    student_run(t4, out, 2, args(epochs=1, max_steps=1), blocks=2, mode="online", init_projections="teacher")
+    assert torch.equal(seen["up"], trained.up.weight)
+    params = json.loads((out / "efficiency.json").read_text())["params"]
+    student = load_llmrec_run(out, json.loads((out / "config.json").read_text()))
+    lora_and_projections = sum(p.numel() for n, p in student.named_parameters() if "lora_" in n or n.startswith(
+        ("up.", "down.")))
+    assert params["trainable"] == lora_and_projections
+    assert params["ms_adapters_trainable"] > 0 and params["online_teacher_trainable"] > 0
+
+
+def test_trackers_write_into_the_run_directory(teacher, tmp_path, monkeypatch):
+    import slmrec_cli.stages.distill as stage
+
+    _, _, t4 = teacher
+    dirs = []
+    real = stage.make_accelerator
+    monkeypatch.setattr(stage, "make_accelerator", lambda a, run_dir=None: dirs.append(run_dir) or real(a, run_dir))
+    student_run(t4, tmp_path / "s", 2, args(epochs=1, max_steps=1), blocks=2)
+    assert dirs == [tmp_path / "s"]  # accelerate's project_dir for --log-with, never ./None

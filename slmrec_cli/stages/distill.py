@@ -23,7 +23,7 @@ from slmrec_cli.models.build import build_model
 from slmrec_cli.runs import check_same_data, load_llmrec_run, load_run_config, record_checksums, run_config
 from slmrec_cli.train.accelerator import make_accelerator
 from slmrec_cli.train.lifecycle import process_sections
-from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run
+from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable
 
 MS_ADAPTERS = "ms_adapters.safetensors"
 
@@ -78,19 +78,20 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     m = tcfg["model"]["layers"]
     pairs = block_layers(m, opts.student_layers, opts.blocks)
     t_hash = teacher_fingerprint(cfg.teacher)
-    acc = make_accelerator(args)
+    acc = make_accelerator(args, Path(cfg.run.out))
     device = str(acc.device)
     torch.manual_seed(args.seed)
     teacher = load_llmrec_run(cfg.teacher, tcfg, device)
     table = teacher.id_table.cpu()
     base = {"base_model": tcfg["base_model"]["ref"], "id_table": table, "device": device,
             "expect_hash": tcfg["base_model"]["hash"], "gradient_checkpointing": cfg.llm.gradient_checkpointing}
+    projections = {"up": teacher.up.state_dict(), "down": teacher.down.state_dict()}  # the trained teacher's
     if opts.mode == "online":  # RQ4: the teacher starts from the base model like the student, and trains alongside
         teacher, _ = build_model(LLMRecConfig(**tcfg["model"]), **base)
     student, ref = build_model(replace(LLMRecConfig(**tcfg["model"]), layers=opts.student_layers), **base)
-    if opts.init_projections == "teacher":
-        student.up.load_state_dict(teacher.up.state_dict())
-        student.down.load_state_dict(teacher.down.state_dict())
+    if opts.init_projections == "teacher":  # from the trained teacher, also when an online one replaces it
+        student.up.load_state_dict(projections["up"])
+        student.down.load_state_dict(projections["down"])
     model = Distiller(student, teacher, pairs, opts).to(device)
     del teacher  # the Distiller holds it, and lets go of it once its features are cached
     section = {"teacher": str(cfg.teacher), "teacher_hash": t_hash, "teacher_layers": m, "pairs": pairs,
@@ -112,8 +113,12 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
             task.features = load_or_build(cfg.teacher_cache, key, task, model, cfg.llm.eval_batch, device)
         model.teacher = None  # every example's features are cached: training never runs the teacher
 
+    # efficiency.json: the student's own trainable parameters; the L_ms adapters (and an online teacher) apart
+    extra = {"ms_adapters_trainable": trainable(model.ms_adapters)}
+    if opts.mode == "online":
+        extra["online_teacher_trainable"] = trainable(model.teacher)
     return train_llm_run(acc, cfg.run, config, task, args, data, table, eval_batch=cfg.llm.eval_batch,
-                         trained=model, setup=cache_features, on_step=on_step)
+                         trained=student, extra_params=extra, setup=cache_features, on_step=on_step)
 
 
 def main(cfg) -> None:

@@ -72,9 +72,11 @@ class LLMRecTask:
 
 
 def train_llm_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, table: torch.Tensor, *,
-                  eval_batch: int, trained: torch.nn.Module, setup=None, on_step=None) -> dict:
+                  eval_batch: int, trained: torch.nn.Module, extra_params: dict | None = None, setup=None,
+                  on_step=None) -> dict:
     """A teacher's or student's run: the lifecycle, plus a copy of the frozen id table so the run reloads on its
-    own (then setup(run_dir), on every process); efficiency.json counts the parameters `trained` trains."""
+    own (then setup(run_dir), on every process); efficiency.json counts the parameters `trained` trains (and
+    extra_params)."""
 
     def save_table(run_dir: Path) -> None:
         if acc.is_main_process:
@@ -83,6 +85,8 @@ def train_llm_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, dat
         if setup is not None:
             setup(run_dir)
 
-    return train_run(acc, run, config, task, args, data, setup=save_table, eval_batch=eval_batch,
-                     reload=lambda run_dir: load_llmrec_run(run_dir, config, str(acc.device)),
-                     params=lambda best: {**param_counts(best), "trainable": trainable(trained)}, on_step=on_step)
+    def params(best) -> dict:
+        return {**param_counts(best), "trainable": trainable(trained), **(extra_params or {})}
+
+    return train_run(acc, run, config, task, args, data, setup=save_table, eval_batch=eval_batch, params=params,
+                     reload=lambda run_dir: load_llmrec_run(run_dir, config, str(acc.device)), on_step=on_step)
