@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
 import typer
 
-from slmrec_cli import __version__, ui
-from slmrec_cli.cli_options import command
+from slmrec_cli import cli_options, ui
 
 app = typer.Typer(
     name="slmrec",
@@ -20,40 +18,31 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-def _version(value: bool) -> None:
-    if value:
-        print(f"slmrec {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only results and errors.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-) -> None:
-    """slmrec: E4SRec-style LLM recommenders made small (SLMRec, ICLR 2025)."""
+def _set_mode(opts) -> None:
     from slmrec_cli.distributed import is_main_process
 
-    ui.set_mode(quiet=quiet or not is_main_process(), debug=debug)  # several processes: one speaks
+    ui.set_mode(quiet=opts.quiet or not is_main_process(), debug=opts.debug)  # several processes: one speaks
 
 
 def _register() -> None:
     """Every stage's command: its options from its config class, its work in slmrec_cli.stages (imported when it
     runs)."""
-    from slmrec_cli.config import data, evaluate, export, stages
+    from slmrec_cli.config import data, evaluate, export, root, stages
 
-    command(app, "prepare", data.PrepareConfig, "slmrec_cli.stages.prepare:prepare_dataset")
-    command(app, "pretrain-ids", stages.PretrainConfig, "slmrec_cli.stages.pretrain_ids:main")
-    command(app, "train-teacher", stages.TeacherConfig, "slmrec_cli.stages.train_teacher:main")
-    command(app, "distill", stages.DistillConfig, "slmrec_cli.stages.distill:main")
-    command(app, "prune-probe", evaluate.ProbeConfig, "slmrec_cli.stages.prune_probe:prune_probe", config_file=False)
-    command(app, "export", export.ExportConfig, "slmrec_cli.stages.export:run_export", config_file=False)
-    command(app, "recommend", export.RecommendConfig, "slmrec_cli.stages.recommend:recommend", config_file=False)
-    command(app, "evaluate", evaluate.EvaluateConfig, "slmrec_cli.stages.evaluate:evaluate", config_file=False)
-    command(app, "report", stages.ReportConfig, "slmrec_cli.stages.report:report", config_file=False)
-
+    cli_options.root(app, root.RootOptions, _set_mode)
+    stage = "slmrec_cli.stages."
+    for name, cls, run, config_file in (
+        ("prepare", data.PrepareConfig, "prepare:prepare_dataset", True),
+        ("pretrain-ids", stages.PretrainConfig, "pretrain_ids:main", True),
+        ("train-teacher", stages.TeacherConfig, "train_teacher:main", True),
+        ("distill", stages.DistillConfig, "distill:main", True),
+        ("prune-probe", evaluate.ProbeConfig, "prune_probe:prune_probe", False),
+        ("export", export.ExportConfig, "export:run_export", False),
+        ("recommend", export.RecommendConfig, "recommend:recommend", False),
+        ("evaluate", evaluate.EvaluateConfig, "evaluate:evaluate", False),
+        ("report", stages.ReportConfig, "report:report", False),
+    ):
+        cli_options.command(app, name, cls, stage + run, config_file=config_file)
 
 _register()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import Field
 from typing import Annotated, Any
 
@@ -18,7 +19,7 @@ from slmrec_cli.config.fields import RUN, build, cli_default, flat_fields, to_js
 def _parameter(f: Field, hint: Any) -> inspect.Parameter:
     meta = f.metadata
     kind = typer.Argument if meta["argument"] else typer.Option
-    info = {"help": meta["help"]}
+    info = {"help": meta["help"], **meta.get("cli_extra", {})}
     if meta["panel"] and not meta["argument"]:
         info["rich_help_panel"] = meta["panel"]
     base = meta["cli_type"] or hint
@@ -33,12 +34,7 @@ PRINT_CONFIG = inspect.Parameter("print_config", inspect.Parameter.KEYWORD_ONLY,
                        rich_help_panel=RUN)])
 
 
-def command(app: typer.Typer, name: str, cls: type, run: str, *, config_file: bool = True) -> None:
-    """Register `slmrec NAME`: its options are the fields of config `cls`; it builds the config (its checks run)
-    and calls run(config), run being "module:function"."""
-    from slmrec_cli import ui
-    from slmrec_cli.config.files import config_option
-
+def _signature(cls: type, name: str) -> list[inspect.Parameter]:
     specs = flat_fields(cls)
     names = [f.name for _, f, _ in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -46,6 +42,35 @@ def command(app: typer.Typer, name: str, cls: type, run: str, *, config_file: bo
         raise TypeError(f"`{name}`: options {dupes} are declared twice in {cls.__name__}")
     params = [_parameter(f, hint) for _, f, hint in specs]
     params.sort(key=lambda p: p.default is not inspect.Parameter.empty)  # required ones first in the help
+    return params
+
+
+def _finish(callback, params: list[inspect.Parameter], cls: type, name: str) -> None:
+    callback.__signature__ = inspect.Signature(params)
+    callback.__annotations__ = {p.name: p.annotation for p in params}
+    callback.__doc__ = cls.__doc__
+    callback.__name__ = name.replace("-", "_")
+
+
+def root(app: typer.Typer, cls: type, run: Callable[[Any], None]) -> None:
+    """The app's own options (before any command), from config `cls`; run(config) once they are parsed."""
+    params = _signature(cls, "slmrec")
+
+    def callback(**values: Any) -> None:
+        run(build(cls, values))
+
+    _finish(callback, params, cls, "root")
+    app.callback()(callback)
+    CONFIGS["(root)"] = cls
+
+
+def command(app: typer.Typer, name: str, cls: type, run: str, *, config_file: bool = True) -> None:
+    """Register `slmrec NAME`: its options are the fields of config `cls`; it builds the config (its checks run)
+    and calls run(config), run being "module:function"."""
+    from slmrec_cli import ui
+    from slmrec_cli.config.files import config_option
+
+    params = _signature(cls, name)
     params.append(PRINT_CONFIG)
     if config_file:
         params.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
@@ -61,9 +86,6 @@ def command(app: typer.Typer, name: str, cls: type, run: str, *, config_file: bo
             return
         getattr(importlib.import_module(module), function)(cfg)
 
-    callback.__signature__ = inspect.Signature(params)
-    callback.__annotations__ = {p.name: p.annotation for p in params}
-    callback.__doc__ = cls.__doc__
-    callback.__name__ = name.replace("-", "_")
+    _finish(callback, params, cls, name)
     app.command(name)(callback)
     CONFIGS[name] = cls

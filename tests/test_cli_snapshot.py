@@ -87,17 +87,18 @@ def test_training_stages_resolve_the_same_config(tmp_path, capsys):
 
 
 def test_every_option_comes_from_one_config_field():
-    """No option is declared by hand: each command's parameters are its config class's fields, plus --config and
-    --print-config."""
+    """No option is declared by hand: each command's parameters (and the app's own) are its config class's fields,
+    plus --config and --print-config (and typer's shell-completion options on the app)."""
     from slmrec_cli.cli import app
     from slmrec_cli.cli_options import CONFIGS
     from slmrec_cli.config.fields import flat_fields
 
     group = typer.main.get_command(app)
-    assert set(group.commands) == set(CONFIGS)
-    for name, command in group.commands.items():
+    assert set(group.commands) | {"(root)"} == set(CONFIGS)
+    typer_own = {"config", "print_config", "install_completion", "show_completion"}
+    for name, command in [*group.commands.items(), ("(root)", group)]:
         fields = {f.name for _, f, _ in flat_fields(CONFIGS[name])}
-        assert {p.name for p in command.params} - {"config", "print_config"} == fields, name
+        assert {p.name for p in command.params} - typer_own == fields, name
 
 
 def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path, capsys):

@@ -23,13 +23,15 @@ CLI_KEYS = ("help", "panel", "decls", "argument", "cli_type", "from_cli", "cli_d
 
 def opt(help: str, default: Any = MISSING, *, factory: Callable[[], Any] | Any = MISSING, panel: str | None = None,
         decls: tuple[str, ...] = (), argument: bool = False, cli: bool = True, cli_type: Any = None,
-        from_cli: Callable[[Any], Any] | None = None, cli_default: Any = MISSING) -> Field:
+        from_cli: Callable[[Any], Any] | None = None, cli_default: Any = MISSING,
+        cli_extra: dict | None = None) -> Field:
     """A config field with its command-line option. decls: the option's names when not the field's own (e.g.
     ("--json",), or ("--gradient-checkpointing",) for a flag without a --no- form); argument: positional;
     cli=False: set by the stage, not the user; cli_type/from_cli/cli_default: what the command line takes and shows
-    when it differs from the field (a comma list for a list, a preset name for a template)."""
+    when it differs from the field (a comma list for a list, a preset name for a template); cli_extra: more
+    arguments of the option itself (an eager callback, as --version's)."""
     meta = {"help": help, "panel": panel, "decls": decls, "argument": argument, "cli": cli, "cli_type": cli_type,
-            "from_cli": from_cli, "cli_default": cli_default}
+            "from_cli": from_cli, "cli_default": cli_default, "cli_extra": cli_extra or {}}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
