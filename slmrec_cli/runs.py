@@ -66,19 +66,50 @@ def run_config(kind: str, data, **sections) -> dict:
             "data": {"name": data.name, "path": str(data.path), "hash": data.content_hash}, **sections}
 
 
+# what --resume may change (the run's length, how often it validates and logs), and where the same setting may be
+# written differently (when, by which version, and paths whose contents the recorded hashes identify)
+RESUME_MAY_CHANGE = ("train.epochs", "train.patience", "train.eval_every", "train.log_with", "train.log_every")
+INCIDENTAL = ("created", "version", "data.path", "ids.run", "distill.teacher", "distill.teacher_cache")
+
+
+def _flat(section: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
+    """(what differs, as 'option old → new'; options the old run does not record, written before they existed)."""
+    a, b = _flat(old), _flat(new)
+    keys = sorted(set(b) - set(RESUME_MAY_CHANGE) - set(INCIDENTAL))
+    unrecorded = [k for k in keys if k not in a]
+    changed = [f"{k.rsplit('.', 1)[-1].replace('_', '-')} {a[k]} → {b[k]}" for k in keys if k in a and a[k] != b[k]]
+    return changed, unrecorded
+
+
 def save_config(run_dir: Path, config: dict, resume: bool, write: bool = True) -> None:
-    """On resume the options must be those of the original run (except epochs/patience, which may grow).
-    Every process checks; only the one with write=True (the main process) writes."""
+    """On resume the options must be those of the original run; only the run's length and how often it validates
+    and logs may change. Every process checks; only the one with write=True (the main process) writes."""
     path = Path(run_dir) / "config.json"
     if resume and path.exists():
         try:
             old = read_json(path)
         except ValueError:
             raise SlmrecError(f"{path} is not valid JSON; the run is damaged, start it again with --force") from None
-        for section in ("model", "data"):
-            if old.get(section) != config.get(section):
-                raise SlmrecError(f"--resume with different {section} options than {path}; "
-                                  "use the original options or start a new run")
+        changed, unrecorded = resume_changes(old, config)
+        if changed:
+            raise SlmrecError(f"--resume with other options than {path}: {', '.join(changed)}; only --epochs, "
+                              "--patience, --eval-every, --eval-batch and --log-with may change (or start a new run "
+                              "with --force)")
+        if unrecorded:
+            from slmrec_cli import ui
+
+            ui.info(f"[yellow]{path} predates options it does not record ({', '.join(unrecorded)}); resuming "
+                    "without comparing them[/]")
     if write:
         write_json(path, config)
 

@@ -132,7 +132,7 @@ def resume_argv(teacher, run):
     data, sasrec, _ = teacher
     opts = {**TEACHER_TINY, "lora_r": 4}
     return ["train-teacher", "--data", data, "--ids", sasrec, "--out", run, "--base-model", "tiny-random",
-            "--epochs", "1", "--batch-size", "16", "--lr", "0.005", "--resume",
+            "--epochs", "1", "--batch-size", "16", "--lr", "0.005", "--warmup-ratio", "0.02", "--resume",
             *[x for k, v in opts.items() for x in (f"--{k.replace('_', '-')}", v)]]
 
 
@@ -161,4 +161,30 @@ def test_resume_with_other_model_options_is_refused(teacher, tmp_path, capsys):
     broken = copy_run(run, tmp_path)
     argv = resume_argv(teacher, broken)
     argv[argv.index("--lora-r") + 1] = "8"
-    one_line_exit_2(argv, capsys, "different model options")
+    one_line_exit_2(argv, capsys, "lora-r 4 → 8")
+
+
+def test_resume_lists_every_changed_option_and_allows_only_length_and_logging(teacher, tmp_path, capsys):
+    """Another --lr or λ used to continue silently and rewrite config.json: now each difference is named, and the
+    run is left as it was; more --epochs or another --patience is a plain resume."""
+    _, _, run = teacher
+    broken = copy_run(run, tmp_path)
+    before = (broken / "config.json").read_text()
+    argv = resume_argv(teacher, broken)
+    argv[argv.index("--lr") + 1] = "0.001"
+    argv[argv.index("--warmup-ratio") + 1] = "0.1"
+    one_line_exit_2(argv, capsys, "lr 0.005 → 0.001", "warmup-ratio 0.02 → 0.1")
+    assert (broken / "config.json").read_text() == before
+    longer = resume_argv(teacher, copy_run(run, tmp_path, "longer"))
+    longer[longer.index("--epochs") + 1] = "3"
+    code, _, err = run_cli([*longer, "--patience", "4"], capsys)
+    assert code == 0, err
+
+
+def test_resume_compares_only_what_the_old_run_records():
+    from slmrec_cli.runs import resume_changes
+
+    old = {"created": "then", "train": {"lr": 0.001, "epochs": 3}, "distill": {"lambda_cos": 1.0}}
+    new = {"created": "now", "train": {"lr": 0.001, "epochs": 6}, "distill": {"lambda_cos": 1.0, "lambda_kd": 0.0}}
+    assert resume_changes(old, new) == ([], ["distill.lambda_kd"])  # more epochs is fine; lambda_kd is newer
+    assert resume_changes(old, {**new, "train": {"lr": 0.002, "epochs": 3}})[0] == ["lr 0.001 → 0.002"]
