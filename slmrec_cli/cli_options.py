@@ -84,7 +84,15 @@ def command(app: typer.Typer, name: str, cls: type, run: str, *, config_file: bo
         if show:
             ui.out.print_json(json.dumps(to_json(cfg)))
             return
-        getattr(importlib.import_module(module), function)(cfg)
+        import sys
+
+        from slmrec_cli import provenance
+
+        provenance.COMMAND = ["slmrec", *sys.argv[1:]]  # recorded in the run's config.json
+        try:
+            getattr(importlib.import_module(module), function)(cfg)
+        finally:
+            provenance.COMMAND = None
 
     _finish(callback, params, cls, name)
     app.command(name)(callback)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from slmrec_cli import __version__
+from slmrec_cli import __version__, provenance
 from slmrec_cli.config.models import LLMRecConfig, SASRecConfig
 from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.io import file_sha256, read_json, write_json
@@ -61,15 +61,18 @@ def open_run_dir(acc, out: Path, *, resume: bool, force: bool) -> Path:
 
 
 def run_config(kind: str, data, **sections) -> dict:
+    import shlex
+
     return {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "kind": kind, "version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "software": provenance.software(),
+            "command": shlex.join(provenance.COMMAND) if provenance.COMMAND else None,
             "data": {"name": data.name, "path": str(data.path), "hash": data.content_hash}, **sections}
 
 
 # what --resume may change (the run's length, how often it validates and logs), and where the same setting may be
 # written differently (when, by which version, and paths whose contents the recorded hashes identify)
 RESUME_MAY_CHANGE = ("train.epochs", "train.patience", "train.eval_every", "train.log_with", "train.log_every")
-INCIDENTAL = ("created", "version", "data.path", "ids.run", "distill.teacher", "distill.teacher_cache")
+INCIDENTAL = ("created", "version", "command", "data.path", "ids.run", "distill.teacher", "distill.teacher_cache")
 
 
 def _flat(section: dict, prefix: str = "") -> dict:
@@ -85,7 +88,7 @@ def _flat(section: dict, prefix: str = "") -> dict:
 def resume_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
     """(what differs, as 'option old → new'; options the old run does not record, written before they existed)."""
     a, b = _flat(old), _flat(new)
-    keys = sorted(set(b) - set(RESUME_MAY_CHANGE) - set(INCIDENTAL))
+    keys = sorted(k for k in set(b) - set(RESUME_MAY_CHANGE) - set(INCIDENTAL) if not k.startswith("software."))
     unrecorded = [k for k in keys if k not in a]
     changed = [f"{k.rsplit('.', 1)[-1].replace('_', '-')} {a[k]} → {b[k]}" for k in keys if k in a and a[k] != b[k]]
     return changed, unrecorded

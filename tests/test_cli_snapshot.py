@@ -15,7 +15,7 @@ from helpers import make_dataset, run_cli
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 WRITE = os.environ.get("SLMREC_WRITE_SNAPSHOT") == "1"
 ADDED = {"print_config"}  # options added since the snapshot, on purpose (the refactor's --print-config)
-VOLATILE = ("created", "version")
+VOLATILE = ("created", "version", "software", "command")
 # config.json keys added since the snapshot, on purpose, with the value they must hold at the defaults: the distill
 # section is now the DistillOptions dataclass whole (L_kd's options were written only when it was on)
 ADDED_KEYS = {("student", "distill", "lambda_kd"): 0.0, ("student", "distill", "kd_temperature"): 1.0}
@@ -77,6 +77,8 @@ def test_training_stages_resolve_the_same_config(tmp_path, capsys):
     for name, args in runs.items():
         code, _, err = run_cli([*args, "--out", tmp_path / name], capsys)
         assert code == 0, err
+        recorded = json.loads((tmp_path / name / "config.json").read_text())
+        assert recorded["software"]["torch"] and recorded["command"].startswith(f"slmrec {args[0]} ")
         resolved[name] = _resolved(tmp_path / name, tmp_path)
     for (*path, key), value in ADDED_KEYS.items():
         section = resolved

@@ -116,7 +116,7 @@ def order_key(run: Run) -> tuple:
 
 # where the same setting was written down differently: when and by which version, and paths (the teacher's hash,
 # the id table's checksum and the dataset's hash say what those paths held)
-INCIDENTAL = {"": ("created", "version", "ids"), "train": ("seed",), "data": ("path", "name"),
+INCIDENTAL = {"": ("created", "version", "ids", "software", "command"), "train": ("seed",), "data": ("path", "name"),
               "base_model": ("path",), "distill": ("teacher", "teacher_cache")}
 # options added after runs were made: at their default they change nothing, so older runs (without the key) still fold;
 # in the typed sections every option at its default is dropped alike
