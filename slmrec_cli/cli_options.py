@@ -20,6 +20,8 @@ def _parameter(f: Field, hint: Any) -> inspect.Parameter:
     meta = f.metadata
     kind = typer.Argument if meta["argument"] else typer.Option
     info = {"help": meta["help"], **meta.get("cli_extra", {})}
+    if hint is bool and not meta["argument"]:
+        info["metavar"] = ""  # a flag takes no value: no <bool> placeholder in the help
     if meta["panel"] and not meta["argument"]:
         info["rich_help_panel"] = meta["panel"]
     base = meta["cli_type"] or hint
@@ -31,7 +33,7 @@ CONFIGS: dict[str, type] = {}  # each registered command's config class
 
 PRINT_CONFIG = inspect.Parameter("print_config", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
     bool, typer.Option("--print-config", help="Print the resolved config as JSON and exit (nothing runs).",
-                       rich_help_panel=RUN)])
+                       rich_help_panel=RUN, metavar="")])
 
 
 def _signature(cls: type, name: str) -> list[inspect.Parameter]:

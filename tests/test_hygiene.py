@@ -42,3 +42,14 @@ def test_artifacts_get_normal_permissions(tmp_path):
     os.umask(mask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_the_bitsandbytes_kernels_line_is_silenced():
+    """bitsandbytes' 'Failed to load CPU gemm_4bit_forward from kernels-community' (CPUs with AVX-512 BF16, no
+    `kernels` package) is noise to our users: its logger only lets errors through once slmrec is imported."""
+    import logging
+
+    import slmrec_cli  # noqa: F401
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
