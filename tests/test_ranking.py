@@ -80,7 +80,7 @@ def test_relative_mrr_ci_needs_the_same_users():
         relative_mrr_ci(np.zeros(5), np.zeros(4))
 
 
-def _repeat_dataset(tmp_path):
+def _repeat_dataset(tmp_path, negatives: int = 2):
     """u0 consumes i1 i5 i2 i6 i5 (duplicates kept): valid target i6, test target i5, which is also in its own test
     history; u1 and u2 only make the catalogue i1..i6."""
     from slmrec_cli.data import Log, load_dataset, prepare, read_item_map, save_dataset
@@ -92,7 +92,7 @@ def _repeat_dataset(tmp_path):
             users.append(u)
             items.append(f"i{i}")
             times.append(float(t))
-    opts = {"min_rating": None, "k_core": 1, "keep_duplicates": True, "num_negatives": 2, "seed": 0}
+    opts = {"min_rating": None, "k_core": 1, "keep_duplicates": True, "num_negatives": negatives, "seed": 0}
     save_dataset(prepare(Log(users=users, items=items, ratings=None, timestamps=np.asarray(times)), **opts),
                  tmp_path / "rep", name="rep", source={"kind": "synthetic"}, options=opts, force=False)
     data = load_dataset(tmp_path / "rep")
@@ -119,3 +119,15 @@ def test_full_protocol_masks_the_history_but_never_the_positive(tmp_path):
     assert list(rank_split(score_all, data, "valid", ("full",), max_len=8, users=u2)["full"].ranks) == [0]
     assert list(rank_split(score_all, data, "valid", ("full",), max_len=8, users=u2,
                            mask_history=False)["full"].ranks) == [2]
+
+
+def test_metrics_files_record_how_many_candidates_were_really_scored(tmp_path):
+    """Every user here has only 2 unseen items, so 3 negatives leave one padding slot: the file says 4 candidates at
+    most, 3 scored; in the full protocol u0's test positive competes with 6 items less its masked history."""
+    from slmrec_cli.evaluation.evaluate import metrics_record, rank_split
+
+    data, score_all, index = _repeat_dataset(tmp_path, negatives=3)
+    res = rank_split(score_all, data, "test", ("sampled", "full"), max_len=8)
+    sampled = metrics_record(res["sampled"], data, "test", "run")
+    assert (sampled["candidates"], sampled["candidates_min"], sampled["candidates_mean"]) == (4, 3, 3.0)
+    assert res["full"].scored[list(res["full"].user_ids).index(index["u0"])] == 6 - 3  # i1, i2, i6 masked

@@ -27,7 +27,8 @@ class SplitResult:
     user_ids: np.ndarray
     ranks: np.ndarray
     mask_history: bool
-    candidates: int
+    candidates: int  # the most a user can have: the negatives + 1 (sampled), every item (full)
+    scored: np.ndarray | None = None  # candidates each user was ranked among (padding negatives, masked history out)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -95,8 +96,21 @@ def rank_split(
             ranks=local[p],
             mask_history=mask_history if p == "full" else False,
             candidates=(n_neg + 1) if p == "sampled" else data.n_items,
+            scored=scored_candidates(data, split, users, p, mask_history),
         )
     return out
+
+
+def scored_candidates(data, split: str, users: np.ndarray, protocol: str, mask_history: bool) -> np.ndarray:
+    """How many items each user's positive was ranked among: sampled, its real negatives + 1 (a user with fewer
+    unseen items than negatives has padding); full, every item but the masked history other than the positive."""
+    if protocol == "sampled":
+        return 1 + (data.negatives[users] != 0).sum(axis=1)
+    if not mask_history:
+        return np.full(len(users), data.n_items)
+    targets = data.split_target(split)
+    return np.array([data.n_items - len(np.setdiff1d(data.split_input(split, int(u)), [targets[u]]))
+                     for u in users])
 
 
 def metrics_record(result: SplitResult, data, split: str, run: str) -> dict:
@@ -107,6 +121,8 @@ def metrics_record(result: SplitResult, data, split: str, run: str) -> dict:
         "split": split,
         "protocol": result.protocol,
         "candidates": int(result.candidates),
+        **({"candidates_min": int(result.scored.min()), "candidates_mean": float(result.scored.mean())}
+           if result.scored is not None and len(result.scored) else {}),
         "mask_history": bool(result.mask_history),
         "users": int(len(result.ranks)),
         "run": run,
