@@ -216,3 +216,34 @@ def test_int8_error_benchmark_and_its_per_token_pass(exported, tmp_path, capsys)
     bench.main([str(out), "--users", "8", "--work", str(tmp_path / "work")])
     table = capsys.readouterr().out
     assert table.count("| per-") == 5
+
+
+def test_recommend_serves_the_variant_asked_for_or_the_best_one_that_holds(exported, capsys, tmp_path):
+    """Default: onnx-int8 when quality.json puts its relative MRR at >= 0.99, else onnx-fp32; --variant picks any
+    variant the export has, and every variant recommends the same kind of thing (raw ids, history excluded)."""
+    import shutil
+
+    from slmrec_cli.stages.recommend import choose_variant
+
+    _, _, out, result = exported
+    rel = {v["name"]: v["relative_mrr"] for v in result["quality"]["variants"]}
+    expected = "onnx-int8" if rel["onnx-int8"] >= 0.99 else "onnx-fp32"
+    assert choose_variant(out, None)[0] == expected
+    worse = tmp_path / "worse"
+    shutil.copytree(out, worse)
+    quality = json.loads((worse / "quality.json").read_text())
+    for v in quality["variants"]:
+        v["relative_mrr"] = 0.95 if v["name"] == "onnx-int8" else v["relative_mrr"]
+    (worse / "quality.json").write_text(json.dumps(quality))
+    assert choose_variant(worse, None) == ("onnx-fp32", "onnx-int8's relative MRR below 0.99")
+    raw = [line.split("\t")[1] for line in (out / "item_map.tsv").read_text().splitlines()[1:]]
+    for variant in ("onnx-int4", "torch-fp32"):
+        code, stdout, err = run_cli(["recommend", "--model", out, "--history", ",".join(raw[:3]), "--k", "5",
+                                     "--json", "--variant", variant], capsys)
+        assert code == 0 and f"serving {variant}" in err, err
+        assert len(json.loads(stdout)["items"]) == 5
+    (worse / "model.int4.onnx").unlink()
+    code, _, err = run_cli(["recommend", "--model", worse, "--history", raw[0], "--variant", "onnx-int4"], capsys)
+    assert code == 2 and "has no onnx-int4 variant" in err
+    code, _, err = run_cli(["recommend", "--model", out, "--history", raw[0], "--variant", "fp8"], capsys)
+    assert code == 2 and "fp8" in err

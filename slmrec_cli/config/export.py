@@ -11,6 +11,8 @@ from slmrec_cli.errors import SlmrecError
 FORMATS = ("onnx", "safetensors")
 QUANTIZE = ("none", "int8", "int4")
 INT8_SCHEMES = ("smooth", "block", "dynamic")
+VARIANTS = ("torch-fp32", "onnx-fp32", "onnx-int8", "onnx-int4", "bnb-int8", "bnb-nf4")  # what an export may hold
+INT8_SERVES = 0.99  # the relative MRR at which `recommend` serves onnx-int8 by default
 
 
 def check_names(values: list[str], allowed: tuple[str, ...], option: str) -> list[str]:
@@ -81,8 +83,13 @@ class RecommendConfig:
     input: Path | None = opt("A file with one comma-separated history per line.", None, decls=("--input",))
     k: int = opt("How many items to return.", 10)
     json_out: bool = opt("One JSON object per history on stdout.", False, decls=("--json",))
+    variant: str | None = opt("The exported variant that serves: " + " | ".join(VARIANTS) + " (default: onnx-int8 "
+                              f"when the export has it and quality.json puts its relative MRR at ≥ {INT8_SERVES}, "
+                              "else onnx-fp32, else torch-fp32).", None)
 
     def __post_init__(self) -> None:
+        if self.variant is not None:
+            check_names([self.variant], VARIANTS, "--variant")
         if (self.history is None) == (self.input is None):
             raise SlmrecError("give exactly one of --history ID,ID,... or --input FILE (one history per line)")
         if self.k < 1:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from slmrec_cli.config.export import VARIANTS
 from slmrec_cli.errors import SlmrecError
 
-VARIANTS = ("torch-fp32", "onnx-fp32", "onnx-int8", "onnx-int4", "bnb-int8", "bnb-nf4")
 FILES = {"torch-fp32": "model.safetensors", "onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx",
          "onnx-int4": "model.int4.onnx", "bnb-int8": "bnb-int8", "bnb-nf4": "bnb-nf4"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from slmrec_cli import ui
-from slmrec_cli.config.export import RecommendConfig
+from slmrec_cli.config.export import INT8_SERVES, RecommendConfig
 from slmrec_cli.data import left_pad, read_item_map
 from slmrec_cli.errors import SlmrecError
 
@@ -25,16 +26,40 @@ def parse_history(text: str, index: dict[str, int], where: str) -> np.ndarray:
     return np.asarray([index[x] for x in raw], dtype=np.int64)
 
 
-def load_scorer(model: Path):
-    """ONNX (fp32) when the export has it, else the safetensors module."""
-    from slmrec_cli.export.variants import Variant, scorer
+def choose_variant(model: Path, requested: str | None) -> tuple[str, str]:
+    """(variant, why): the one asked for, or onnx-int8 when its measured quality holds (quality.json), else
+    onnx-fp32, else torch-fp32."""
+    from slmrec_cli.export.variants import present
 
-    if (model / "model.onnx").exists():
-        try:
-            return scorer(Variant("onnx-fp32", model / "model.onnx"), model, "ort", "cpu")[0]
-        except SlmrecError:
-            pass  # onnxruntime not installed: fall back to torch
-    return scorer(Variant("torch-fp32", model / "model.safetensors"), model, "torch", "cpu")[0]
+    have = [v.name for v in present(model)]
+    if requested is not None:
+        if requested not in have:
+            raise SlmrecError(f"{model} has no {requested} variant (it has {', '.join(have) or 'none'}); pass one of "
+                              "those to --variant, or export it with `slmrec export --quantize`")
+        return requested, "asked for"
+    if importlib.util.find_spec("onnxruntime") is None:  # no ONNX Runtime here: the torch module serves
+        have = [n for n in have if not n.startswith("onnx")]
+    quality = model / "quality.json"
+    rel = {}
+    if quality.exists():
+        rel = {r["name"]: r.get("relative_mrr") for r in json.loads(quality.read_text()).get("variants", [])}
+    if "onnx-int8" in have and (rel.get("onnx-int8") or 0) >= INT8_SERVES:
+        return "onnx-int8", f"relative MRR {rel['onnx-int8']:.3f} ≥ {INT8_SERVES} in quality.json"
+    for name in ("onnx-fp32", "torch-fp32"):
+        if name in have:
+            why = f"onnx-int8's relative MRR below {INT8_SERVES}" if "onnx-int8" in have else "onnx-int8 absent here"
+            return name, why
+    raise SlmrecError(f"{model} holds no variant recommend can serve; run `slmrec export` again")
+
+
+def load_scorer(model: Path, requested: str | None = None):
+    """The chosen variant's scorer (ONNX Runtime for ONNX files, torch otherwise); says which on stderr."""
+    from slmrec_cli.export.variants import FILES, Variant, scorer
+
+    name, why = choose_variant(model, requested)
+    ui.info(f"serving {name} ({why})")
+    runtime = "ort" if name.startswith("onnx") else "torch"
+    return scorer(Variant(name, model / FILES[name]), model, runtime, "cpu")[0]
 
 
 def recommend(cfg: RecommendConfig) -> list[list[str]]:
@@ -56,7 +81,7 @@ def recommend(cfg: RecommendConfig) -> list[list[str]]:
     from slmrec_cli.io import read_json
 
     max_len = read_json(model / "config.json")["max_len"]
-    score_all = load_scorer(model)
+    score_all = load_scorer(model, cfg.variant)
     results = []
     for start in range(0, len(histories), 64):
         chunk = histories[start : start + 64]
