@@ -62,6 +62,7 @@ def rank_split(
     mine = [users[s : s + batch_size] for s in starts]
     targets_all = data.split_target(split)
     ranks = {p: [] for p in protocols}
+    scored = {p: [] for p in protocols}  # candidates each user was really ranked among
     n_neg = data.negatives.shape[1]
     with progress(desc or f"eval {split}", total=sum(len(b) for b in mine)) as bar:
         for batch in mine:
@@ -73,6 +74,7 @@ def rank_split(
             if "sampled" in protocols:
                 negs = torch.from_numpy(data.negatives[batch]).to(scores.device)
                 ranks["sampled"].append(pessimistic_ranks(pos, scores.gather(1, negs), negs != 0).cpu())
+                scored["sampled"].append(1 + (negs != 0).sum(1).cpu())
             if "full" in protocols:
                 valid = torch.ones_like(scores, dtype=torch.bool)
                 valid[:, 0] = False
@@ -82,12 +84,18 @@ def rank_split(
                         idx = torch.as_tensor(items[items != targets_all[batch[row]]], dtype=torch.long)
                         valid[row, idx.to(valid.device)] = False
                 ranks["full"].append(pessimistic_ranks(pos, scores, valid).cpu())
+                scored["full"].append(1 + valid.sum(1).cpu())
             bar.advance(len(batch))
-    local = {p: torch.cat(ranks[p]).numpy() if ranks[p] else np.zeros(0, dtype=np.int64) for p in protocols}
+    def joined(parts: dict) -> dict:
+        return {p: torch.cat(parts[p]).numpy() if parts[p] else np.zeros(0, dtype=np.int64) for p in protocols}
+
+    local, counts = joined(ranks), joined(scored)
     if world > 1:
         local_users = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
-        rows = gather_rows(state, np.stack([local_users, *(local[p] for p in protocols)], axis=1), users)
+        columns = [local_users, *(local[p] for p in protocols), *(counts[p] for p in protocols)]
+        rows = gather_rows(state, np.stack(columns, axis=1), users)
         local = {p: rows[:, 1 + i] for i, p in enumerate(protocols)}
+        counts = {p: rows[:, 1 + len(protocols) + i] for i, p in enumerate(protocols)}
     out = {}
     for p in protocols:
         out[p] = SplitResult(
@@ -96,21 +104,9 @@ def rank_split(
             ranks=local[p],
             mask_history=mask_history if p == "full" else False,
             candidates=(n_neg + 1) if p == "sampled" else data.n_items,
-            scored=scored_candidates(data, split, users, p, mask_history),
+            scored=counts[p],
         )
     return out
-
-
-def scored_candidates(data, split: str, users: np.ndarray, protocol: str, mask_history: bool) -> np.ndarray:
-    """How many items each user's positive was ranked among: sampled, its real negatives + 1 (a user with fewer
-    unseen items than negatives has padding); full, every item but the masked history other than the positive."""
-    if protocol == "sampled":
-        return 1 + (data.negatives[users] != 0).sum(axis=1)
-    if not mask_history:
-        return np.full(len(users), data.n_items)
-    targets = data.split_target(split)
-    return np.array([data.n_items - len(np.setdiff1d(data.split_input(split, int(u)), [targets[u]]))
-                     for u in users])
 
 
 def metrics_record(result: SplitResult, data, split: str, run: str) -> dict:
