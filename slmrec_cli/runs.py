@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import os
 import shutil
 import time
 from pathlib import Path
@@ -74,6 +76,43 @@ def run_config(kind: str, data, **sections) -> dict:
 RESUME_MAY_CHANGE = ("train.epochs", "train.patience", "train.eval_every", "train.log_with", "train.log_every")
 INCIDENTAL = ("created", "version", "command", "data.path", "ids.run", "distill.teacher", "distill.teacher_cache")
 
+# the paths a run records: each as an absolute path under its own key, and relative to the run dir under
+# "paths_from_run". Loading prefers the run-relative one when it exists, else the absolute one: a run works from any
+# working directory, after the study (runs and data) moves as a whole, and when one run is copied elsewhere alone.
+# The hashes recorded beside them (data, teacher, id table) say whether what is found is what was used.
+RUN_PATHS = ("data.path", "ids.run", "distill.teacher", "distill.teacher_cache")
+FROM_RUN = "paths_from_run"
+
+
+def portable(config: dict, run_dir: Path) -> dict:
+    """A copy of config as written to RUN/config.json: RUN_PATHS absolute, and relative to run_dir in FROM_RUN."""
+    out, rel = copy.deepcopy(config), {}
+    for name in RUN_PATHS:
+        section, key = name.split(".")
+        value = out.get(section).get(key) if isinstance(out.get(section), dict) else None
+        if isinstance(value, str) and value:
+            out[section][key] = os.path.abspath(value)
+            try:
+                rel[name] = os.path.relpath(out[section][key], os.path.abspath(run_dir))
+            except ValueError:  # another drive (Windows): no relative path exists
+                pass
+    out[FROM_RUN] = rel
+    return out
+
+
+def located(config: dict, run_dir: Path) -> dict:
+    """config (as read from run_dir/config.json) with each recorded path resolved: run-relative where that exists,
+    else the absolute one. Runs written before FROM_RUN keep their paths as given (relative to where they ran)."""
+    recorded = config.get(FROM_RUN)
+    for name, rel in (recorded.items() if isinstance(recorded, dict) else ()):
+        section, _, key = str(name).partition(".")
+        if not isinstance(config.get(section), dict) or not isinstance(rel, str):
+            continue
+        candidate = os.path.abspath(os.path.join(run_dir, rel))
+        if os.path.exists(candidate) or not os.path.exists(str(config[section].get(key))):
+            config[section][key] = candidate
+    return config
+
 
 def _flat(section: dict, prefix: str = "") -> dict:
     out = {}
@@ -88,7 +127,8 @@ def _flat(section: dict, prefix: str = "") -> dict:
 def resume_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
     """(what differs, as 'option old → new'; options the old run does not record, written before they existed)."""
     a, b = _flat(old), _flat(new)
-    keys = sorted(k for k in set(b) - set(RESUME_MAY_CHANGE) - set(INCIDENTAL) if not k.startswith("software."))
+    keys = sorted(k for k in set(b) - set(RESUME_MAY_CHANGE) - set(INCIDENTAL)
+                  if not k.startswith(("software.", f"{FROM_RUN}.")))
     unrecorded = [k for k in keys if k not in a]
     changed = [f"{k.rsplit('.', 1)[-1].replace('_', '-')} {a[k]} → {b[k]}" for k in keys if k in a and a[k] != b[k]]
     return changed, unrecorded
@@ -114,7 +154,7 @@ def save_config(run_dir: Path, config: dict, resume: bool, write: bool = True) -
             ui.info(f"[yellow]{path} predates options it does not record ({', '.join(unrecorded)}); resuming "
                     "without comparing them[/]")
     if write:
-        write_json(path, config)
+        write_json(path, portable(config, run_dir))
 
 
 def load_run_config(run: Path) -> dict:
@@ -145,7 +185,7 @@ def load_run_config(run: Path) -> dict:
             raise SlmrecError(f"{path} has no valid '{key}' section; the run is damaged or incomplete, retrain it")
     if not all(isinstance(data.get(k), str) for k in ("name", "path", "hash")):
         raise SlmrecError(f"{path} does not record its dataset (name, path, hash); the run is damaged, retrain it")
-    return cfg
+    return located(cfg, run)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -17,8 +17,13 @@ WRITE = os.environ.get("SLMREC_WRITE_SNAPSHOT") == "1"
 ADDED = {"print_config"}  # options added since the snapshot, on purpose (the refactor's --print-config)
 VOLATILE = ("created", "version", "software", "command")
 # config.json keys added since the snapshot, on purpose, with the value they must hold at the defaults: the distill
-# section is now the DistillOptions dataclass whole (L_kd's options were written only when it was on)
-ADDED_KEYS = {("student", "distill", "lambda_kd"): 0.0, ("student", "distill", "kd_temperature"): 1.0}
+# section is now the DistillOptions dataclass whole (L_kd's options were written only when it was on); each recorded
+# path is also written relative to the run dir (runs that move with their data)
+ADDED_KEYS = {("student", "distill", "lambda_kd"): 0.0, ("student", "distill", "kd_temperature"): 1.0,
+              ("sasrec", "paths_from_run"): {"data.path": "../tiny"},
+              ("teacher", "paths_from_run"): {"data.path": "../tiny", "ids.run": "../sasrec"},
+              ("student", "paths_from_run"): {"data.path": "../tiny", "ids.run": "../sasrec",
+                                              "distill.teacher": "../teacher"}}
 
 
 def _type_name(annotation) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from slmrec_cli.config.distill import DistillOptions
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.errors import SlmrecError
+from slmrec_cli.runs import located
 
 TERMS = (("lambda_cos", "d_cos"), ("lambda_norm", "d_norm"), ("lambda_ms", "l_ms"))
 ALL_TERMS = "all three"
@@ -116,8 +117,8 @@ def order_key(run: Run) -> tuple:
 
 # where the same setting was written down differently: when and by which version, and paths (the teacher's hash,
 # the id table's checksum and the dataset's hash say what those paths held)
-INCIDENTAL = {"": ("created", "version", "ids", "software", "command"), "train": ("seed",), "data": ("path", "name"),
-              "base_model": ("path",), "distill": ("teacher", "teacher_cache")}
+INCIDENTAL = {"": ("created", "version", "ids", "software", "command", "paths_from_run"), "train": ("seed",),
+              "data": ("path", "name"), "base_model": ("path",), "distill": ("teacher", "teacher_cache")}
 # options added after runs were made: at their default they change nothing, so older runs (without the key) still fold;
 # in the typed sections every option at its default is dropped alike
 LATER_DEFAULTS = {"": {"precision": "fp32"}, "train": asdict(TrainArgs()), "distill": asdict(DEFAULTS)}
@@ -166,7 +167,7 @@ def load_run(path: Path) -> Run:
         raise SlmrecError(f"{cfg_file} is not valid JSON ({e}); the run is damaged") from None
     if cfg.get("format") != "slmrec-run" or cfg.get("kind") not in ("sasrec", "teacher", "student"):
         raise SlmrecError(f"{cfg_file} is not an slmrec run config")
-    run = Run(path, cfg)
+    run = Run(path, located(cfg, path))
     for f in sorted((path / "eval").glob("*-*.json")):
         split, protocol = f.stem.split("-", 1)
         run.evals[(split, protocol)] = json.loads(f.read_text())
