@@ -67,7 +67,7 @@ def main() -> None:
     """Entry point: bad input (usage errors included) → one line, exit 2; internal error → one line, exit 1
     (traceback with --debug); bare `slmrec` → the help, exit 0."""
     from slmrec_cli.distributed import is_main_process, shutdown
-    from slmrec_cli.errors import Interrupted, SlmrecError
+    from slmrec_cli.errors import Interrupted, SlmrecError, StorageError
 
     exit_, no_args, usage, abort = _click_errors()
     debug = "--debug" in sys.argv
@@ -97,6 +97,11 @@ def main() -> None:
     except KeyboardInterrupt:
         ui.err.print("interrupted")
         sys.exit(130)
+    except OSError as e:  # outside an atomic write (those become StorageError): still the path and the cause
+        if debug:
+            raise
+        ui.err.print(f"[bold red]error:[/] {StorageError.from_os(e)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as e:
         if debug:
             raise

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from slmrec_cli.errors import StorageError, write_failure
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -23,8 +25,11 @@ def _umask() -> int:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path next to `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise StorageError.from_os(e, path) from e
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -32,6 +37,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if tmp.exists():  # mkstemp makes 0600 files: give the artifact the usual permissions
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        if not write_failure(e):  # e.g. an input read inside the block: the CLI names its own path
+            raise
+        raise StorageError.from_os(e, path) from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -41,8 +50,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
     """Build a directory under a temp name, then swap it in (replacing the old one only at the end)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise StorageError.from_os(e, path) from e
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 directories
@@ -54,6 +66,14 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except StorageError as e:  # a file written inside the temp dir: name the artifact, not its temp path
+        if getattr(e, "os_error", None) is None:
+            raise
+        raise StorageError.from_os(e.os_error, path) from e
+    except OSError as e:
+        if not write_failure(e):  # e.g. an input read inside the block: the CLI names its own path
+            raise
+        raise StorageError.from_os(e, path) from e
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

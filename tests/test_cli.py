@@ -1,5 +1,6 @@
 """The CLI as a Unix tool: exit codes, one-line errors, nothing half-written, config files, metrics contract."""
 
+import errno
 import json
 import subprocess
 import sys
@@ -197,3 +198,26 @@ def test_evaluate_reuse_reads_matching_files(trained, capsys):
     assert code == 0 and json.loads(out)["metrics"]["MRR"] == 0.123456  # read, not recomputed
     code, out, _ = run_cli(["evaluate", trained, "--split", "valid", "--protocol", "sampled", "--json"], capsys)
     assert json.loads(out)["metrics"] == fresh["metrics"]  # without --reuse it scores again
+
+
+@pytest.mark.parametrize("failure, cause", [
+    (OSError("54413 requested and 25584 written"), "no space left on the device"),  # numpy's short write, disk full
+    (OSError(errno.ENOSPC, "No space left on device"), "no space left on the device"),
+    (PermissionError(errno.EACCES, "Permission denied"), "permission denied"),
+    (OSError(errno.EROFS, "Read-only file system"), "read-only file system"),
+])
+def test_prepare_storage_failure_one_line_nothing_partial(tmp_path, capsys, monkeypatch, failure, cause):
+    """A disk that fills up (or refuses writes) while the dataset is written: one line naming the output and the
+    cause, exit 2, and neither the dataset nor its temp dir is left behind."""
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(np, "save", fail)
+    log = write_log(tmp_path / "u.data")
+    out = tmp_path / "ds"
+    code, _, err = run_cli(["prepare", "--input", log, "--format", "movielens", "--out", out, "--num-negatives", "10"],
+                           capsys)
+    assert code == 2, err
+    assert f"cannot write {out}: {cause}" in err and "internal error" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["u.data"]
