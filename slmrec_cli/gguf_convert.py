@@ -8,6 +8,7 @@ be re-checked without the GGUF (or its package). Nothing here touches the networ
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def _convert_gguf(gguf: Path, sha: str, folder: Path, ref: str) -> None:
     ui.info(f"converting {gguf.name} into {folder} (once; about a minute)")
     start = time.monotonic()
     try:
-        with quiet_transformers(progress=not ui.quiet()):
+        with quiet_transformers(progress=not ui.quiet() and sys.stderr.isatty()):  # no bars in logs
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
                                                          **_dense_gguf_kwargs())
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
