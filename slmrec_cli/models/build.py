@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 
 from slmrec_cli.config.models import LLMRecConfig
 from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.io import save_safetensors
+from slmrec_cli.models.adapter import ADAPTER, ADAPTER_FILES, load_adapter, save_adapter
 from slmrec_cli.models.llmrec import LLMRec, add_lora
 
 ID_TABLE = "item_embeddings.safetensors"
 PROJECTIONS = "projections.safetensors"
-ADAPTER = "adapter"
-ADAPTER_FILES = (f"{ADAPTER}/adapter_model.safetensors", f"{ADAPTER}/adapter_config.json")
 
 
 def build_model(cfg: LLMRecConfig, base_model: str, id_table: torch.Tensor, *, device: str = "cpu",
@@ -41,29 +38,19 @@ def build_model(cfg: LLMRecConfig, base_model: str, id_table: torch.Tensor, *, d
         else:
             decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     decoder = add_lora(decoder, cfg) if adapter_dir is None else load_adapter(decoder, Path(adapter_dir))
+    # the adapter's adapter_config.json names the base as the user did (an alias, a path), not slmrec's cache
+    decoder.peft_config["default"].base_model_name_or_path = ref.ref
     cfg.hidden = ref.hidden_size
     return LLMRec(cfg, decoder, tokenizer, id_table), ref
 
 
-def load_adapter(decoder, adapter_dir: Path):
-    """A saved LoRA adapter on `decoder`; a damaged or mismatched one is one SlmrecError."""
-    from peft import PeftModel
-
-    try:
-        with warnings.catch_warnings():  # peft calls a transformers API that warns about its own rename
-            warnings.simplefilter("ignore", FutureWarning)
-            return PeftModel.from_pretrained(decoder, str(adapter_dir))
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise SlmrecError(f"{adapter_dir} is not a usable LoRA adapter for this model ({first_line(e)}); "
-                          "retrain the run") from None
-
-
 def save_weights(model: LLMRec, out_dir: Path) -> list[str]:
-    """LoRA in peft adapter format (swapped in whole) and the projections in safetensors; the files written."""
+    """LoRA in peft adapter format in the causal LM's layout (models/adapter.py; swapped in whole) and the
+    projections in safetensors; the files written."""
     out_dir = Path(out_dir)
     tmp, old = out_dir / f".{ADAPTER}.tmp", out_dir / f".{ADAPTER}.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.decoder.save_pretrained(str(tmp))
+    save_adapter(model.decoder, tmp, model.cfg.layers)
     shutil.rmtree(old, ignore_errors=True)
     if (out_dir / ADAPTER).exists():
         os.replace(out_dir / ADAPTER, old)
