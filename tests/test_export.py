@@ -4,22 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from slmrec_cli.config.export import ExportConfig
 from slmrec_cli.export.model import load_export, merge_run
 from slmrec_cli.runs import load_model
-from slmrec_cli.stages.export import export
 from tests.helpers import run_cli
+from tests.shared_export import shared_export
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_runs, tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    data, _, run = tiny_runs
-    torch.set_num_threads(1)
-    out = root / "exp"
-    result = export(run, out, ExportConfig(format=["onnx", "safetensors"], quantize=["int8", "int4"], bench=True,
-                                           batch_sizes=[1, 4], threads=1, min_seconds=0.0))
-    return data, run, out, result
+    return shared_export(tiny_runs, tmp_path_factory)
 
 
 def histories(n_items, batch=5, length=8, seed=1):
@@ -242,7 +235,12 @@ def test_recommend_serves_the_variant_asked_for_or_the_best_one_that_holds(expor
                                      "--json", "--variant", variant], capsys)
         assert code == 0 and f"serving {variant}" in err, err
         assert len(json.loads(stdout)["items"]) == 5
-    (worse / "model.int4.onnx").unlink()
+    (worse / "model.int4.onnx").unlink()  # exported, then lost: named
+    code, _, err = run_cli(["recommend", "--model", worse, "--history", raw[0], "--variant", "onnx-int4"], capsys)
+    assert code == 2 and "model.int4.onnx is missing" in err
+    sums = json.loads((worse / "checksums.json").read_text())
+    del sums["sha256"]["model.int4.onnx"]  # never exported
+    (worse / "checksums.json").write_text(json.dumps(sums))
     code, _, err = run_cli(["recommend", "--model", worse, "--history", raw[0], "--variant", "onnx-int4"], capsys)
     assert code == 2 and "has no onnx-int4 variant" in err
     code, _, err = run_cli(["recommend", "--model", out, "--history", raw[0], "--variant", "fp8"], capsys)

@@ -1,6 +1,7 @@
 """The whole inference path folded into one module: item history [B, T] → user vector [B, d0] → scores.
-LoRA is merged, the prompt's token embeddings are constants, the vocabulary table is gone; reloading needs
-transformers' model class for the decoder architecture but neither the base model files nor peft."""
+LoRA is merged, the prompt's token embeddings are constants, the vocabulary table is gone. Saved as OUT/decoder/
+(transformers' save_pretrained: AutoModel loads it) and OUT/head.safetensors (the rest); reloading needs neither the
+base model files nor peft."""
 
 from __future__ import annotations
 
@@ -12,11 +13,21 @@ import torch
 from torch import nn
 
 from slmrec_cli import __version__
-from slmrec_cli.errors import SlmrecError
-from slmrec_cli.io import read_json, save_safetensors, write_json
+from slmrec_cli.errors import SlmrecError, first_line
+from slmrec_cli.export.files import (
+    AGAIN,
+    DECODER,
+    EXPORT_FORMAT,
+    EXPORT_FORMAT_VERSION,
+    HEAD,
+    ITEM_MAP,
+    MANIFEST,
+    read_manifest,
+    variant_files,
+    verify,
+)
+from slmrec_cli.io import save_safetensors, write_json
 from slmrec_cli.models.llmrec import splice
-
-EXPORT_FORMAT = "slmrec-export"
 
 
 class Recommender(nn.Module):
@@ -57,13 +68,17 @@ class WithScores(nn.Module):
         return user, user.float() @ self.rec.id_table.float().T
 
 
+def check_exportable(run_cfg: dict, run: Path) -> None:
+    if run_cfg.get("kind") not in ("teacher", "student"):
+        raise SlmrecError(f"{run} is a '{run_cfg.get('kind')}' run; export takes a teacher or student run")
+
+
 def merge_run(run: Path, device: str = "cpu") -> tuple[Recommender, dict]:
     """Merge a teacher/student run's LoRA into its base layers and fold the prompt into constants."""
     from slmrec_cli.runs import load_model
 
     cfg, model = load_model(run, device)
-    if cfg.get("kind") not in ("teacher", "student"):
-        raise SlmrecError(f"{run} is a '{cfg.get('kind')}' run; export takes a teacher or student run")
+    check_exportable(cfg, run)
     embed = model._base().get_input_embeddings()
     with torch.no_grad():
         prefix, suffix = embed(model.prefix_ids), embed(model.suffix_ids)
@@ -77,49 +92,71 @@ def merge_run(run: Path, device: str = "cpu") -> tuple[Recommender, dict]:
     return rec, cfg
 
 
-def save_export(rec: Recommender, run_cfg: dict, run: Path, out: Path) -> None:
+def head_tensors(rec: Recommender) -> dict[str, torch.Tensor]:
+    """Everything but the decoder: the prompt's token embeddings, the projections and the item table."""
+    return {"prefix": rec.prefix, "suffix": rec.suffix, "id_table": rec.id_table,
+            **{f"up.{k}": v for k, v in rec.up.state_dict().items()},
+            **{f"down.{k}": v for k, v in rec.down.state_dict().items()}}
+
+
+def save_head(rec: Recommender, path: Path) -> None:
+    save_safetensors(head_tensors(rec), path, metadata={"format": "pt", "max_len": str(rec.max_len), "pad_id": "0"})
+
+
+def assemble(decoder: nn.Module, head: dict[str, torch.Tensor], max_len: int, where: Path,
+             device: str = "cpu") -> Recommender:
+    """A Recommender from a decoder (already where it runs) and the tensors of a head.safetensors."""
+    try:
+        (d1, d0), table = head["up.weight"].shape, head["id_table"].to(device)
+        up, down = nn.Linear(d0, d1, device=device), nn.Linear(d1, d0, device=device)
+        up.load_state_dict({k[3:]: v for k, v in head.items() if k.startswith("up.")})
+        down.load_state_dict({k[5:]: v for k, v in head.items() if k.startswith("down.")})
+        rec = Recommender(decoder, head["prefix"].to(device), head["suffix"].to(device), up, down, table, max_len)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise SlmrecError(f"{where} is not a complete export head ({first_line(e)}); {AGAIN}") from None
+    return rec.eval()
+
+
+def save_export(rec: Recommender, run_cfg: dict, run: Path, out: Path) -> dict:
+    """OUT/decoder/ (transformers save_pretrained), OUT/head.safetensors, the manifest and the item map; the
+    manifest written."""
+    from slmrec_cli.backbones import quiet_transformers
+
     out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(dict(rec.state_dict()), out / "model.safetensors")
-    config = {"format": EXPORT_FORMAT, "version": __version__, "source_run": str(run), "kind": run_cfg["kind"],
-              "base_model": run_cfg["base_model"], "data": run_cfg["data"], "max_len": rec.max_len,
-              "n_items": rec.id_table.shape[0] - 1, "id_dim": rec.id_table.shape[1],
-              "hidden": rec.prefix.shape[-1], "prompt_tokens": [rec.prefix.shape[0], rec.suffix.shape[0]],
-              "decoder_config": rec.decoder.config.to_dict()}
-    write_json(out / "config.json", config)
-    item_map = Path(run_cfg["data"]["path"]) / "item_map.tsv"
-    if item_map.exists():
-        shutil.copyfile(item_map, out / "item_map.tsv")
+    with quiet_transformers():  # no "Writing model shards" bar for a file slmrec writes as one step
+        rec.decoder.save_pretrained(str(out / DECODER))
+    save_head(rec, out / HEAD)
+    config = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "version": __version__,
+              "source_run": str(run), "kind": run_cfg["kind"], "base_model": run_cfg["base_model"],
+              "data": run_cfg["data"], "layers": rec.decoder.config.num_hidden_layers, "max_len": rec.max_len,
+              "n_items": rec.id_table.shape[0] - 1, "id_dim": rec.id_table.shape[1], "hidden": rec.prefix.shape[-1],
+              "prompt_tokens": [rec.prefix.shape[0], rec.suffix.shape[0]], "decoder": DECODER, "head": HEAD,
+              "item_map": ITEM_MAP}
+    write_json(out / MANIFEST, config)
+    shutil.copyfile(Path(run_cfg["data"]["path"]) / ITEM_MAP, out / ITEM_MAP)
+    return config
 
 
-def build_decoder(decoder_config: dict) -> nn.Module:
-    from transformers import AutoConfig, AutoModel
+def load_decoder(folder: Path, **kw) -> nn.Module:
+    """A saved decoder through transformers' own loader (never remote code)."""
+    from transformers import AutoModel
 
-    conf = dict(decoder_config)
-    model_type = conf.pop("model_type")
-    config = AutoConfig.for_model(model_type, **conf)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return AutoModel.from_config(config)
+    from slmrec_cli.backbones import quiet_transformers
+
+    try:
+        with quiet_transformers(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return AutoModel.from_pretrained(str(folder), **kw)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise SlmrecError(f"{folder} is not a loadable decoder ({first_line(e)}); {AGAIN}") from None
 
 
 def load_export(path: Path, device: str = "cpu") -> tuple[Recommender, dict]:
+    """The torch-fp32 variant (decoder/ + head.safetensors), every file checked against checksums.json first."""
     from slmrec_cli.runs import load_weights
 
     path = Path(path)
-    if not (path / "config.json").exists():
-        raise SlmrecError(f"{path} is not an slmrec export (no config.json); run `slmrec export` first")
-    cfg = read_json(path / "config.json")
-    if cfg.get("format") != EXPORT_FORMAT:
-        raise SlmrecError(f"{path}/config.json is not an slmrec export config")
-    state = load_weights(path / "model.safetensors")
-    decoder = build_decoder(cfg["decoder_config"])
-    d1, d0 = cfg["hidden"], cfg["id_dim"]
-    p, s = cfg["prompt_tokens"]
-    rec = Recommender(decoder, torch.zeros(p, d1), torch.zeros(s, d1), nn.Linear(d0, d1), nn.Linear(d1, d0),
-                      torch.zeros(cfg["n_items"] + 1, d0), cfg["max_len"])
-    try:
-        rec.load_state_dict(state)
-    except RuntimeError as e:
-        raise SlmrecError(f"{path}/model.safetensors does not match its config.json ({str(e).splitlines()[0]}); "
-                          "export again") from None
+    cfg = read_manifest(path)
+    verify(path, variant_files(path, "torch-fp32"))
+    rec = assemble(load_decoder(path / DECODER), load_weights(path / HEAD), cfg["max_len"], path / HEAD)
     return rec.to(device).eval(), cfg

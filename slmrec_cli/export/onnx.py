@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slmrec_cli.errors import SlmrecError
+from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.export.model import Recommender, WithScores
 from slmrec_cli.io import atomic_path
 
@@ -37,6 +37,18 @@ def export_onnx(rec: Recommender, path: Path) -> None:
                                         "scores": {0: "batch"}}, opset_version=OPSET, dynamo=False)
 
 
+def stamp(path: Path, props: dict[str, str]) -> None:
+    """Set an ONNX file's metadata_props (ONNX Runtime: session.get_modelmeta().custom_metadata_map), replacing any.
+    Done on every file once it is written: ONNX Runtime's quantizers keep a source's props (dynamic int8 adds its
+    own), but the SmoothQuant int8 file is exported afresh from the smoothed copy, with none."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, props)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+
+
 def session(path: Path, threads: int | None = None, provider: str = "cpu"):
     """An ORT session; for CUDA the provider list is checked after creation (it can silently fall back)."""
     ort = need_onnxruntime()
@@ -46,7 +58,10 @@ def session(path: Path, threads: int | None = None, provider: str = "cpu"):
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
-    sess = ort.InferenceSession(str(path), opts, providers=providers)
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:  # ONNX Runtime's errors are plain Exceptions (InvalidProtobuf, NoSuchFile, Fail, ...)
+        raise SlmrecError(f"ONNX Runtime cannot load {path} ({first_line(e)}); export the run again") from None
     if provider == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
         raise SlmrecError("ONNX Runtime could not start its CUDA provider here; install onnxruntime-gpu with a "
                           "matching CUDA, or use the CPU")

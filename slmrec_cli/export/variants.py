@@ -10,29 +10,33 @@ import torch
 
 from slmrec_cli.config.export import VARIANTS
 from slmrec_cli.errors import SlmrecError
-
-FILES = {"torch-fp32": "model.safetensors", "onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx",
-         "onnx-int4": "model.int4.onnx", "bnb-int8": "bnb-int8", "bnb-nf4": "bnb-nf4"}
+from slmrec_cli.export.files import FILES, MANIFEST, read_manifest, recorded, variant_files, verify
 
 
 @dataclass
 class Variant:
     name: str
-    path: Path
+    path: Path  # its file or folder in the export
 
     @property
     def file(self) -> str:
-        return FILES[self.name] + ("/model.safetensors" if self.name.startswith("bnb") else "")
+        return FILES[self.name] + ("" if self.name.startswith("onnx") else "/model.safetensors")
 
     @property
     def bytes(self) -> int:
-        if self.path.is_dir():
-            return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-        return self.path.stat().st_size
+        """What serving it takes: its files (and the head it reads, for torch-fp32)."""
+        export_dir = self.path.parent
+        return sum((export_dir / n).stat().st_size for n in variant_files(export_dir, self.name))
+
+    def verify(self) -> None:
+        verify(self.path.parent, [MANIFEST, *variant_files(self.path.parent, self.name)])
 
 
 def present(export_dir: Path) -> list[Variant]:
-    return [Variant(n, Path(export_dir) / FILES[n]) for n in VARIANTS if (Path(export_dir) / FILES[n]).exists()]
+    """The variants the export was written with (checksums.json records their files), whether or not a file has gone
+    missing since: loading one checks its files."""
+    sums = recorded(export_dir)
+    return [Variant(n, Path(export_dir) / FILES[n]) for n in VARIANTS if variant_files(export_dir, n, sums)]
 
 
 def runtimes(variant: Variant, cuda: bool, ort_cuda: bool) -> list[tuple[str, str]]:
@@ -45,19 +49,21 @@ def runtimes(variant: Variant, cuda: bool, ort_cuda: bool) -> list[tuple[str, st
 
 
 def scorer(variant: Variant, export_dir: Path, runtime: str, provider: str, threads: int | None = None):
-    """score_all(items [B, T]) → scores [B, n_items + 1] on CPU tensors, plus a sync function (or None)."""
+    """score_all(items [B, T]) → scores [B, n_items + 1] on CPU tensors, plus a sync function (or None). The
+    variant's files are checked against checksums.json first."""
     from slmrec_cli.export.model import load_export
 
     if runtime == "ort":
         from slmrec_cli.export.onnx import onnx_scorer, session
 
+        variant.verify()
         return onnx_scorer(session(variant.path, threads=threads, provider=provider)), None
     device = "cuda" if provider.startswith("cuda") else "cpu"
     if variant.name.startswith("bnb"):
         from slmrec_cli.export.bnb import load_bnb
 
-        template, _ = load_export(export_dir)
-        rec = load_bnb(variant.path, template, device)
+        variant.verify()
+        rec = load_bnb(variant.path, read_manifest(export_dir)["max_len"], device)
     else:
         rec, _ = load_export(export_dir, device)
         if provider == "cuda-bf16":

@@ -42,7 +42,10 @@ def choose_variant(model: Path, requested: str | None) -> tuple[str, str]:
     quality = model / "quality.json"
     rel = {}
     if quality.exists():
-        rel = {r["name"]: r.get("relative_mrr") for r in json.loads(quality.read_text()).get("variants", [])}
+        try:
+            rel = {r["name"]: r.get("relative_mrr") for r in json.loads(quality.read_text()).get("variants", [])}
+        except (ValueError, AttributeError, TypeError, KeyError):
+            ui.info(f"[yellow]{quality} is unreadable: serving without its measured quality[/]")
     if "onnx-int8" in have and (rel.get("onnx-int8") or 0) >= INT8_SERVES:
         return "onnx-int8", f"relative MRR {rel['onnx-int8']:.3f} ≥ {INT8_SERVES} in quality.json"
     for name in ("onnx-fp32", "torch-fp32"):
@@ -64,9 +67,11 @@ def load_scorer(model: Path, requested: str | None = None):
 
 def recommend(cfg: RecommendConfig) -> list[list[str]]:
     model, history, input, k, json_out = Path(cfg.model), cfg.history, cfg.input, cfg.k, cfg.json_out
-    if not (model / "config.json").exists():
-        raise SlmrecError(f"{model} is not an slmrec export (no config.json); run `slmrec export` first")
-    raw_ids = read_item_map(model / "item_map.tsv")
+    from slmrec_cli.export.files import ITEM_MAP, read_manifest, verify
+
+    max_len = read_manifest(model)["max_len"]  # an export in the current layout, its manifest unaltered
+    verify(model, [ITEM_MAP])
+    raw_ids = read_item_map(model / ITEM_MAP)
     index = {raw: i for i, raw in enumerate(raw_ids) if i > 0}
     if history is not None:
         histories = [parse_history(history, index, "--history")]
@@ -78,9 +83,6 @@ def recommend(cfg: RecommendConfig) -> list[list[str]]:
                      if line.strip()]
         if not histories:
             raise SlmrecError(f"--input {input} has no histories; write one comma-separated history per line")
-    from slmrec_cli.io import read_json
-
-    max_len = read_json(model / "config.json")["max_len"]
     score_all = load_scorer(model, cfg.variant)
     results = []
     for start in range(0, len(histories), 64):

@@ -1,0 +1,112 @@
+"""An export directory, built whole: every input is checked first (the output dir, the libraries asked for, the run
+and its dataset, hash-checked), then everything is written into a temp dir — decoder/, head.safetensors, the manifest,
+the item map, the ONNX files with their metadata, the quantized variants, checksums.json, quality.json (measured on the
+temp dir, loading each variant as a user would) and README.md — and swapped in at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slmrec_cli import ui
+from slmrec_cli.errors import SlmrecError
+from slmrec_cli.export.files import CARD, FILES, MANIFEST
+from slmrec_cli.io import atomic_dir, atomic_path, write_json
+
+
+def check_out(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not (out / MANIFEST).exists():
+            raise SlmrecError(f"{out} exists and is not an slmrec export; choose another --out")
+        if not force:
+            raise SlmrecError(f"{out} already exists; pass --force to replace it")
+
+
+def check_libraries(formats: list[str], quantize: list[str]) -> bool:
+    """Refuse what cannot be made here; whether to make the bnb variants."""
+    if "onnx" in formats:
+        from slmrec_cli.export.onnx import need_onnxruntime
+
+        need_onnxruntime()
+    want_bnb = "safetensors" in formats and any(q != "none" for q in quantize)
+    if want_bnb:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            if "onnx" not in formats:
+                raise SlmrecError("--quantize int8/int4 of safetensors needs bitsandbytes: pip install '.[quant]'") \
+                    from None
+            ui.info("[yellow]bitsandbytes is not installed: skipping the bnb variants (pip install '.[quant]')[/]")
+            want_bnb = False
+    return want_bnb
+
+
+def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], force: bool, *,
+                 int8_scheme: str = "smooth", smooth_alpha: float | None = None, eval_batch: int = 64,
+                 device: str = "cpu") -> dict:
+    """Write the export; its quality.json (with what the export did: the ONNX check, the int8 scheme)."""
+    from slmrec_cli.data import load_dataset
+    from slmrec_cli.export.card import model_card
+    from slmrec_cli.export.files import record
+    from slmrec_cli.export.model import check_exportable, merge_run, save_export
+    from slmrec_cli.export.quality import measure_quality
+    from slmrec_cli.export.variants import present
+    from slmrec_cli.runs import check_same_data, load_run_config
+
+    check_out(out, force)
+    want_bnb = check_libraries(formats, quantize)
+    run_cfg = load_run_config(run)
+    check_exportable(run_cfg, run)
+    data = load_dataset(run_cfg["data"]["path"])  # quality and SmoothQuant's calibration need it
+    check_same_data(run_cfg, data, run)
+    rec, cfg = merge_run(run)  # every weight file of the run checked (checksums, shapes)
+    with atomic_dir(out, force=True) as tmp:
+        manifest = save_export(rec, cfg, run, tmp)
+        info = write_onnx(rec, tmp, manifest, quantize, data, int8_scheme, smooth_alpha) if "onnx" in formats else {}
+        if want_bnb:
+            from slmrec_cli.export.bnb import quantize_bnb
+
+            for q, name in (("int8", "bnb-int8"), ("int4", "bnb-nf4")):
+                if q in quantize:
+                    ui.info(f"quantizing {name}")
+                    quantize_bnb(tmp, q.replace("int4", "nf4"), tmp / name)
+        write_json(tmp / "export_info.json", {"source_run": str(run), **info})
+        record(tmp)
+        variants = present(tmp)
+        quality = {**measure_quality(tmp, variants, eval_batch, data, device), **info}
+        write_json(tmp / "quality.json", quality)
+        with atomic_path(tmp / CARD) as card:
+            card.write_text(model_card(manifest, str(out), [v.name for v in variants], quality))
+    return quality
+
+
+def write_onnx(rec, tmp: Path, manifest: dict, quantize: list[str], data, int8_scheme: str,
+               smooth_alpha: float | None) -> dict:
+    """model.onnx (checked against torch), its int8/int4 quantizations, and every file's metadata_props."""
+    from slmrec_cli.export.card import onnx_metadata
+    from slmrec_cli.export.onnx import export_onnx, max_abs_diff, quantize_int4, stamp
+
+    ui.info("exporting ONNX")
+    export_onnx(rec, tmp / "model.onnx")
+    info = {"onnx_max_abs_diff": max_abs_diff(rec, tmp / "model.onnx", manifest["n_items"])}
+    if info["onnx_max_abs_diff"] > 1e-4:
+        raise RuntimeError(f"ONNX disagrees with torch by {info['onnx_max_abs_diff']:.2e} (> 1e-4)")
+    if "int8" in quantize:
+        ui.info(f"quantizing onnx-int8 ({int8_scheme})")
+        info.update(onnx_int8(rec, tmp, data, int8_scheme, smooth_alpha))
+    if "int4" in quantize:
+        quantize_int4(tmp / "model.onnx", tmp / "model.int4.onnx")
+    for variant in ("onnx-fp32", "onnx-int8", "onnx-int4"):
+        if (tmp / FILES[variant]).exists():
+            stamp(tmp / FILES[variant], onnx_metadata(manifest, variant))
+    return info
+
+
+def onnx_int8(rec, tmp: Path, data, scheme: str, alpha: float | None) -> dict:
+    """model.int8.onnx by the chosen scheme; SmoothQuant calibrates on the run's training histories."""
+    from slmrec_cli.export.onnx import quantize_int8
+
+    if scheme != "smooth":
+        return quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", scheme)
+    from slmrec_cli.export.smooth import smooth_int8
+
+    return smooth_int8(rec, data, tmp / "model.int8.onnx", alpha)
