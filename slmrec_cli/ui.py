@@ -6,10 +6,29 @@ import sys
 import time
 from contextlib import contextmanager
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
-out = Console()  # results (tables, JSON)
-err = Console(stderr=True)  # progress, status, errors
+WIDE = 1000  # columns of a console that writes to a file or a pipe
+
+
+class _Console(Console):
+    """A Console that, writing to a file or a pipe (a log, CI), lays tables out in their natural width instead of
+    cutting their cells to 80 columns (or to the width of a terminal elsewhere on the process). COLUMNS still wins."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        if self._width is None and not self.is_terminal:
+            return ConsoleDimensions(WIDE, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+out = _Console()  # results (tables); while a command prints --json, what it writes here goes to stderr
+err = _Console(stderr=True)  # progress, status, errors
 _state = {"quiet": False, "debug": False}
 
 
