@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from slmrec_cli.stages.export import ci_text
+from slmrec_cli.evaluation.tables import ci_text
 
 
 def load(path: Path, name: str) -> dict | None:

@@ -10,8 +10,11 @@ from slmrec_cli import cli_options, ui
 
 app = typer.Typer(
     name="slmrec",
-    help="Small LLM-based sequential recommenders: prepare data, train SASRec ids, an LLM teacher and a distilled "
-         "student, evaluate by a fixed protocol, export.",
+    help="Small LLM-based sequential recommenders (SLMRec): prepare a dataset, train SASRec (the baseline and the "
+         "item ids), an LLM teacher and a distilled student, read a teacher out layer by layer (prune-probe), "
+         "evaluate runs by a fixed protocol, export and benchmark a model, recommend from an export, and report the "
+         "paper's tables and figures. Every command takes --json (its result as one JSON document on stdout).",
+    cls=cli_options.Group,
     rich_markup_mode="rich",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -26,23 +29,23 @@ def _set_mode(opts) -> None:
 
 def _register() -> None:
     """Every stage's command: its options from its config class, its work in slmrec_cli.stages (imported when it
-    runs)."""
+    runs): each stage's main(config) prints for people and returns the result --json prints."""
     from slmrec_cli.config import data, evaluate, export, root, stages
 
     cli_options.root(app, root.RootOptions, _set_mode)
-    stage = "slmrec_cli.stages."
-    for name, cls, run, config_file in (
-        ("prepare", data.PrepareConfig, "prepare:prepare_dataset", True),
-        ("pretrain-ids", stages.PretrainConfig, "pretrain_ids:main", True),
-        ("train-teacher", stages.TeacherConfig, "train_teacher:main", True),
-        ("distill", stages.DistillConfig, "distill:main", True),
-        ("prune-probe", evaluate.ProbeConfig, "prune_probe:prune_probe", False),
-        ("export", export.ExportConfig, "export:run_export", False),
-        ("recommend", export.RecommendConfig, "recommend:recommend", False),
-        ("evaluate", evaluate.EvaluateConfig, "evaluate:evaluate", False),
-        ("report", stages.ReportConfig, "report:report", False),
+    for name, cls, config_file in (
+        ("prepare", data.PrepareConfig, True),
+        ("pretrain-ids", stages.PretrainConfig, True),
+        ("train-teacher", stages.TeacherConfig, True),
+        ("distill", stages.DistillConfig, True),
+        ("prune-probe", evaluate.ProbeConfig, False),
+        ("export", export.ExportConfig, False),
+        ("recommend", export.RecommendConfig, False),
+        ("evaluate", evaluate.EvaluateConfig, False),
+        ("report", stages.ReportConfig, False),
     ):
-        cli_options.command(app, name, cls, stage + run, config_file=config_file)
+        target = f"slmrec_cli.stages.{name.replace('-', '_')}:main"
+        cli_options.command(app, name, cls, target, config_file=config_file)
 
 _register()
 

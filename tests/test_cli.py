@@ -58,8 +58,6 @@ def test_help_does_not_import_torch():
 
 @pytest.mark.parametrize("args, message", [
     (["--input", "nope.dat", "--format", "movielens"], "nope.dat"),
-    (["--input", "{log}", "--format", "parquet"], "parquet"),
-    (["--dataset", "ml-20m"], "ml-20m"),
     (["--input", "{log}", "--format", "movielens", "--min-rating", "5"], "min-rating"),
     (["--input", "{log}", "--format", "movielens", "--num-negatives", "5000"], "num-negatives"),
     (["--input", "{log}", "--format", "movielens", "--k-core", "50"], "k-core"),
@@ -75,6 +73,16 @@ def test_prepare_bad_input_one_line_exit_2(tmp_path, capsys, args, message):
     assert code == 2, err
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, value", [(["--input", "u.data", "--format", "parquet"], "parquet"),
+                                         (["--dataset", "ml-20m"], "ml-20m")])
+def test_prepare_unknown_choice_is_a_usage_error(tmp_path, capsys, args, value):
+    """--format and --dataset take a fixed set of values: anything else is a usage error naming them."""
+    code, _, err = run_cli(["prepare", *args, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and value in err and "is not one of" in err and "Traceback" not in err, err
+    assert len([line for line in err.splitlines() if line.strip()]) <= 3, err  # usage, hint, error
     assert not (tmp_path / "out").exists()
 
 
@@ -104,7 +112,7 @@ def test_prepare_writes_a_dataset_and_force_replaces_it(tmp_path, capsys):
 def test_evaluate_contract_and_json(trained, capsys):
     code, out, err = run_cli(["evaluate", trained, "--split", "test", "--protocol", "both", "--json"], capsys)
     assert code == 0, err
-    records = [json.loads(line) for line in out.strip().splitlines()]
+    records = json.loads(out)  # one JSON document: the list of records
     assert [r["protocol"] for r in records] == ["sampled", "full"]
     keys = {"dataset", "data_hash", "split", "protocol", "candidates", "mask_history", "users", "run", "version",
             "metrics"}
@@ -190,14 +198,14 @@ def test_bad_training_options(tiny, tmp_path, capsys):
 def test_evaluate_reuse_reads_matching_files(trained, capsys):
     path = trained / "eval" / "valid-sampled.json"
     code, out, _ = run_cli(["evaluate", trained, "--split", "valid", "--protocol", "sampled", "--json"], capsys)
-    fresh = json.loads(out)
+    [fresh] = json.loads(out)
     marked = {**fresh, "metrics": {**fresh["metrics"], "MRR": 0.123456}}
     path.write_text(json.dumps(marked))
     code, out, _ = run_cli(["evaluate", trained, "--split", "valid", "--protocol", "sampled", "--json", "--reuse"],
                            capsys)
-    assert code == 0 and json.loads(out)["metrics"]["MRR"] == 0.123456  # read, not recomputed
+    assert code == 0 and json.loads(out)[0]["metrics"]["MRR"] == 0.123456  # read, not recomputed
     code, out, _ = run_cli(["evaluate", trained, "--split", "valid", "--protocol", "sampled", "--json"], capsys)
-    assert json.loads(out)["metrics"] == fresh["metrics"]  # without --reuse it scores again
+    assert json.loads(out)[0]["metrics"] == fresh["metrics"]  # without --reuse it scores again
 
 
 @pytest.mark.parametrize("failure, cause", [

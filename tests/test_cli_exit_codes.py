@@ -17,10 +17,11 @@ CASES = {
                       ["--data", NOWHERE, "--ids", NOWHERE, "--out", NOWHERE + "/t", "--lr", "-1"]),
     "distill": (["--out", "x"], ["--teacher", "t", "--out", "x", "--blocks", "x"],
                 ["--teacher", NOWHERE, "--out", NOWHERE + "/s", "--lambda-cos", "-1"]),
-    "prune-probe": ([], [NOWHERE, "--batch-size", "x"], [NOWHERE]),
-    "export": (["--bogus"], ["--threads", "x"], ["--model", NOWHERE, "--quantize", "int3"]),
-    "recommend": (["--history", "1"], ["--model", "m", "--k", "x"], ["--model", NOWHERE, "--history", "1", "--k", "0"]),
-    "evaluate": (["--bogus"], ["--batch-size", "x"], ["--split", "nope", NOWHERE]),
+    "prune-probe": ([], [NOWHERE, "--eval-batch", "x"], [NOWHERE]),
+    "export": (["--bogus"], ["--threads", "x"], ["--run", NOWHERE, "--quantize", "int3"]),
+    "recommend": (["--history", "1"], ["--export", "m", "--k", "x"],
+                  ["--export", NOWHERE, "--history", "1", "--k", "0"]),
+    "evaluate": (["--bogus"], ["--eval-batch", "x"], ["--split", "nope", NOWHERE]),
     "report": ([], ["--bogus"], [NOWHERE]),
 }
 

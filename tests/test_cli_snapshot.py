@@ -39,7 +39,8 @@ def _describe(command) -> dict:
         out[p.name] = json.loads(json.dumps({
             "kind": p.param_type_name, "opts": sorted(p.opts), "secondary": sorted(p.secondary_opts),
             "type": _type_name(p.type_descriptor.annotation), "required": p.required, "multiple": p.multiple,
-            "nargs": p.nargs, "default": default, "is_flag": getattr(p, "is_flag", False)}, default=str))
+            "nargs": p.nargs, "default": default, "is_flag": getattr(p, "is_flag", False),
+            **({"hidden": True} if getattr(p, "hidden", False) else {})}, default=str))
     return out
 
 
@@ -69,7 +70,7 @@ def _resolved(run: Path, root: Path) -> dict:
 
 def test_training_stages_resolve_the_same_config(tmp_path, capsys):
     """Each training stage at its defaults (only the required options, one optimizer step) writes the same
-    config.json as before."""
+    config.json as before; with --json its stdout is one JSON document: the run and its metrics records."""
     data = make_dataset(tmp_path)
     one_step = ["--epochs", "1", "--max-steps", "1"]
     runs = {
@@ -80,8 +81,12 @@ def test_training_stages_resolve_the_same_config(tmp_path, capsys):
     }
     resolved = {}
     for name, args in runs.items():
-        code, _, err = run_cli([*args, "--out", tmp_path / name], capsys)
+        code, stdout, err = run_cli([*args, "--out", tmp_path / name, "--json"], capsys)
         assert code == 0, err
+        result = json.loads(stdout)
+        assert result["run"] == str(tmp_path / name) and result["efficiency"]["params"]["trainable"] > 0
+        assert sorted((r["split"], r["protocol"]) for r in result["records"]) == [
+            ("test", "full"), ("test", "sampled"), ("valid", "full"), ("valid", "sampled")]
         recorded = json.loads((tmp_path / name / "config.json").read_text())
         assert recorded["software"]["torch"] and recorded["command"].startswith(f"slmrec {args[0]} ")
         resolved[name] = _resolved(tmp_path / name, tmp_path)
@@ -95,17 +100,28 @@ def test_training_stages_resolve_the_same_config(tmp_path, capsys):
 
 def test_every_option_comes_from_one_config_field():
     """No option is declared by hand: each command's parameters (and the app's own) are its config class's fields,
-    plus --config and --print-config (and typer's shell-completion options on the app)."""
+    plus --config, --print-config and --json (and typer's shell-completion options on the app); a field's old
+    spellings are hidden options of their own."""
     from slmrec_cli.cli import app
     from slmrec_cli.cli_options import CONFIGS
     from slmrec_cli.config.fields import flat_fields
 
     group = typer.main.get_command(app)
     assert set(group.commands) | {"(root)"} == set(CONFIGS)
-    typer_own = {"config", "print_config", "install_completion", "show_completion"}
+    typer_own = {"config", "print_config", "json_output", "install_completion", "show_completion"}
     for name, command in [*group.commands.items(), ("(root)", group)]:
-        fields = {f.name for _, f, _ in flat_fields(CONFIGS[name])}
-        assert {p.name for p in command.params} - typer_own == fields, name
+        specs = flat_fields(CONFIGS[name])
+        fields = {f.name for _, f, _ in specs}
+        aliases = {a: f for _, f, _ in specs for a in f.metadata["aliases"]}
+        params = {p.name: p for p in command.params}
+        assert set(params) - typer_own == fields | {a.lstrip("-").replace("-", "_") for a in aliases}, name
+        for alias in aliases:
+            param = params[alias.lstrip("-").replace("-", "_")]
+            assert param.hidden and param.opts == [alias], (name, alias)
+        for _, f, _ in specs:  # a field with choices: the help lists them, shell completion offers them
+            if f.metadata["choices"]:
+                offered = [c.value for c in params[f.name].shell_complete(None, "")]
+                assert offered == list(f.metadata["choices"]), (name, f.name)
 
 
 def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path, capsys):

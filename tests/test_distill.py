@@ -54,7 +54,7 @@ def test_student_works_with_evaluate_and_probe(teacher, tmp_path, capsys):
     student_run(t4, out, 2, args(epochs=1), blocks=2)
     code, stdout, err = run_cli(["evaluate", out, "--protocol", "sampled", "--json"], capsys)
     assert code == 0, err
-    assert json.loads(stdout)["metrics"] == json.loads((out / "eval/test-sampled.json").read_text())["metrics"]
+    assert json.loads(stdout)[0]["metrics"] == json.loads((out / "eval/test-sampled.json").read_text())["metrics"]
     assert run_cli(["prune-probe", out], capsys)[0] == 0
 
 

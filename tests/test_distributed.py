@@ -82,12 +82,12 @@ def test_two_process_evaluation_equals_one_process(sasrec2, capsys):
     assert code == 0, err
     assert eval_records(run) == trained
     # 60 users in batches of 7: 9 batches, 5 on one process and 4 on the other (uneven, so padding is dropped)
-    argv = ["evaluate", run, "--protocol", "both", "--batch-size", "7", "--popularity", "--json"]
+    argv = ["evaluate", run, "--protocol", "both", "--eval-batch", "7", "--popularity", "--json"]
     two = ok(run_subprocess(argv, nproc=2))
     code, one, err = run_cli(argv, capsys)
     assert code == 0, err
-    assert two.stdout.splitlines() == one.splitlines()  # every digit
-    assert [json.loads(x)["users"] for x in one.splitlines()] == [60] * 4
+    assert two.stdout == one  # every digit
+    assert [x["users"] for x in json.loads(one)] == [60] * 4
 
 
 def test_two_processes_ctrl_c_then_resume_matches_uninterrupted(sasrec2, tiny):
@@ -132,6 +132,6 @@ def test_two_processes_train_teacher_and_distill(sasrec2, tiny, capsys):
     for run in (teacher, student):  # what two processes wrote is what one process computes
         written = eval_records(run)
         for split in ("valid", "test"):
-            code, _, err = run_cli(["evaluate", run, "--split", split, "--batch-size", "16"], capsys)
+            code, _, err = run_cli(["evaluate", run, "--split", split, "--eval-batch", "16"], capsys)
             assert code == 0, err
         assert eval_records(run) == written

@@ -136,7 +136,7 @@ def test_recommend_returns_raw_ids_and_never_the_history(exported, capsys, tmp_p
     data, _, out, _ = exported
     raw = [line.split("\t")[1] for line in (out / "item_map.tsv").read_text().splitlines()[1:]]
     history = raw[:3]
-    code, stdout, err = run_cli(["recommend", "--model", out, "--history", ",".join(history), "--k", "10",
+    code, stdout, err = run_cli(["recommend", "--export", out, "--history", ",".join(history), "--k", "10",
                                  "--json"], capsys)
     assert code == 0, err
     rec = json.loads(stdout)
@@ -144,20 +144,22 @@ def test_recommend_returns_raw_ids_and_never_the_history(exported, capsys, tmp_p
     assert set(rec["items"]) <= set(raw)
     lines = tmp_path / "h.txt"
     lines.write_text(f"{raw[0]},{raw[1]}\n{raw[5]}\n")
-    code, stdout, _ = run_cli(["recommend", "--model", out, "--input", lines, "--k", "3", "--json"], capsys)
-    assert code == 0 and len(stdout.strip().splitlines()) == 2
+    code, stdout, _ = run_cli(["recommend", "--export", out, "--input", lines, "--k", "3", "--json"], capsys)
+    assert code == 0 and [len(r["items"]) for r in json.loads(stdout)] == [3, 3]  # one document: the list
+    code, stdout, _ = run_cli(["recommend", "--export", out, "--input", lines, "--k", "3", "--jsonl"], capsys)
+    assert code == 0 and [json.loads(line)["history"] for line in stdout.splitlines()] == [raw[:2], raw[5:6]]
 
 
 def test_bad_input(exported, capsys, tmp_path):
     _, run, out, _ = exported
     cases = [
-        (["recommend", "--model", out, "--history", "nope-1,nope-2"], "nope-1"),
-        (["recommend", "--model", out, "--history", " , "], "empty"),
-        (["recommend", "--model", tmp_path, "--history", "1"], "not an slmrec export"),
-        (["export", "--model", tmp_path, "--out", tmp_path / "e"], "not an slmrec run"),
-        (["export", "--model", run, "--out", tmp_path / "e", "--quantize", "int3"], "int3"),
-        (["export", "--model", run, "--out", tmp_path / "e", "--format", "tflite"], "tflite"),
-        (["export", "--model", run, "--out", out], "already exists"),
+        (["recommend", "--export", out, "--history", "nope-1,nope-2"], "nope-1"),
+        (["recommend", "--export", out, "--history", " , "], "empty"),
+        (["recommend", "--export", tmp_path, "--history", "1"], "not an slmrec export"),
+        (["export", "--run", tmp_path, "--out", tmp_path / "e"], "not an slmrec run"),
+        (["export", "--run", run, "--out", tmp_path / "e", "--quantize", "int3"], "int3"),
+        (["export", "--run", run, "--out", tmp_path / "e", "--format", "tflite"], "tflite"),
+        (["export", "--run", run, "--out", out], "already exists"),
         (["export", "--bench-only", tmp_path], "not an slmrec export"),
     ]
     for argv, word in cases:
@@ -175,9 +177,9 @@ def test_bench_only_rewrites_bench(exported, capsys):
 
 def test_bad_int8_options_are_one_line_errors(exported, tmp_path, capsys):
     _, run, _, _ = exported
-    bad = ((["--int8-scheme", "fp8"], "--int8-scheme 'fp8'"), (["--smooth-alpha", "1.5"], "--smooth-alpha"))
+    bad = ((["--int8-scheme", "fp8"], "'fp8' is not one of"), (["--smooth-alpha", "1.5"], "--smooth-alpha"))
     for args, words in bad:
-        code, _, err = run_cli(["export", "--model", run, "--out", tmp_path / "x", "--quantize", "int8", *args], capsys)
+        code, _, err = run_cli(["export", "--run", run, "--out", tmp_path / "x", "--quantize", "int8", *args], capsys)
         assert code == 2 and words in err and "Traceback" not in err
         assert not (tmp_path / "x").exists()
 
@@ -231,17 +233,17 @@ def test_recommend_serves_the_variant_asked_for_or_the_best_one_that_holds(expor
     assert choose_variant(worse, None) == ("onnx-fp32", "onnx-int8's relative MRR below 0.99")
     raw = [line.split("\t")[1] for line in (out / "item_map.tsv").read_text().splitlines()[1:]]
     for variant in ("onnx-int4", "torch-fp32"):
-        code, stdout, err = run_cli(["recommend", "--model", out, "--history", ",".join(raw[:3]), "--k", "5",
+        code, stdout, err = run_cli(["recommend", "--export", out, "--history", ",".join(raw[:3]), "--k", "5",
                                      "--json", "--variant", variant], capsys)
         assert code == 0 and f"serving {variant}" in err, err
         assert len(json.loads(stdout)["items"]) == 5
     (worse / "model.int4.onnx").unlink()  # exported, then lost: named
-    code, _, err = run_cli(["recommend", "--model", worse, "--history", raw[0], "--variant", "onnx-int4"], capsys)
+    code, _, err = run_cli(["recommend", "--export", worse, "--history", raw[0], "--variant", "onnx-int4"], capsys)
     assert code == 2 and "model.int4.onnx is missing" in err
     sums = json.loads((worse / "checksums.json").read_text())
     del sums["sha256"]["model.int4.onnx"]  # never exported
     (worse / "checksums.json").write_text(json.dumps(sums))
-    code, _, err = run_cli(["recommend", "--model", worse, "--history", raw[0], "--variant", "onnx-int4"], capsys)
+    code, _, err = run_cli(["recommend", "--export", worse, "--history", raw[0], "--variant", "onnx-int4"], capsys)
     assert code == 2 and "has no onnx-int4 variant" in err
-    code, _, err = run_cli(["recommend", "--model", out, "--history", raw[0], "--variant", "fp8"], capsys)
+    code, _, err = run_cli(["recommend", "--export", out, "--history", raw[0], "--variant", "fp8"], capsys)
     assert code == 2 and "fp8" in err

@@ -73,7 +73,7 @@ def test_damaged_or_missing_files_are_one_line_errors(exported, tmp_path, capsys
     raw = (copy / "item_map.tsv").read_text().splitlines()[1].split("\t")[1]
     onnx = copy / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:1000])
-    code, _, err = run_cli(["recommend", "--model", copy, "--history", raw, "--variant", "onnx-fp32"], capsys)
+    code, _, err = run_cli(["recommend", "--export", copy, "--history", raw, "--variant", "onnx-fp32"], capsys)
     assert code == 2 and str(onnx) in err and "damaged" in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 2  # "serving onnx-fp32 ..." and the error
     bench = (copy / "bench.json").read_text()
@@ -84,12 +84,12 @@ def test_damaged_or_missing_files_are_one_line_errors(exported, tmp_path, capsys
         load_export(copy)
     with (copy / "item_map.tsv").open("a") as f:
         f.write("41\textra\n")
-    code, _, err = run_cli(["recommend", "--model", copy, "--history", raw], capsys)
+    code, _, err = run_cli(["recommend", "--export", copy, "--history", raw], capsys)
     assert code == 2 and "item_map.tsv is damaged" in err
     manifest = json.loads((copy / "config.json").read_text())
     del manifest["format_version"]  # what exports before decoder/ + head.safetensors wrote
     (copy / "config.json").write_text(json.dumps(manifest))
-    code, _, err = run_cli(["recommend", "--model", copy, "--history", raw], capsys)
+    code, _, err = run_cli(["recommend", "--export", copy, "--history", raw], capsys)
     assert code == 2 and "old layout" in err and "export the run again" in err
 
 
@@ -100,7 +100,7 @@ def test_export_checks_its_inputs_before_writing(tiny_runs, tmp_path, capsys):
     shutil.copytree(run, tmp_path / run.name)  # its config finds the copied dataset (run-relative path)
     negatives = tmp_path / data.name / "negatives.npy"
     np.save(negatives, np.load(negatives)[:, ::-1].copy())
-    code, _, err = run_cli(["export", "--model", tmp_path / run.name, "--out", tmp_path / "out"], capsys)
+    code, _, err = run_cli(["export", "--run", tmp_path / run.name, "--out", tmp_path / "out"], capsys)
     assert code == 2 and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([data.name, run.name])
 

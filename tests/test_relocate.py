@@ -40,7 +40,7 @@ def test_a_study_moved_whole_works_from_another_directory(tmp_path, capsys, monk
     code, _, err = run_cli(["evaluate", runs / "sasrec", runs / "t2", runs / "s1", "--protocol", "sampled"], capsys)
     assert code == 0, err
     assert (runs / "s1/eval/test-sampled.json").exists()
-    code, _, err = run_cli(["export", "--model", runs / "s1", "--out", "exports/s1", "--format", "safetensors"],
+    code, _, err = run_cli(["export", "--run", runs / "s1", "--out", "exports/s1", "--format", "safetensors"],
                            capsys)
     assert code == 0, err
     assert json.loads((Path("exports/s1/quality.json")).read_text())["dataset"] == "tiny"
@@ -50,7 +50,7 @@ def test_a_study_moved_whole_works_from_another_directory(tmp_path, capsys, monk
 
     # with the data gone, export checks its inputs before it writes anything
     shutil.rmtree(tmp_path / "b" / "data")
-    code, _, err = run_cli(["export", "--model", runs / "s1", "--out", "exports/gone", "--format", "safetensors"],
+    code, _, err = run_cli(["export", "--run", runs / "s1", "--out", "exports/gone", "--format", "safetensors"],
                            capsys)
     assert code != 0 and "data" in err and "Traceback" not in err
     assert not Path("exports/gone").exists() and not list(Path("exports").glob(".gone*"))

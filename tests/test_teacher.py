@@ -59,7 +59,7 @@ def test_reload_reproduces_the_eval_file(teacher, capsys, split):
         before = json.loads((run / f"eval/{split}-{protocol}.json").read_text())["metrics"]
         code, out, err = run_cli(["evaluate", run, "--split", split, "--protocol", protocol, "--json"], capsys)
         assert code == 0, err
-        assert json.loads(out.strip())["metrics"] == pytest.approx(before, abs=1e-12)
+        assert json.loads(out)[0]["metrics"] == pytest.approx(before, abs=1e-12)
 
 
 def test_probe_last_layer_equals_model_output(teacher):

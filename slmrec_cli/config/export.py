@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmrec_cli.config.fields import RUN, opt
+from slmrec_cli.config.fields import RUN, check_choice, check_device, device_opt, opt
 from slmrec_cli.errors import SlmrecError
 
 FORMATS = ("onnx", "safetensors")
@@ -31,7 +31,8 @@ def split_list(values: list[str] | None, default: list[str]) -> list[str]:
 class ExportConfig:
     """Merge LoRA, fold the prompt, write ONNX/safetensors (+ int8/int4), score every variant, benchmark latency."""
 
-    model: Path | None = opt("Teacher or student run (default: the latest finished distill run under ./runs).", None)
+    run: Path | None = opt("Teacher or student run to export (default: the latest finished distill run under "
+                           "./runs).", None, aliases=("--model",))
     out: Path | None = opt("Export directory (default exports/<run name>).", None)
     format: list[str] = opt("onnx, safetensors (both by default; repeatable or comma list).",
                             factory=lambda: list(FORMATS),
@@ -42,24 +43,27 @@ class ExportConfig:
                               cli_default=None, from_cli=lambda v: split_list(v, ["none"]))
     int8_scheme: str = opt("onnx-int8 as smooth (SmoothQuant, then ORT dynamic int8 of every MatMul but the head) | "
                            "block (int8 weights and activations in blocks of 32) | dynamic (ORT dynamic int8, "
-                           "outlier layers in fp32).", "smooth")
+                           "outlier layers in fp32).", "smooth", choices=INT8_SCHEMES)
     smooth_alpha: float | None = opt("SmoothQuant migration strength α (0..1) (default: the best of 0.5, 0.65, 0.8 "
                                      "by int8-vs-fp32 agreement on training histories).", None)
     bench: bool = opt("Benchmark every variant on every available runtime.", False)
-    bench_only: Path | None = opt("Only benchmark an existing export directory.", None)
+    bench_only: Path | None = opt("Only benchmark this existing export directory (no --run needed).", None)
     batch_sizes: list[int] = opt("Comma-separated batch sizes for the benchmark.", factory=lambda: [1, 32, 512],
                                  cli_type=str, cli_default="1,32,512", from_cli=lambda v: int_list(v))
     threads: int | None = opt("CPU threads for torch and ONNX Runtime (default: torch's).", None)
     eval_batch: int = opt("Users per evaluation batch.", 64, panel=RUN)
+    device: str = device_opt("Where the export is scored and benchmarked: auto (quality on the CPU, the benchmark on "
+                             "every runtime available here) | cpu | cuda | cuda:N (quality and benchmark there only).")
     force: bool = opt("Replace an existing export directory.", False)
     min_seconds: float = opt("Shortest time each benchmark cell runs.", 1.0, cli=False)
 
     def __post_init__(self) -> None:
-        from slmrec_cli.export.onnx import INT8_SCHEMES
-
         check_names(self.format, FORMATS, "--format")
         check_names(self.quantize, QUANTIZE, "--quantize")
         check_names([self.int8_scheme], INT8_SCHEMES, "--int8-scheme")
+        if self.eval_batch < 1:
+            raise SlmrecError(f"--eval-batch must be at least 1, got {self.eval_batch}")
+        check_device(self.device)
         if self.smooth_alpha is not None and not 0.0 <= self.smooth_alpha <= 1.0:
             raise SlmrecError(f"--smooth-alpha must be between 0 and 1, got {self.smooth_alpha}")
         if any(b < 1 for b in self.batch_sizes):
@@ -78,18 +82,22 @@ def int_list(text: str | list) -> list[int]:
 class RecommendConfig:
     """Top-k next items for a history (raw ids in, raw ids out; items already in the history are never returned)."""
 
-    model: Path = opt("An export directory from `slmrec export`.")
+    export: Path = opt("An export directory from `slmrec export`.", aliases=("--model",))
     history: str | None = opt("Comma-separated raw item ids, oldest first.", None)
     input: Path | None = opt("A file with one comma-separated history per line.", None, decls=("--input",))
     k: int = opt("How many items to return.", 10)
-    json_out: bool = opt("One JSON object per history on stdout.", False, decls=("--json",))
-    variant: str | None = opt("The exported variant that serves: " + " | ".join(VARIANTS) + " (default: onnx-int8 "
-                              f"when the export has it and quality.json puts its relative MRR at ≥ {INT8_SERVES}, "
-                              "else onnx-fp32, else torch-fp32).", None)
+    jsonl: bool = opt("Stream one JSON object per history on stdout as each is scored (JSON Lines; --json prints "
+                      "one document at the end).", False, decls=("--jsonl",))
+    variant: str | None = opt("The exported variant that serves (default: onnx-int8 when the export has it and "
+                              f"quality.json puts its relative MRR at ≥ {INT8_SERVES}, else onnx-fp32, else "
+                              "torch-fp32).", None, choices=VARIANTS)
+    device: str = device_opt("Where the variant runs: auto (a CUDA GPU when one is visible and the variant's runtime "
+                             "can use it, else the CPU) | cpu | cuda | cuda:N.")
 
     def __post_init__(self) -> None:
         if self.variant is not None:
-            check_names([self.variant], VARIANTS, "--variant")
+            check_choice(self.variant, VARIANTS, "--variant")
+        check_device(self.device)
         if (self.history is None) == (self.input is None):
             raise SlmrecError("give exactly one of --history ID,ID,... or --input FILE (one history per line)")
         if self.k < 1:

@@ -9,29 +9,35 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from slmrec_cli.errors import SlmrecError
+
 OPT = "Optimisation"
 RUN = "Run"
 LORA = "LoRA"
-CLI_KEYS = ("help", "panel", "decls", "argument", "cli_type", "from_cli", "cli_default")
+CLI_KEYS = ("help", "panel", "decls", "argument", "cli_type", "from_cli", "cli_default", "choices", "aliases")
 
 
 def opt(help: str, default: Any = MISSING, *, factory: Callable[[], Any] | Any = MISSING, panel: str | None = None,
         decls: tuple[str, ...] = (), argument: bool = False, cli: bool = True, cli_type: Any = None,
         from_cli: Callable[[Any], Any] | None = None, cli_default: Any = MISSING,
-        cli_extra: dict | None = None) -> Field:
+        cli_extra: dict | None = None, choices: tuple[str, ...] = (), aliases: tuple[str, ...] = ()) -> Field:
     """A config field with its command-line option. decls: the option's names when not the field's own (e.g.
-    ("--json",), or ("--gradient-checkpointing",) for a flag without a --no- form); argument: positional;
+    ("--load-in-8bit",), or ("--gradient-checkpointing",) for a flag without a --no- form); argument: positional;
     cli=False: set by the stage, not the user; cli_type/from_cli/cli_default: what the command line takes and shows
     when it differs from the field (a comma list for a list, a preset name for a template); cli_extra: more
-    arguments of the option itself (an eager callback, as --version's)."""
+    arguments of the option itself (an eager callback, as --version's); choices: the values a string option takes
+    (the help lists them, shell completion offers them, anything else is a usage error); aliases: old spellings
+    still accepted for one release, hidden from the help, with a deprecation line on stderr."""
     meta = {"help": help, "panel": panel, "decls": decls, "argument": argument, "cli": cli, "cli_type": cli_type,
-            "from_cli": from_cli, "cli_default": cli_default, "cli_extra": cli_extra or {}}
+            "from_cli": from_cli, "cli_default": cli_default, "cli_extra": cli_extra or {}, "choices": choices,
+            "aliases": aliases}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -92,6 +98,31 @@ def build(cls: type, values: dict[str, Any]) -> Any:
 def to_json(value: Any) -> Any:
     """A config as plain JSON values (paths as strings)."""
     return json.loads(json.dumps(asdict(value) if is_dataclass(value) else value, default=str))
+
+
+def check_choice(value: Any, allowed: tuple[str, ...], option: str) -> None:
+    """The check behind a `choices` option, for configs built in Python or from a file (the command line checks
+    first)."""
+    if value not in allowed:
+        raise SlmrecError(f"{option} must be one of {', '.join(allowed)}, got '{value}'")
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def complete_device(incomplete: str) -> list[str]:
+    """Shell completion of --device: the fixed names, and cuda:0..7."""
+    return [d for d in (*DEVICES, *(f"cuda:{i}" for i in range(8))) if d.startswith(incomplete)]
+
+
+def device_opt(help: str) -> Field:
+    """--device: auto | cpu | cuda | cuda:N (checked by check_device, resolved by slmrec_cli.devices)."""
+    return opt(help, "auto", panel=RUN, cli_extra={"autocompletion": complete_device})
+
+
+def check_device(spec: str) -> None:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):
+        raise SlmrecError(f"--device must be auto, cpu, cuda or cuda:N (N a GPU index), got '{spec}'")
 
 
 def split_commas(text: str | list[str]) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slmrec_cli.config.fields import LORA, opt, split_commas
+from slmrec_cli.config.fields import LORA, check_choice, opt, split_commas
 from slmrec_cli.errors import SlmrecError
 
 
@@ -87,8 +87,7 @@ class LLMRecConfig:
 
 def check_prompt_for_targets(prompt: str, targets: str) -> None:
     """Causal targets score every item slot as the prediction of the next one: nothing may follow `{history}`."""
-    if targets not in TARGETS:
-        raise SlmrecError(f"--targets must be one of {', '.join(TARGETS)}, got '{targets}'")
+    check_choice(targets, TARGETS, "--targets")
     if targets == "causal" and prompt.split("{history}", 1)[-1]:
         shown = next((name for name, text in PROMPTS.items() if text == prompt), repr(prompt))
         raise SlmrecError(f"--prompt {shown} has text after '{{history}}', which --targets causal cannot use (each "

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slmrec_cli.config.distill import DistillOptions
-from slmrec_cli.config.fields import RUN, opt, run_path
+from slmrec_cli.config.fields import RUN, check_choice, opt, run_path
 from slmrec_cli.config.models import TARGETS, LLMRecConfig, SASRecConfig
 from slmrec_cli.config.train import LLMRunOptions, LLMTrain, RunOptions, SASRecTrain
 from slmrec_cli.errors import SlmrecError
@@ -19,23 +19,34 @@ TARGETS_HELP = ("causal: the max-length windows of each training history, every 
 
 @dataclass
 class PretrainConfig:
-    """Train SASRec (full-softmax CE on every position): the classic baseline and the item-id table."""
+    """Train SASRec (full-softmax CE on every position): the classic baseline and the item-id table.
+
+    Trains where accelerate puts it: a visible CUDA GPU (one per process under torchrun / accelerate launch;
+    choose with CUDA_VISIBLE_DEVICES), else the CPU."""
 
     data: Path = opt("Dataset directory from `slmrec prepare`.")
     run: RunOptions
     model: SASRecConfig = field(default_factory=SASRecConfig)
     train: SASRecTrain = field(default_factory=SASRecTrain)
+    eval_batch: int = opt("Users per evaluation batch.", 256, panel=RUN)
+
+    def __post_init__(self) -> None:
+        if self.eval_batch < 1:
+            raise SlmrecError(f"--eval-batch must be at least 1, got {self.eval_batch}")
 
 
 @dataclass
 class TeacherConfig:
-    """Train the E4SRec-style LLM recommender (the teacher) on the first --layers layers of a base LM, with LoRA."""
+    """Train the E4SRec-style LLM recommender (the teacher) on the first --layers layers of a base LM, with LoRA.
+
+    Trains where accelerate puts it: a visible CUDA GPU (one per process under torchrun / accelerate launch;
+    choose with CUDA_VISIBLE_DEVICES), else the CPU."""
 
     data: Path = opt("Dataset directory from `slmrec prepare`.")
     ids: Path = opt("SASRec run from `slmrec pretrain-ids` (its frozen item-id table).")
     run: RunOptions
     base_model: str = opt("smollm2-135m | tiny-random | a local HF model folder | a .gguf file.", "smollm2-135m")
-    targets: str = opt(TARGETS_HELP, "causal")
+    targets: str = opt(TARGETS_HELP, "causal", choices=TARGETS)
     model: LLMRecConfig = field(default_factory=LLMRecConfig)
     train: LLMTrain = field(default_factory=LLMTrain)
     llm: LLMRunOptions = field(default_factory=LLMRunOptions)
@@ -45,13 +56,15 @@ class TeacherConfig:
                              decls=("--load-in-4bit",))
 
     def __post_init__(self) -> None:
-        if self.targets not in TARGETS:
-            raise SlmrecError(f"--targets must be one of {', '.join(TARGETS)}, got '{self.targets}'")
+        check_choice(self.targets, TARGETS, "--targets")
 
 
 @dataclass
 class DistillConfig:
-    """Distill an N-layer student from a trained M-layer teacher: CE + λ1(1−D_cos) + λ2·D_norm + λ3·L_ms."""
+    """Distill an N-layer student from a trained M-layer teacher: CE + λ1(1−D_cos) + λ2·D_norm + λ3·L_ms.
+
+    Trains where accelerate puts it: a visible CUDA GPU (one per process under torchrun / accelerate launch;
+    choose with CUDA_VISIBLE_DEVICES), else the CPU."""
 
     teacher: Path = opt("A teacher run from `slmrec train-teacher`.")
     run: RunOptions
@@ -59,13 +72,14 @@ class DistillConfig:
     teacher_cache: Path | None = opt("Directory for the frozen teacher's block features (built once, reused; "
                                      "offline only).", None, from_cli=run_path)
     data: Path | None = opt("Dataset directory (default: the teacher's).", None)
-    targets: str | None = opt("causal | last | all (default: the teacher's).", None)
+    targets: str | None = opt("What the student trains on, as train-teacher's --targets (default: the teacher's).",
+                              None, choices=TARGETS)
     train: LLMTrain = field(default_factory=LLMTrain)
     llm: LLMRunOptions = field(default_factory=LLMRunOptions)
 
     def __post_init__(self) -> None:
-        if self.targets is not None and self.targets not in TARGETS:
-            raise SlmrecError(f"--targets must be one of {', '.join(TARGETS)}, got '{self.targets}'")
+        if self.targets is not None:
+            check_choice(self.targets, TARGETS, "--targets")
         if self.teacher_cache is not None and self.distill.mode == "online":
             raise SlmrecError("--teacher-cache needs --mode offline (an online teacher changes as it trains)")
 
@@ -73,8 +87,10 @@ class DistillConfig:
 @dataclass
 class ReportConfig:
     """Regenerate the paper's tables and figures (datasets, quality, ablation, efficiency, probe, depth, B, online)
-    from run directories into one Markdown file with PNG plots. Runs that differ only by --seed become one row (the
-    first given), with their spread in a Seeds section and the student vs no-KD claim checked seed by seed."""
+    from run directories into one Markdown file with PNG plots.
+
+    Runs that differ only by --seed become one row (the first given), with their spread in a Seeds section and the
+    student vs no-KD claim checked seed by seed."""
 
     runs: list[Path] = opt("Run directories (any mix of datasets; unfinished ones and plain files are skipped).",
                            argument=True)

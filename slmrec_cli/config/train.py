@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmrec_cli.config.fields import OPT, RUN, opt, with_defaults
+from slmrec_cli.config.fields import OPT, RUN, check_choice, opt, with_defaults
 from slmrec_cli.errors import SlmrecError
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -28,7 +28,7 @@ class TrainArgs:
     patience: int = opt("Stop after this many validations without a better valid MRR.", 10, panel=OPT)
     seed: int = opt("Seed for init, data order and dropout.", 42, panel=OPT)
     mixed_precision: str = opt("auto (bf16 on CUDA, fp32 on CPU) | no | bf16 (CUDA, or a CPU with AVX-512 BF16 or "
-                               "AMX) | fp16 (CUDA).", "auto", panel=RUN)
+                               "AMX) | fp16 (CUDA).", "auto", panel=RUN, choices=PRECISIONS)
     log_every: int = opt("Optimizer steps between training-loss log lines.", 20, cli=False)
     log_with: str | None = opt("Also log through an accelerate tracker (tensorboard).", None, panel=RUN)
 
@@ -44,8 +44,7 @@ class TrainArgs:
             raise SlmrecError(f"--max-steps must be 0 (no cap) or positive, got {self.max_steps}")
         if self.patience < 1:
             raise SlmrecError(f"--patience must be at least 1, got {self.patience}")
-        if self.mixed_precision not in PRECISIONS:
-            raise SlmrecError(f"--mixed-precision must be {'|'.join(PRECISIONS)}, got {self.mixed_precision}")
+        check_choice(self.mixed_precision, PRECISIONS, "--mixed-precision")
 
 
 SASRecTrain = with_defaults(TrainArgs, "SASRecTrain", "SASRec's training (`pretrain-ids`): the TrainArgs defaults.")

@@ -46,3 +46,41 @@ def print_summary(summary: dict, title: str) -> None:
     """A training stage's summary: its records as one table (only the main process has them)."""
     if "records" in summary:
         print_records(summary["records"], title=title)
+
+
+def training_result(summary: dict, run: Path, title: str) -> dict:
+    """A training stage's output: its table for people, and its result for --json: the run, how the fit went, its
+    valid and test metrics records and efficiency.json (main process; the others have no records)."""
+    import json
+
+    print_summary(summary, title)
+    efficiency = Path(run) / "efficiency.json"
+    return {"run": str(run), "fit": summary.get("fit"), "records": summary.get("records", []),
+            "efficiency": json.loads(efficiency.read_text()) if "records" in summary and efficiency.exists()
+            else None}
+
+
+def ci_text(variant: dict) -> str:
+    ci = variant.get("relative_mrr_ci95")
+    return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else ""
+
+
+def print_export(quality: dict | None, bench: dict | None) -> None:
+    """`export`'s table: every variant (× runtime and batch when benchmarked) with its size, quality and speed."""
+    q = {r["name"]: r for r in (quality or {}).get("variants", [])}
+    table = Table(title="export: variant × runtime (test split; MRR sampled)", title_justify="left")
+    for col in ("variant", "runtime", "MB", "MRR %", "rel. MRR", "95% CI", "batch", "p50 ms", "users/s"):
+        table.add_column(col, justify="left" if col in ("variant", "runtime") else "right", no_wrap=True)
+    rows = (bench or {}).get("results") or [{"variant": n, "runtime": "-", "provider": "", "batch": None}
+                                             for n in q]
+    for r in rows:
+        v = q.get(r["variant"], {})
+        mrr = v.get("metrics", {}).get("sampled", {}).get("MRR")
+        table.add_row(r["variant"], f"{r['runtime']}/{r['provider']}".strip("/"),
+                      f"{v['bytes'] / 2**20:.1f}" if v else "", f"{100 * mrr:.2f}" if mrr is not None else "",
+                      f"{v['relative_mrr']:.3f}" if v else "", ci_text(v), str(r["batch"] or ""),
+                      f"{r['p50_ms']:.1f}" if "p50_ms" in r else "", f"{r['users_per_s']:.0f}" if "users_per_s"
+                      in r else "")
+    if bench:
+        table.caption = f"{bench['device']} · history length {bench['history_length']} · p50 per call"
+    ui.out.print(table)

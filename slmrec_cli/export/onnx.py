@@ -57,7 +57,9 @@ def session(path: Path, threads: int | None = None, provider: str = "cpu"):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
+    providers = ["CPUExecutionProvider"]
+    if provider == "cuda":  # the current CUDA device (--device cuda:N sets it)
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.cuda.current_device()}))
     try:
         sess = ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:  # ONNX Runtime's errors are plain Exceptions (InvalidProtobuf, NoSuchFile, Fail, ...)

@@ -17,7 +17,7 @@ from slmrec_cli.distill.blocks import block_layers
 from slmrec_cli.distill.cache import cache_key, load_or_build, teacher_fingerprint
 from slmrec_cli.distill.model import Distiller
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.evaluation.tables import print_summary
+from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import build_model
 from slmrec_cli.runs import check_same_data, load_llmrec_run, load_run_config, record_checksums, run_config
@@ -121,6 +121,7 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
                          trained=student, extra_params=extra, setup=cache_features, on_step=on_step)
 
 
-def main(cfg) -> None:
-    """`slmrec distill`: the run, then its valid and test metrics as a table (main process)."""
-    print_summary(distill(cfg), f"student {cfg.run.out}")
+def main(cfg) -> dict:
+    """`slmrec distill`: the run, then its valid and test metrics as a table (main process); the result
+    is the run, its fit, metrics records and efficiency."""
+    return training_result(distill(cfg), cfg.run.out, f"student {cfg.run.out}")

@@ -1,11 +1,10 @@
-"""`slmrec evaluate`: score runs (and the popularity baseline) on one split, write metrics files."""
+"""`slmrec evaluate`: score runs (and the popularity baseline) on one split, write metrics files; the result is the
+list of metrics records (one per run and protocol)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
 
 from slmrec_cli.config.evaluate import EvaluateConfig, protocols_of
 from slmrec_cli.data import load_dataset
@@ -32,13 +31,15 @@ def stored_records(run: Path, ds, split: str, protocols, mask_history: bool) -> 
 
 def evaluate(opts: EvaluateConfig) -> list[dict]:
     """Under torchrun / accelerate launch every process loads the runs and scores its share of the users; the ranks
-    are gathered, and the main process alone writes the metrics files and prints."""
-    runs, split, data, batch_size = opts.runs or [], opts.split, opts.data, opts.batch_size
+    are gathered, and the main process alone writes the metrics files."""
+    from slmrec_cli.devices import resolve_device
+
+    runs, split, data, batch_size = opts.runs or [], opts.split, opts.data, opts.eval_batch
     mask_history, protocols = opts.mask_history, protocols_of(opts.protocol)
     configs = [(Path(r), load_run_config(r)) for r in runs]  # check every run before scoring any
     state = process_state()
     main = state is None or state.is_main_process
-    device = str(state.device) if state else "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(state.device) if state else resolve_device(opts.device)
     cache: dict[str, object] = {}
 
     def dataset(path) -> object:
@@ -67,11 +68,14 @@ def evaluate(opts: EvaluateConfig) -> list[dict]:
         res = rank_split(popularity_scorer(ds), ds, split, protocols, max_len=1, batch_size=batch_size,
                          mask_history=mask_history, desc=f"popularity {split}")
         records.extend(metrics_record(res[p], ds, split, "popularity") for p in protocols)
-    if not main:
-        return records
-    if opts.json_out:
-        for rec in records:
-            print(json.dumps(rec))
-    else:
-        print_records(records, title=f"{split} split")
+    return records
+
+
+def main(opts: EvaluateConfig) -> list[dict]:
+    """`slmrec evaluate`: one table of every record (main process); the result is the records."""
+    from slmrec_cli.distributed import is_main_process
+
+    records = evaluate(opts)
+    if is_main_process():
+        print_records(records, title=f"{opts.split} split")
     return records

@@ -1,4 +1,5 @@
-"""`slmrec prepare`: raw log → dataset directory, with a Table-1-style summary."""
+"""`slmrec prepare`: raw log → dataset directory, with a Table-1-style summary; its result is the dataset's
+meta.json with its path."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from rich.table import Table
 
 from slmrec_cli import ui
 from slmrec_cli.config.data import PrepareConfig
-from slmrec_cli.io import file_sha256
+from slmrec_cli.io import file_sha256, read_json
 
 
 def stats_table(name: str, stats: dict) -> Table:
@@ -40,6 +41,13 @@ def prepare_dataset(cfg: PrepareConfig) -> Path:
     prepared = prepare(log, **options)
     save_dataset(prepared, out, name=name, source=source, options=options, force=cfg.force)
     ui.info(f"wrote {out}")
-    if not ui.quiet():
-        ui.out.print(stats_table(name, prepared.stats))
     return out
+
+
+def main(cfg: PrepareConfig) -> dict:
+    """`slmrec prepare`: the dataset, its summary table; the result is its meta.json and path."""
+    out = prepare_dataset(cfg)
+    meta = read_json(out / "meta.json")
+    if not ui.quiet():
+        ui.out.print(stats_table(meta.get("name", out.name), meta["stats"]))
+    return {"path": str(out), **meta}

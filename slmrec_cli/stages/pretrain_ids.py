@@ -12,7 +12,7 @@ from slmrec_cli import ui
 from slmrec_cli.config.stages import PretrainConfig
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset, training_windows, window_inputs_targets
-from slmrec_cli.evaluation.tables import print_summary
+from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE
 from slmrec_cli.models.sasrec import SASRec
@@ -57,7 +57,7 @@ def pretrain_ids(cfg: PretrainConfig, *, on_step=None) -> dict:
                         **process_sections(acc, args))
     torch.manual_seed(args.seed)
     model = SASRec(model_cfg)
-    task = SASRecTask(model, data, model_cfg.max_len)
+    task = SASRecTask(model, data, model_cfg.max_len, cfg.eval_batch)
     ui.info(f"SASRec on {data.name}: {data.n_users} users, {data.n_items} items, "
             f"{task.n_examples} training windows, {sum(p.numel() for p in model.parameters()):,} parameters")
 
@@ -65,9 +65,10 @@ def pretrain_ids(cfg: PretrainConfig, *, on_step=None) -> dict:
         model.load_state_dict(load_run_weights(run_dir, WEIGHTS))
         return model.to(acc.device)
 
-    return train_run(acc, cfg.run, config, task, args, data, reload=reload, eval_batch=256, on_step=on_step)
+    return train_run(acc, cfg.run, config, task, args, data, reload=reload, eval_batch=cfg.eval_batch, on_step=on_step)
 
 
-def main(cfg) -> None:
-    """`slmrec pretrain-ids`: the run, then its valid and test metrics as a table (main process)."""
-    print_summary(pretrain_ids(cfg), f"SASRec {cfg.run.out}")
+def main(cfg) -> dict:
+    """`slmrec pretrain-ids`: the run, then its valid and test metrics as a table (main process); the result
+    is the run, its fit, metrics records and efficiency."""
+    return training_result(pretrain_ids(cfg), cfg.run.out, f"SASRec {cfg.run.out}")

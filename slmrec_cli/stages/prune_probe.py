@@ -70,8 +70,11 @@ def baseline_metrics(run: Path, split: str) -> dict:
 
 
 def prune_probe(c: ProbeConfig) -> dict:
+    """The probe record (written to RUN/probe/<split>.json with its plot), with "files" naming what was written."""
+    from slmrec_cli.devices import resolve_device
+
     run, split, layers, final_norm, baseline, batch_size = (c.run, c.split, c.layers, c.final_norm, c.baseline,
-                                                            c.batch_size)
+                                                            c.eval_batch)
     cfg = load_run_config(run)
     if cfg.get("kind") not in ("teacher", "student"):
         raise SlmrecError(f"{run} is a '{cfg.get('kind')}' run; prune-probe reads LLM runs (train-teacher, distill)")
@@ -79,7 +82,7 @@ def prune_probe(c: ProbeConfig) -> dict:
     base = baseline_metrics(baseline, split) if baseline else None
     data = load_dataset(cfg["data"]["path"])
     check_same_data(cfg, data, run)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(c.device)
     _, model = load_model(run, device)
     ranks = probe_ranks(model, data, split, chosen, final_norm=final_norm, batch_size=batch_size, device=device)
     record = {"run": str(run), "split": split, "protocol": "sampled", "final_norm": final_norm,
@@ -90,9 +93,16 @@ def prune_probe(c: ProbeConfig) -> dict:
     out = Path(run) / "probe"
     write_json(out / f"{split}.json", record)
     plot_probe(record, out / f"{split}.png", base, Path(baseline).name if baseline else "baseline")
-    print_probe(record, base)
     ui.info(f"wrote {out / f'{split}.json'} and {out / f'{split}.png'}")
-    return record
+    return {**record, "baseline": base, "files": [str(out / f"{split}.json"), str(out / f"{split}.png")]}
+
+
+def main(cfg: ProbeConfig) -> dict:
+    """`slmrec prune-probe`: the probe, its table; the result is the probe record, the baseline's metrics and the
+    files written."""
+    result = prune_probe(cfg)
+    print_probe(result, result["baseline"])
+    return result
 
 
 def print_probe(record: dict, baseline: dict | None) -> None:

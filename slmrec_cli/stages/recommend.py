@@ -1,9 +1,11 @@
-"""`slmrec recommend`: top-k next items from an export, by raw item ids, history excluded."""
+"""`slmrec recommend`: top-k next items from an export, by raw item ids, history excluded. The result is one
+{"history", "items"} object (--history), or a list of them (--input); --jsonl streams them one per line."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,49 +57,78 @@ def choose_variant(model: Path, requested: str | None) -> tuple[str, str]:
     raise SlmrecError(f"{model} holds no variant recommend can serve; run `slmrec export` again")
 
 
-def load_scorer(model: Path, requested: str | None = None):
+def serving_provider(runtime: str, device: str) -> str:
+    """The scorer's provider for --device: cpu, or cuda where the runtime can use a GPU (auto: when one is visible
+    and, for ONNX files, ONNX Runtime has its CUDA provider)."""
+    from slmrec_cli.devices import resolve_device
+    from slmrec_cli.export.variants import ort_cuda_available
+
+    if device == "auto":
+        gpu = ort_cuda_available() if runtime == "ort" else torch.cuda.is_available()
+        return "cuda" if gpu else "cpu"
+    return "cpu" if resolve_device(device) == "cpu" else "cuda"
+
+
+def load_scorer(export: Path, requested: str | None = None, device: str = "cpu"):
     """The chosen variant's scorer (ONNX Runtime for ONNX files, torch otherwise); says which on stderr."""
     from slmrec_cli.export.variants import FILES, Variant, scorer
 
-    name, why = choose_variant(model, requested)
-    ui.info(f"serving {name} ({why})")
+    name, why = choose_variant(export, requested)
     runtime = "ort" if name.startswith("onnx") else "torch"
-    return scorer(Variant(name, model / FILES[name]), model, runtime, "cpu")[0]
+    provider = serving_provider(runtime, device)
+    ui.info(f"serving {name} on {provider} ({why})")
+    return scorer(Variant(name, export / FILES[name]), export, runtime, provider)[0]
 
 
-def recommend(cfg: RecommendConfig) -> list[list[str]]:
-    model, history, input, k, json_out = Path(cfg.model), cfg.history, cfg.input, cfg.k, cfg.json_out
+def read_histories(cfg: RecommendConfig, index: dict[str, int]) -> list[np.ndarray]:
+    if cfg.history is not None:
+        return [parse_history(cfg.history, index, "--history")]
+    path = Path(cfg.input)
+    if not path.exists():
+        raise SlmrecError(f"--input {path} does not exist")
+    lines = path.read_text().splitlines()
+    histories = [parse_history(line, index, f"{path} line {n}") for n, line in enumerate(lines, 1) if line.strip()]
+    if not histories:
+        raise SlmrecError(f"--input {path} has no histories; write one comma-separated history per line")
+    return histories
+
+
+def recommendations(cfg: RecommendConfig, chunk_size: int = 64) -> Iterator[dict]:
+    """{"history": raw ids, "items": the top-k raw ids} for each history, in order, as each chunk is scored."""
     from slmrec_cli.export.files import ITEM_MAP, read_manifest, verify
 
-    max_len = read_manifest(model)["max_len"]  # an export in the current layout, its manifest unaltered
-    verify(model, [ITEM_MAP])
-    raw_ids = read_item_map(model / ITEM_MAP)
+    export = Path(cfg.export)
+    max_len = read_manifest(export)["max_len"]  # an export in the current layout, its manifest unaltered
+    verify(export, [ITEM_MAP])
+    raw_ids = read_item_map(export / ITEM_MAP)
     index = {raw: i for i, raw in enumerate(raw_ids) if i > 0}
-    if history is not None:
-        histories = [parse_history(history, index, "--history")]
-    else:
-        if not Path(input).exists():
-            raise SlmrecError(f"--input {input} does not exist")
-        lines = Path(input).read_text().splitlines()
-        histories = [parse_history(line, index, f"{input} line {n}") for n, line in enumerate(lines, 1)
-                     if line.strip()]
-        if not histories:
-            raise SlmrecError(f"--input {input} has no histories; write one comma-separated history per line")
-    score_all = load_scorer(model, cfg.variant)
-    results = []
-    for start in range(0, len(histories), 64):
-        chunk = histories[start : start + 64]
+    histories = read_histories(cfg, index)
+    score_all = load_scorer(export, cfg.variant, cfg.device)
+    for start in range(0, len(histories), chunk_size):
+        chunk = histories[start : start + chunk_size]
         scores = score_all(torch.from_numpy(left_pad(chunk, max_len))).clone()
         scores[:, 0] = float("-inf")
         for row, h in enumerate(chunk):
             scores[row, torch.from_numpy(h)] = float("-inf")  # never recommend what the user already has
-        top = scores.topk(min(k, scores.shape[1] - 1), dim=1)
+        top = scores.topk(min(cfg.k, scores.shape[1] - 1), dim=1)
         for row, h in enumerate(chunk):
             items = [raw_ids[i] for i, s in zip(top.indices[row].tolist(), top.values[row].tolist(), strict=True)
                      if s != float("-inf")]
-            results.append(items)
-            if json_out:
-                print(json.dumps({"history": [raw_ids[i] for i in h], "items": items}))
-            else:
-                ui.out.print("\n".join(f"{n:>3}. {item}" for n, item in enumerate(items, 1)), highlight=False)
-    return results
+            yield {"history": [raw_ids[i] for i in h], "items": items}
+
+
+def main(cfg: RecommendConfig) -> dict | list[dict]:
+    """`slmrec recommend`: a numbered list per history (or one JSON line each with --jsonl); the result is the
+    history's recommendation, or the list of them for --input."""
+    from slmrec_cli.json_output import active, emit
+
+    results = []
+    for rec in recommendations(cfg):
+        results.append(rec)
+        if cfg.jsonl:
+            emit(rec)
+        elif not active():  # with --json the document holds them; no second copy on stderr
+            if len(results) > 1:
+                ui.out.print()
+            ui.out.print("\n".join(f"{n:>3}. {item}" for n, item in enumerate(rec["items"], 1)), highlight=False)
+    return results[0] if cfg.history is not None else results

@@ -12,7 +12,7 @@ from slmrec_cli.config.models import check_prompt_for_targets
 from slmrec_cli.config.stages import TeacherConfig
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset
-from slmrec_cli.evaluation.tables import print_summary
+from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.models.build import build_model
 from slmrec_cli.runs import load_id_table, run_config
 from slmrec_cli.train.accelerator import make_accelerator
@@ -45,6 +45,7 @@ def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
                          trained=model, on_step=on_step)
 
 
-def main(cfg) -> None:
-    """`slmrec train-teacher`: the run, then its valid and test metrics as a table (main process)."""
-    print_summary(train_teacher(cfg), f"teacher {cfg.run.out}")
+def main(cfg) -> dict:
+    """`slmrec train-teacher`: the run, then its valid and test metrics as a table (main process); the result
+    is the run, its fit, metrics records and efficiency."""
+    return training_result(train_teacher(cfg), cfg.run.out, f"teacher {cfg.run.out}")
