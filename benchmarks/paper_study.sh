@@ -69,7 +69,7 @@ cache() { echo "--teacher-cache $runs/t$M/feature-cache-b$1"; }
 probe() {
   [ -f "$1/probe/test.json" ] || [[ $planned == *" $1/probe "* ]] && return
   planned+="$1/probe "
-  run slmrec prune-probe "$1" --baseline "$runs/sasrec" --batch-size "$EVAL_BATCH"
+  run slmrec prune-probe "$1" --baseline "$runs/sasrec" --eval-batch "$EVAL_BATCH"
 }
 
 if [ -f "$dataset/meta.json" ]; then data=$dataset

@@ -34,7 +34,7 @@ took SASRec
 run_stage runs/t8 slmrec train-teacher --data data/ml-100k --ids runs/sasrec --base-model smollm2-135m \
   --layers 8 --epochs "$TEACHER_EPOCHS" --lr "$LLM_LR" --eval-every "$ONCE" --eval-batch 64
 took teacher
-[ -f runs/t8/probe/test.json ] || slmrec prune-probe runs/t8 --baseline runs/sasrec --batch-size 64
+[ -f runs/t8/probe/test.json ] || slmrec prune-probe runs/t8 --baseline runs/sasrec --eval-batch 64
 took probe
 run_stage runs/s4 slmrec distill --teacher runs/t8 --student-layers 4 --epochs "$STUDENT_EPOCHS" --lr "$LLM_LR" \
   --eval-every "$ONCE" --teacher-cache runs/t8/feature-cache --eval-batch 64
@@ -44,9 +44,9 @@ slmrec evaluate runs/sasrec runs/t8 runs/s4 --popularity --split test --protocol
 slmrec report runs/sasrec runs/t8 runs/s4 --out runs/report.md   # the paper's tables for these runs, claims checked
 took "evaluate and report"
 
-[ -f exports/s4/quality.json ] || slmrec export --model runs/s4 --out exports/s4 --format onnx --quantize int8 --force
+[ -f exports/s4/quality.json ] || slmrec export --run runs/s4 --out exports/s4 --format onnx --quantize int8 --force
 took export
 history=$(sed -n '2,4p' data/ml-100k/item_map.tsv | cut -f2 | paste -sd, -)
 echo "== recommend for the history $history"
-slmrec recommend --model exports/s4 --history "$history" --k 10
+slmrec recommend --export exports/s4 --history "$history" --k 10
 took all
