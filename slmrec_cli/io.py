@@ -22,25 +22,37 @@ def _umask() -> int:
 
 
 @contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Where writing `path` fails for a reason of the place (disk full, permissions, read-only): one StorageError
+    naming `path` (also for a file written inside a temp dir for it). Any other OSError passes on (an input read
+    inside the block: the CLI names its own file)."""
+    try:
+        yield
+    except StorageError as e:
+        if getattr(e, "os_error", None) is None:
+            raise
+        raise StorageError.from_os(e.os_error, path) from e
+    except OSError as e:
+        if not write_failure(e):
+            raise
+        raise StorageError.from_os(e, path) from e
+
+
+@contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path next to `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
-    try:
+    with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise StorageError.from_os(e, path) from e
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    tmp = Path(tmp)
+    tmp = Path(name)
     try:
-        yield tmp
-        if tmp.exists():  # mkstemp makes 0600 files: give the artifact the usual permissions
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except OSError as e:
-        if not write_failure(e):  # e.g. an input read inside the block: the CLI names its own path
-            raise
-        raise StorageError.from_os(e, path) from e
+        with writing(path):
+            yield tmp
+            if tmp.exists():  # mkstemp makes 0600 files: give the artifact the usual permissions
+                os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -50,30 +62,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
     """Build a directory under a temp name, then swap it in (replacing the old one only at the end)."""
     path = Path(path)
-    try:
+    with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as e:
-        raise StorageError.from_os(e, path) from e
     try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 directories
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except StorageError as e:  # a file written inside the temp dir: name the artifact, not its temp path
-        if getattr(e, "os_error", None) is None:
-            raise
-        raise StorageError.from_os(e.os_error, path) from e
-    except OSError as e:
-        if not write_failure(e):  # e.g. an input read inside the block: the CLI names its own path
-            raise
-        raise StorageError.from_os(e, path) from e
+        with writing(path):
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 directories
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -17,12 +17,20 @@ TARGETS_HELP = ("causal: the max-length windows of each training history, every 
                 "own example.")
 
 
+PLACEMENT = ("Trains where accelerate puts it: a visible CUDA GPU (one per process under torchrun / accelerate "
+             "launch; choose with CUDA_VISIBLE_DEVICES), else the CPU.")
+
+
+def trains(cls):
+    """A training stage's config: its help says where it trains (accelerate picks the device, not a --device)."""
+    cls.__doc__ = f"{cls.__doc__}\n\n{PLACEMENT}"
+    return cls
+
+
+@trains
 @dataclass
 class PretrainConfig:
-    """Train SASRec (full-softmax CE on every position): the classic baseline and the item-id table.
-
-    Trains where accelerate puts it: a visible CUDA GPU (one per process under torchrun / accelerate launch;
-    choose with CUDA_VISIBLE_DEVICES), else the CPU."""
+    """Train SASRec (full-softmax CE on every position): the classic baseline and the item-id table."""
 
     data: Path = opt("Dataset directory from `slmrec prepare`.")
     run: RunOptions
@@ -35,12 +43,10 @@ class PretrainConfig:
             raise SlmrecError(f"--eval-batch must be at least 1, got {self.eval_batch}")
 
 
+@trains
 @dataclass
 class TeacherConfig:
-    """Train the E4SRec-style LLM recommender (the teacher) on the first --layers layers of a base LM, with LoRA.
-
-    Trains where accelerate puts it: a visible CUDA GPU (one per process under torchrun / accelerate launch;
-    choose with CUDA_VISIBLE_DEVICES), else the CPU."""
+    """Train the E4SRec-style LLM recommender (the teacher) on the first --layers layers of a base LM, with LoRA."""
 
     data: Path = opt("Dataset directory from `slmrec prepare`.")
     ids: Path = opt("SASRec run from `slmrec pretrain-ids` (its frozen item-id table).")
@@ -59,12 +65,10 @@ class TeacherConfig:
         check_choice(self.targets, TARGETS, "--targets")
 
 
+@trains
 @dataclass
 class DistillConfig:
-    """Distill an N-layer student from a trained M-layer teacher: CE + λ1(1−D_cos) + λ2·D_norm + λ3·L_ms.
-
-    Trains where accelerate puts it: a visible CUDA GPU (one per process under torchrun / accelerate launch;
-    choose with CUDA_VISIBLE_DEVICES), else the CPU."""
+    """Distill an N-layer student from a trained M-layer teacher: CE + λ1(1−D_cos) + λ2·D_norm + λ3·L_ms."""
 
     teacher: Path = opt("A teacher run from `slmrec train-teacher`.")
     run: RunOptions
