@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ["SLMREC_CPU_AUTO_BF16"] = "0"  # tests force fp32: `auto` would pick bf16 on a CPU with AMX / AVX-512 BF16
 
 import torch  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""Training precision: auto is fp32 on CPU, bf16 only where the CPU computes it natively, and config.json says which."""
+"""Training precision: on CPU, auto is fp32 except for the LLM stages on a CPU that computes bf16 natively; bf16 only
+where the CPU has it; config.json says which."""
 
 import json
 
@@ -6,7 +7,7 @@ import pytest
 
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.train import accelerator
-from tests.helpers import SASREC_TINY, make_dataset, run_cli, sasrec_run
+from tests.helpers import SASREC_TINY, TEACHER_TINY, make_dataset, run_cli, sasrec_run, teacher_run
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +30,24 @@ def train(tmp_path, name, precision):
 def test_auto_trains_in_fp32_on_cpu_and_records_it(tmp_path):
     assert train(tmp_path, "auto", "auto") == "fp32"
     assert train(tmp_path, "no", "no") == "fp32"
+
+
+@pytest.mark.parametrize("native, allowed, llm, expected", [
+    (True, "1", True, "bf16"), (True, "1", False, "no"), (True, "0", True, "no"), (False, "1", True, "no")])
+def test_auto_on_cpu_is_bf16_only_for_llm_stages_where_native(monkeypatch, native, allowed, llm, expected):
+    monkeypatch.setattr(accelerator, "cpu_bf16_supported", lambda: native)
+    monkeypatch.setenv("SLMREC_CPU_AUTO_BF16", allowed)
+    assert accelerator.resolve_precision("auto", cpu_auto_bf16=llm) == expected
+
+
+def test_a_teacher_at_auto_on_a_bf16_cpu_trains_in_bf16_and_records_it(tiny_runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(accelerator, "cpu_bf16_supported", lambda: True)
+    monkeypatch.setenv("SLMREC_CPU_AUTO_BF16", "1")
+    data, sasrec, _ = tiny_runs
+    out = tmp_path / "t"
+    teacher_run(data, sasrec, "tiny-random", out, {**TEACHER_TINY, "layers": 1},
+                TrainArgs(epochs=1, max_steps=1, batch_size=16))
+    assert json.loads((out / "config.json").read_text())["precision"] == "bf16"
 
 
 def test_bf16_on_a_cpu_that_has_it_is_used_and_recorded(tmp_path, monkeypatch):

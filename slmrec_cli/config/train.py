@@ -27,8 +27,9 @@ class TrainArgs:
                          "cap: --epochs decides).", 0, panel=OPT)
     patience: int = opt("Stop after this many validations without a better valid MRR.", 10, panel=OPT)
     seed: int = opt("Seed for init, data order and dropout.", 42, panel=OPT)
-    mixed_precision: str = opt("auto (bf16 on CUDA, fp32 on CPU) | no | bf16 (CUDA, or a CPU with AVX-512 BF16 or "
-                               "AMX) | fp16 (CUDA).", "auto", panel=RUN, choices=PRECISIONS)
+    mixed_precision: str = opt("auto (bf16 on CUDA; on a CPU with AVX-512 BF16 or AMX, bf16 for the LLM stages; "
+                               "else fp32) | no | bf16 (CUDA, or a CPU with AVX-512 BF16 or AMX) | fp16 (CUDA).",
+                               "auto", panel=RUN, choices=PRECISIONS)
     log_every: int = opt("Optimizer steps between training-loss log lines.", 20, cli=False)
     log_with: str | None = opt("Also log through an accelerate tracker (tensorboard).", None, panel=RUN)
 

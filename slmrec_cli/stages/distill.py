@@ -78,7 +78,7 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     m = tcfg["model"]["layers"]
     pairs = block_layers(m, opts.student_layers, opts.blocks)
     t_hash = teacher_fingerprint(cfg.teacher)
-    acc = make_accelerator(args, Path(cfg.run.out))
+    acc = make_accelerator(args, Path(cfg.run.out), cpu_auto_bf16=True)
     device = str(acc.device)
     torch.manual_seed(args.seed)
     teacher = load_llmrec_run(cfg.teacher, tcfg, device)
