@@ -358,6 +358,7 @@ def test_trackers_write_into_the_run_directory(teacher, tmp_path, monkeypatch):
     _, _, t4 = teacher
     dirs = []
     real = stage.make_accelerator
-    monkeypatch.setattr(stage, "make_accelerator", lambda a, run_dir=None: dirs.append(run_dir) or real(a, run_dir))
+    monkeypatch.setattr(stage, "make_accelerator",
+                        lambda a, run_dir=None, **kw: dirs.append(run_dir) or real(a, run_dir, **kw))
     student_run(t4, tmp_path / "s", 2, args(epochs=1, max_steps=1), blocks=2)
     assert dirs == [tmp_path / "s"]  # accelerate's project_dir for --log-with, never ./None
