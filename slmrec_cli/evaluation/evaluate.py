@@ -125,7 +125,7 @@ def metrics_record(result: SplitResult, data, split: str, run: str) -> dict:
         "version": __version__,
         "metrics": result.metrics,
         "ties": "pessimistic",
-        "protocol_doc": "PROTOCOL.md",
+        "protocol_doc": "docs/protocol.md",
     }
 
 

@@ -40,7 +40,7 @@ def metrics_table(rows: list[tuple[str, dict]], first: str = "model", bold_best:
 def protocol_line(rec: dict) -> str:
     return (f"test split, **{rec['protocol']}** protocol: {rec['candidates']} candidates, "
             f"mask_history={str(rec['mask_history']).lower()}, {rec['users']} users, dataset {rec['dataset']} "
-            f"`{rec['data_hash']}`, pessimistic ties (PROTOCOL.md); metrics in %.")
+            f"`{rec['data_hash']}`, pessimistic ties (docs/protocol.md); metrics in %.")
 
 
 def header(runs: list[Run]) -> str:
@@ -255,7 +255,7 @@ def seeds(runs: list[Run]) -> str:
         return ("_One seed per setting. Runs that differ only by `--seed` are folded into one row and summarised "
                 "here (the tables above show the first given)._\n")
     out = ["Runs that differ only by `--seed` are one row in the tables above (the first given); here is their spread. "
-           "MRR % under the sampled protocol, mean ± sample standard deviation over seeds (PROTOCOL.md).", "",
+           "MRR % under the sampled protocol, mean ± sample standard deviation over seeds (docs/protocol.md).", "",
            "| model | runs | seeds | test MRR | test min–max | valid MRR |", "|---|---|---|---:|---:|---:|"]
     for r in rows:
         group = [r, *r.replicates]
