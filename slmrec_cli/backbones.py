@@ -27,14 +27,15 @@ from slmrec_cli.base_model import (
     SMOLLM2,
     TINY,
     BaseModelRef,
-    error_line,
     inspect_folder,
     load_config,
+    load_tokenizer,
     quiet_transformers,
     set_depth,
 )
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.gguf_convert import converted, converted_ref, resolve_gguf, smollm2_gguf
+from slmrec_cli.random_init import RANDOM, build_random, random_ref, random_tokenizer
 from slmrec_cli.tiny_random import build_tiny, tiny_ref
 
 ALIASES = {
@@ -49,9 +50,15 @@ def _choices() -> str:
 # ---------------------------------------------------------------------------------------------- resolving
 
 
-def resolve_base_model(ref: str) -> BaseModelRef:
-    """Turn `--base-model REF` into a BaseModelRef, converting a GGUF into the cache first if needed."""
+def resolve_base_model(ref: str, *, random_init: bool = False, ignore_weights: bool = False) -> BaseModelRef:
+    """Turn `--base-model REF` into a BaseModelRef, converting a GGUF into the cache first if needed; with
+    random_init, REF is a folder whose config.json is built with seeded random weights (slmrec_cli.random_init)."""
     ref = str(ref)
+    if random_init:
+        if not Path(ref).expanduser().is_dir():
+            raise SlmrecError(f"--base-model {ref} --random-init: needs a folder holding a LLaMA-family config.json "
+                              "(no aliases, files or hub ids)")
+        return random_ref(Path(ref).expanduser(), ref, ignore_weights=ignore_weights)
     if ref == TINY:
         return tiny_ref()
     if ref == SMOLLM2:
@@ -117,10 +124,14 @@ def load_backbone(ref: BaseModelRef | str, layers: int, *, device: str = "cpu", 
             raise SlmrecError("--load-in-8bit/--load-in-4bit need a pretrained base model, not tiny-random")
         decoder, tokenizer = build_tiny(layers)
         decoder = decoder.to(device=device, dtype=dtype)
+    elif resolved.kind == RANDOM:
+        if load_in_8bit or load_in_4bit:
+            raise SlmrecError("--load-in-8bit/--load-in-4bit are not supported with --random-init yet; drop them")
+        decoder, tokenizer = build_random(resolved, layers, device, dtype), random_tokenizer(resolved)
     else:
         quant = _bnb_config(load_in_8bit, load_in_4bit)
         decoder = _load_decoder(Path(resolved.path), resolved.ref, layers, device, dtype, quant)
-        tokenizer = _load_tokenizer(Path(resolved.path), resolved.ref)
+        tokenizer = load_tokenizer(Path(resolved.path), resolved.ref)
     _finish(decoder, tokenizer)
     ui.info(f"base model {resolved.ref}: {layers} of {resolved.layers_total} layers, hidden {resolved.hidden_size}, "
             f"{str(decoder.dtype).removeprefix('torch.')} on {device} ({time.monotonic() - start:.1f}s)")
@@ -131,6 +142,8 @@ def _reresolve(ref: BaseModelRef) -> BaseModelRef:
     """Re-check a recorded ref against what is on disk now (the caller compares hashes)."""
     if ref.kind == TINY:
         return tiny_ref()
+    if ref.kind == RANDOM and ref.path:
+        return random_ref(Path(ref.path), ref.ref, ignore_weights=True)  # the run accepted any weights there
     if ref.kind in ("alias", "gguf") and ref.path and converted(Path(ref.path), ref.hash):
         # the converted folder is still there: no need for the GGUF (or its package) any more
         return converted_ref(Path(ref.path), ref.ref, ref.kind, ref.hash)
@@ -199,17 +212,6 @@ def _load_decoder(folder: Path, ref: str, layers: int, device: str, dtype: torch
     if len(decoder.layers) != layers:
         raise RuntimeError(f"expected {layers} decoder layers after truncation, got {len(decoder.layers)}")
     return decoder if quant is not None else decoder.to(device)
-
-
-def _load_tokenizer(folder: Path, ref: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        with quiet_transformers():
-            return AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SlmrecError(f"--base-model {ref}: no usable tokenizer in {folder} ({error_line(e)}); "
-                          "add the model's tokenizer files (tokenizer.json, tokenizer_config.json)") from None
 
 
 def _finish(decoder: nn.Module, tokenizer: Any) -> None:

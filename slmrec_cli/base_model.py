@@ -7,7 +7,7 @@ import copy
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,25 @@ class BaseModelRef:
     """What a run's config.json records about its base model (JSON-able via dataclasses.asdict)."""
 
     ref: str  # what the user typed: "smollm2-135m", "tiny-random", a path
-    kind: str  # "alias" | "hf" | "gguf" | "tiny-random"
+    kind: str  # "alias" | "hf" | "gguf" | "tiny-random" | "random" (--random-init)
     path: str | None  # the HF folder loaded (after conversion for alias/gguf); None for tiny-random
     hash: str  # sha256 hex: GGUF bytes (alias/gguf), folder fingerprint (hf), recipe (tiny-random)
     pretrained: bool
     layers_total: int  # depth of the full model
     hidden_size: int
+
+    @classmethod
+    def recorded(cls, section: dict[str, Any]) -> BaseModelRef:
+        """The ref a run's config.json recorded (its base_model section)."""
+        return cls(**{k: section[k] for k in cls.__dataclass_fields__})
+
+
+def base_label(base: BaseModelRef | dict[str, Any]) -> str:
+    """How reports name a base model's weights: "" when pretrained, else what they are instead."""
+    b = asdict(base) if isinstance(base, BaseModelRef) else base
+    if b.get("pretrained", True):
+        return ""
+    return "random weights (drill)" if b.get("kind") == "random" else "not pretrained"
 
 
 def slmrec_home() -> Path:
@@ -49,6 +62,9 @@ def inspect_folder(folder: Path, ref: str) -> tuple[Any, list[Path]]:
         raise SlmrecError(f"--base-model {ref}: {folder} has no config.json; pass a Hugging Face model folder "
                           "(config.json, *.safetensors, tokenizer files)")
     weights = sorted(folder.glob("*.safetensors"))
+    if not weights and not any(folder.glob("*.bin")):
+        raise SlmrecError(f"--base-model {ref}: {folder} has a config.json but no weights; add its *.safetensors, "
+                          "or pass --random-init to build seeded random weights for a drill")
     if not weights:
         raise SlmrecError(f"--base-model {ref}: {folder} has no *.safetensors weights (pickled .bin files are "
                           "not loaded); convert the checkpoint to safetensors")
@@ -66,6 +82,17 @@ def load_config(folder: Path, ref: str) -> Any:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SlmrecError(f"--base-model {ref}: transformers cannot read {folder}/config.json "
                           f"({error_line(e)}); pass a LLaMA-family model folder") from None
+
+
+def load_tokenizer(folder: Path, ref: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SlmrecError(f"--base-model {ref}: no usable tokenizer in {folder} ({error_line(e)}); "
+                          "add the model's tokenizer files (tokenizer.json, tokenizer_config.json)") from None
 
 
 def check_decoder(config: Any, ref: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from slmrec_cli import __version__, provenance
+from slmrec_cli.base_model import BaseModelRef
 from slmrec_cli.config.models import LLMRecConfig, SASRecConfig
 from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.io import file_sha256, read_json, write_json
@@ -296,7 +297,7 @@ def load_llmrec_run(run: Path, config: dict, device: str = "cpu"):
         if not (run / name).exists():
             raise SlmrecError(f"{run / name} is missing; the run has no trained weights yet (train or --resume it)")
         verify_checksum(run, name)
-    model, _ = build_model(cfg, config["base_model"]["ref"], table, device=device,
+    model, _ = build_model(cfg, BaseModelRef.recorded(config["base_model"]), table, device=device,
                            expect_hash=config["base_model"]["hash"], adapter_dir=run / ADAPTER)
     load_projections(model, load_run_weights(run, PROJECTIONS), run / PROJECTIONS)
     return model.to(device).eval()

@@ -60,9 +60,16 @@ class TeacherConfig:
                              decls=("--load-in-8bit",))
     load_in_4bit: bool = opt("Load the base model in 4-bit NF4 (bitsandbytes, CUDA).", False, panel=RUN,
                              decls=("--load-in-4bit",))
+    random_init: bool = opt("--base-model is a folder with a LLaMA-family config.json and no weights: build it with "
+                            "seeded random weights (drills at a model's shape; recorded, reports say so).", False,
+                            panel=RUN, decls=("--random-init",))
+    ignore_weights: bool = opt("With --random-init: go ahead although the folder holds weights (they are not "
+                               "loaded).", False, panel=RUN, decls=("--ignore-weights",))
 
     def __post_init__(self) -> None:
         check_choice(self.targets, TARGETS, "--targets")
+        if self.ignore_weights and not self.random_init:
+            raise SlmrecError("--ignore-weights only goes with --random-init; drop it, or add --random-init")
 
 
 @trains

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from slmrec_cli.base_model import base_label
 from slmrec_cli.config.distill import DistillOptions
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.errors import SlmrecError
@@ -46,7 +47,8 @@ class Run:
         b = self.cfg.get("base_model")
         if not b:
             return "—"
-        return b["ref"] + ("" if b.get("pretrained", True) else " [not pretrained]")
+        label = base_label(b)
+        return b["ref"] + (f" [{label}]" if label else "")
 
     @property
     def distill(self) -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from slmrec_cli import ui
+from slmrec_cli.base_model import BaseModelRef
 from slmrec_cli.config.models import DEFAULT_PROMPT, LLMRecConfig, check_prompt_for_targets
 from slmrec_cli.config.stages import DistillConfig
 from slmrec_cli.config.train import TrainArgs
@@ -83,7 +84,7 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     torch.manual_seed(args.seed)
     teacher = load_llmrec_run(cfg.teacher, tcfg, device)
     table = teacher.id_table.cpu()
-    base = {"base_model": tcfg["base_model"]["ref"], "id_table": table, "device": device,
+    base = {"base_model": BaseModelRef.recorded(tcfg["base_model"]), "id_table": table, "device": device,
             "expect_hash": tcfg["base_model"]["hash"], "gradient_checkpointing": cfg.llm.gradient_checkpointing}
     projections = {"up": teacher.up.state_dict(), "down": teacher.down.state_dict()}  # the trained teacher's
     if opts.mode == "online":  # RQ4: the teacher starts from the base model like the student, and trains alongside

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from slmrec_cli import __version__, ui
+from slmrec_cli.base_model import base_label
 from slmrec_cli.config.evaluate import ProbeConfig
 from slmrec_cli.data import left_pad, load_dataset
 from slmrec_cli.errors import SlmrecError
@@ -89,6 +90,7 @@ def prune_probe(c: ProbeConfig) -> dict:
               "dataset": data.name, "data_hash": data.content_hash, "users": data.n_users,
               "candidates": int(data.negatives.shape[1] + 1), "version": __version__,
               "base_model": cfg["base_model"]["ref"], "pretrained": cfg["base_model"]["pretrained"],
+              "weights": base_label(cfg["base_model"]) or "pretrained",
               "layers": [{"layer": layer, "metrics": metrics_from_ranks(ranks[layer])} for layer in chosen]}
     out = Path(run) / "probe"
     write_json(out / f"{split}.json", record)

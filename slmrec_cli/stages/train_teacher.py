@@ -8,12 +8,15 @@ from pathlib import Path
 import torch
 
 from slmrec_cli import ui
+from slmrec_cli.backbones import resolve_base_model
+from slmrec_cli.base_model import base_label
 from slmrec_cli.config.models import check_prompt_for_targets
 from slmrec_cli.config.stages import TeacherConfig
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset
 from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.models.build import build_model
+from slmrec_cli.random_init import check_prompt
 from slmrec_cli.runs import load_id_table, run_config
 from slmrec_cli.train.accelerator import make_accelerator
 from slmrec_cli.train.lifecycle import process_sections
@@ -31,14 +34,16 @@ def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
     device = str(acc.device)
     model_cfg = replace(cfg.model, n_items=data.n_items, id_dim=table.shape[1])
     torch.manual_seed(args.seed)
-    model, ref = build_model(model_cfg, cfg.base_model, table, device=device, load_in_8bit=cfg.load_in_8bit,
+    base = resolve_base_model(cfg.base_model, random_init=cfg.random_init, ignore_weights=cfg.ignore_weights)
+    check_prompt(base, model_cfg.prompt_parts())
+    model, ref = build_model(model_cfg, base, table, device=device, load_in_8bit=cfg.load_in_8bit,
                              load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.llm.gradient_checkpointing)
     config = run_config("teacher", data, model=asdict(model_cfg), base_model=asdict(ref), train=asdict(args),
                         targets=cfg.targets, ids={"run": str(cfg.ids), "data_hash": ids_cfg["data"]["hash"]},
                         quantized={"load_in_8bit": cfg.load_in_8bit, "load_in_4bit": cfg.load_in_4bit},
                         gradient_checkpointing=cfg.llm.gradient_checkpointing, **process_sections(acc, args))
     task = LLMRecTask(model, data, cfg.targets, cfg.llm.eval_batch)
-    label = "" if ref.pretrained else " [NOT PRETRAINED: tiny-random]"
+    label = "" if ref.pretrained else f" [{base_label(ref).upper()}]"
     ui.info(f"teacher on {data.name}: {ref.ref} first {model_cfg.layers}/{ref.layers_total} layers{label}, "
             f"{task.n_examples} examples (targets={cfg.targets}), {trainable(model):,} trainable parameters")
     return train_llm_run(acc, cfg.run, config, task, args, data, table, eval_batch=cfg.llm.eval_batch,
