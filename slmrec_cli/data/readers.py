@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import json
 import math
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from slmrec_cli.data.builtin import BUILTIN_DATASETS, builtin_dataset
 from slmrec_cli.errors import SlmrecError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FORMATS = ("amazon-json", "amazon-csv", "movielens", "recbole", "csv")
 CSV_DEFAULTS: dict[str, Any] = {
@@ -29,35 +32,91 @@ CSV_DEFAULTS: dict[str, Any] = {
 __all__ = ["BUILTIN_DATASETS", "CSV_DEFAULTS", "FORMATS", "Log", "builtin_dataset", "read_log"]
 
 
-@dataclass
+def _smallest(codes: np.ndarray, n: int) -> np.ndarray:
+    """`codes` (all in 0..n-1) in the smallest unsigned integer type that holds n - 1."""
+    return codes.astype(np.min_scalar_type(max(n - 1, 0)), copy=False)
+
+
+def _factorize(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Codes in order of first appearance in `values`, and the code -> value list."""
+    memo: dict[str, int] = {}
+    codes = np.fromiter((memo.setdefault(v, len(memo)) for v in values), dtype=np.int64, count=len(values))
+    return _smallest(codes, len(memo)), list(memo)
+
+
+Ids = Union[list[str], "pa.Array"]  # distinct raw ids: a list, or a pyarrow string array from the fast reader
+
+
+def take_ids(ids: Ids, codes: np.ndarray) -> list[str]:
+    """[ids[c] for c in codes], for either kind of id table."""
+    if isinstance(ids, list):
+        return [ids[c] for c in codes.tolist()]
+    return ids.take(np.asarray(codes, dtype=np.int64)).to_pylist()
+
+
 class Log:
-    """Raw interactions, one entry per data row, in file order (row order breaks timestamp ties later)."""
+    """Raw interactions, one entry per data row, in file order (row order breaks timestamp ties later).
 
-    users: list[str]
-    items: list[str]
-    ratings: np.ndarray | None  # float64, or None for implicit logs
-    timestamps: np.ndarray  # float64
+    Ids are held factorized, so a log of tens of millions of rows stays compact: row r's user is
+    `user_ids[user_codes[r]]`, where `user_ids` lists each distinct raw id once (in order of first appearance)
+    and the codes use the smallest unsigned integer type that holds them. `Log(users, items, ...)` takes the
+    raw ids per row, as before; `users` and `items` give them back (for small logs and tests)."""
 
-    def __post_init__(self) -> None:
-        n = len(self.users)
-        if len(self.items) != n or len(self.timestamps) != n or (
-            self.ratings is not None and len(self.ratings) != n
-        ):
+    def __init__(self, users: Sequence[str], items: Sequence[str], ratings: np.ndarray | None,
+                 timestamps: np.ndarray) -> None:
+        user_codes, user_ids = _factorize(users)
+        item_codes, item_ids = _factorize(items)
+        self._set(user_codes, user_ids, item_codes, item_ids, ratings, timestamps)
+
+    @classmethod
+    def from_codes(cls, user_codes: np.ndarray, user_ids: Ids, item_codes: np.ndarray, item_ids: Ids,
+                   ratings: np.ndarray | None, timestamps: np.ndarray) -> Log:
+        log = cls.__new__(cls)
+        log._set(_smallest(user_codes, len(user_ids)), user_ids, _smallest(item_codes, len(item_ids)), item_ids,
+                 ratings, timestamps)
+        return log
+
+    def _set(self, user_codes: np.ndarray, user_ids: Ids, item_codes: np.ndarray, item_ids: Ids,
+             ratings: np.ndarray | None, timestamps: np.ndarray) -> None:
+        self.user_codes, self.user_ids, self.item_codes, self.item_ids = user_codes, user_ids, item_codes, item_ids
+        self.ratings = ratings  # float64, or None for implicit logs
+        self.timestamps = timestamps  # float64
+        n = len(user_codes)
+        if len(item_codes) != n or len(timestamps) != n or (ratings is not None and len(ratings) != n):
             raise ValueError("Log columns must have the same length")
 
+    @property
+    def users(self) -> list[str]:
+        return take_ids(self.user_ids, self.user_codes)
+
+    @property
+    def items(self) -> list[str]:
+        return take_ids(self.item_ids, self.item_codes)
+
     def __len__(self) -> int:
-        return len(self.users)
+        return len(self.user_codes)
 
 
 class _Rows:
-    """Column accumulator shared by the readers; numbers are converted in bulk at the end (fast path)."""
+    """Column accumulator shared by the Python readers. Every BLOCK rows it checks and converts what it has
+    (empty ids, numbers: errors name the line) into compact columns (id codes, float64), so a large log never
+    sits in memory as Python strings."""
+
+    BLOCK = 1 << 16
 
     def __init__(self, path: Path, with_ratings: bool) -> None:
         self.path = path
+        self.with_ratings = with_ratings
+        self.n = 0  # rows added so far
+        self._memo: tuple[dict[str, int], dict[str, int]] = ({}, {})  # raw user / item id -> code
+        self._parts: list[tuple[np.ndarray, ...]] = []
+        self._start_block()
+
+    def _start_block(self) -> None:
         self.lines: list[int] = []
         self.users: list[str] = []
         self.items: list[str] = []
-        self.ratings: list[Any] | None = [] if with_ratings else None
+        self.ratings: list[Any] | None = [] if self.with_ratings else None
         self.times: list[Any] = []
 
     def add(self, line: int, user: str, item: str, rating: Any, ts: Any) -> None:
@@ -67,6 +126,9 @@ class _Rows:
         if self.ratings is not None:
             self.ratings.append(rating)
         self.times.append(ts)
+        self.n += 1
+        if len(self.lines) >= self.BLOCK:
+            self._flush()
 
     def _floats(self, values: list[Any], what: str) -> np.ndarray:
         try:
@@ -79,15 +141,28 @@ class _Rows:
         checked = [_num(v, what, self.path, n) for v, n in zip(values, self.lines, strict=True)]
         return np.asarray(checked, dtype=np.float64)
 
-    def log(self, what: str = "is empty") -> Log:
-        if not self.users:
-            raise SlmrecError(f"{self.path} {what}: no interactions to read; check the file and --format")
+    def _flush(self) -> None:
+        if not self.lines:
+            return
         for ids, name in ((self.users, "user id"), (self.items, "item id")):
             if "" in ids:
                 line = self.lines[ids.index("")]
                 raise SlmrecError(f"{self.path}: line {line}: empty {name}; fix or remove the row")
         ratings = None if self.ratings is None else self._floats(self.ratings, "rating")
-        return Log(self.users, self.items, ratings, self._floats(self.times, "timestamp"))
+        times = self._floats(self.times, "timestamp")
+        codes = [np.fromiter((memo.setdefault(v, len(memo)) for v in ids), dtype=np.uint32, count=len(ids))
+                 for memo, ids in zip(self._memo, (self.users, self.items), strict=True)]
+        self._parts.append((*codes, ratings, times))
+        self._start_block()
+
+    def log(self, what: str = "is empty") -> Log:
+        self._flush()
+        if not self._parts:
+            raise SlmrecError(f"{self.path} {what}: no interactions to read; check the file and --format")
+        users, items, ratings, times = (None if p[0] is None else np.concatenate(p)
+                                        for p in zip(*self._parts, strict=True))
+        user_ids, item_ids = (list(memo) for memo in self._memo)
+        return Log.from_codes(users, user_ids, items, item_ids, ratings, times)
 
 
 def _short(value: Any) -> str:
@@ -152,6 +227,124 @@ def _fields(path: Path, line: int, text: str, sep: str, n: int, name: str) -> li
     return [p.strip() for p in parts]
 
 
+# --- the columnar fast path (pyarrow) ----------------------------------------------------------------------
+# Plain delimited files (amazon-csv, recbole .inter) are parsed by pyarrow's multi-threaded CSV reader, ids
+# dictionary-encoded per block and unified at the end: no Python string per row. It is only a shortcut: it
+# returns None for anything it would read differently from the Python readers (whose rules are the reference),
+# and every error message comes from the Python reader, which then reads the file again and names the line.
+
+# what str.strip() removes: a raw id with one of these at an edge is read by the Python reader
+_PY_SPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+
+
+class _Inspected:
+    """A binary stream that watches what pyarrow's parser would see differently from the Python readers:
+    a carriage return not followed by a line feed (pyarrow ends a row there, Python does not end the line)
+    and bytes that are not UTF-8 (Python refuses any line with them, pyarrow only checks the columns it
+    converts)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.closed = False
+        self.plain = True
+        self._cr = False  # the last block ended with \r
+        self._utf8 = codecs.getincrementaldecoder("utf-8")()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if self.plain:
+            self._check(data)
+        return data
+
+    def _check(self, data: bytes) -> None:
+        if not data:
+            lone_cr = self._cr
+            try:
+                self._utf8.decode(b"", final=True)
+            except UnicodeDecodeError:
+                self.plain = False
+        else:
+            lone_cr = (self._cr and data[:1] != b"\n") or (
+                data.count(b"\r") - data.count(b"\r\n") - data.endswith(b"\r") > 0)
+            self._cr = data.endswith(b"\r")
+            if not data.isascii() or self._utf8.getstate()[0]:
+                try:
+                    self._utf8.decode(data)
+                except UnicodeDecodeError:
+                    self.plain = False
+        if lone_cr:
+            self.plain = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _plain_ids(column: Any) -> tuple[np.ndarray, pa.Array] | None:
+    """(codes, distinct ids) of a dictionary-encoded column, or None when an id is empty or has white space at
+    an edge (the Python reader strips it, or refuses it)."""
+    import pyarrow.compute as pc
+
+    chunks = column.chunks
+    ids = chunks[0].dictionary if chunks else None
+    if ids is None or len(ids) == 0 or ids.null_count or pc.any(pc.equal(pc.binary_length(ids), 0)).as_py():
+        return None
+    space = f"[{_PY_SPACE}]"
+    if pc.any(pc.match_substring_regex(ids, f"^{space}|{space}$")).as_py():
+        return None
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks])
+    return codes, ids
+
+
+def _floats_fast(column: Any) -> np.ndarray | None:
+    values = column.to_numpy()
+    return values if column.null_count == 0 and np.isfinite(values).all() else None
+
+
+def _read_plain_fast(path: Path, n_cols: int, cols: dict[str, int], skip_rows: int, sep: str) -> Log | None:
+    """The file read by pyarrow: `cols` maps user_id, item_id, rating (optional), timestamp to column
+    positions among `n_cols` fields separated by `sep`, after `skip_rows` header rows. None: use the Python
+    reader (the file has something pyarrow would read differently, or an error to name)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+    except ImportError:  # pragma: no cover - pyarrow is a dependency; without it the Python readers still work
+        return None
+    names = [f"c{i}" for i in range(n_cols)]
+    ids = pa.dictionary(pa.int32(), pa.string())
+    types = {names[i]: (ids if key in ("user_id", "item_id") else pa.float64()) for key, i in cols.items()}
+    try:
+        with gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb") as raw:
+            stream = _Inspected(raw)
+            table = pcsv.read_csv(
+                pa.PythonFile(stream, mode="r"),
+                read_options=pcsv.ReadOptions(column_names=names, skip_rows=skip_rows),
+                parse_options=pcsv.ParseOptions(delimiter=sep, quote_char=False, escape_char=False,
+                                                newlines_in_values=False, ignore_empty_lines=True),
+                convert_options=pcsv.ConvertOptions(column_types=types, include_columns=list(types),
+                                                    null_values=[], strings_can_be_null=False,
+                                                    quoted_strings_can_be_null=False, check_utf8=True))
+            if stream.read(1) or not stream.plain:  # pyarrow read it all: the whole stream was checked
+                return None
+    except (pa.ArrowException, ValueError, OSError, EOFError, zlib.error):
+        return None  # the Python reader names the line (or says the file cannot be read)
+    if table.num_rows == 0:
+        return None
+    table = table.unify_dictionaries()
+    users = _plain_ids(table.column(names[cols["user_id"]]))
+    items = _plain_ids(table.column(names[cols["item_id"]]))
+    times = _floats_fast(table.column(names[cols["timestamp"]]))
+    ratings = _floats_fast(table.column(names[cols["rating"]])) if "rating" in cols else None
+    if users is None or items is None or times is None or ("rating" in cols and ratings is None):
+        return None
+    return Log.from_codes(users[0], users[1], items[0], items[1], ratings, times)
+
+
 def _read_amazon_json(path: Path) -> Log:
     rows = _Rows(path, with_ratings=True)
     for line, text in _lines(path):
@@ -173,10 +366,13 @@ def _read_amazon_json(path: Path) -> Log:
 
 
 def _read_amazon_csv(path: Path) -> Log:
+    fast = _read_plain_fast(path, 4, {"item_id": 0, "user_id": 1, "rating": 2, "timestamp": 3}, 0, ",")
+    if fast is not None:
+        return fast
     rows = _Rows(path, with_ratings=True)
     for line, text in _lines(path):
         item, user, rating, ts = _fields(path, line, text, ",", 4, "comma")
-        if not rows.lines:
+        if not rows.n:
             try:
                 _num(rating, "rating", path, line), _num(ts, "timestamp", path, line)
             except SlmrecError as exc:
@@ -217,6 +413,11 @@ def _read_recbole(path: Path) -> Log:
                                       "timestamp")
             cols = {c: i for i, c in enumerate(names)}
             n_cols = len(names)
+            if line == 1:  # the header is the first line: pyarrow reads the rows after it
+                wanted = {c: cols[c] for c in ("user_id", "item_id", "rating", "timestamp") if c in cols}
+                fast = _read_plain_fast(path, n_cols, wanted, 1, "\t")
+                if fast is not None:
+                    return fast
             rows = _Rows(path, with_ratings="rating" in cols)
             continue
         parts = _fields(path, line, text, "\t", n_cols, "tab")
