@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slmrec_cli.data import Log, Prepared, prepare
+from slmrec_cli.data import Log, Prepared, prepare, sample_negatives
+from slmrec_cli.data.prepare import iter_negatives
 from slmrec_cli.errors import SlmrecError
 
 
@@ -102,7 +103,8 @@ def test_short_users_dropped_when_k_core_below_three() -> None:
 def test_negatives_exclude_history_unique_and_seeded() -> None:
     log = random_log()
     p = prepare(log, k_core=2, num_negatives=50, seed=7)
-    assert p.negatives.shape == (p.n_users, 50) and p.negatives.dtype == np.int64
+    assert p.negatives.shape == (p.n_users, 50)
+    assert p.negatives.dtype == p.sequences.dtype == np.uint16  # the smallest type that holds n_items
     for u in range(p.n_users):
         row = p.negatives[u]
         seq = p.sequences[p.offsets[u]:p.offsets[u + 1]]
@@ -163,3 +165,84 @@ def test_stats_and_options() -> None:
                          "seed": 3}
     assert p.offsets[0] == 0 and p.offsets[-1] == len(p.sequences)
     assert set(np.unique(p.sequences)) == set(range(1, p.n_items + 1))  # 0 never a real item
+
+
+# --- scale: negatives without a pass over the catalogue, smallest id types -----------------------------------
+
+def listing_negatives(sequences: np.ndarray, offsets: np.ndarray, n_items: int, num_negatives: int,
+                      seed: int) -> np.ndarray:
+    """The sampler as it was before: it listed every never-seen item of the catalogue for each user."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(offsets) - 1, num_negatives), dtype=np.int64)
+    seen = np.zeros(n_items + 1, dtype=bool)
+    seen[0] = True
+    for u in range(len(offsets) - 1):
+        items = sequences[offsets[u]:offsets[u + 1]]
+        seen[items] = True
+        unseen = np.flatnonzero(~seen)
+        if len(unseen) <= num_negatives:
+            out[u, :len(unseen)] = unseen
+        else:
+            out[u] = rng.choice(unseen, size=num_negatives, replace=False)
+        seen[items] = False
+        seen[0] = True
+    return out
+
+
+@pytest.mark.parametrize(("n_items", "num_negatives"), [
+    (40, 10),  # some users have fewer never-seen items than asked
+    (5_000, 300),  # numpy draws by Floyd's algorithm (fewer than 10,000 candidates)
+    (12_000, 300),  # numpy shuffles the tail of a range (10,000 to 50 x num_negatives candidates)
+    (20_000, 300),  # Floyd again (more than 50 x num_negatives)
+])
+def test_negatives_are_the_draws_of_listing_the_catalogue(n_items: int, num_negatives: int) -> None:
+    rng = np.random.default_rng(n_items)
+    lengths = rng.integers(3, 60, size=50)
+    lengths[:3] = [n_items - num_negatives + 1, n_items - num_negatives, n_items - 2]  # padded, exact, few
+    seqs = [rng.choice(np.arange(1, n_items + 1), size=min(int(n), n_items), replace=False) for n in lengths]
+    seqs[4] = np.concatenate([seqs[4], seqs[4][:2]])  # a repeated item (--keep-duplicates)
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+    sequences = np.concatenate(seqs).astype(np.min_scalar_type(n_items))
+    got = sample_negatives(sequences, offsets, n_items, num_negatives, seed=5)
+    assert got.dtype == np.min_scalar_type(n_items)
+    assert np.array_equal(got, listing_negatives(sequences, offsets, n_items, num_negatives, seed=5))
+    blocks = list(iter_negatives(sequences, offsets, n_items, num_negatives, seed=5, block=7))
+    assert [len(b) for b in blocks[:2]] == [7, 7] and np.array_equal(np.concatenate(blocks), got)
+
+
+def test_prepared_negatives_drawn_once_and_the_same_in_blocks() -> None:
+    p = prepare(random_log(), k_core=2, num_negatives=50, seed=7)
+    blocks = np.concatenate(list(p.negative_blocks()))  # drawn block by block, nothing kept
+    assert p._negatives is None
+    assert np.array_equal(blocks, p.negatives) and p.negatives is p.negatives
+    assert np.array_equal(np.concatenate(list(p.negative_blocks())), blocks)
+
+
+def test_ids_use_the_smallest_integer_type() -> None:
+    small = prepare(make_log([(f"u{u}", f"i{(u + k) % 40}", 5, k) for u in range(60) for k in range(4)]),
+                    k_core=0, num_negatives=5)
+    assert small.sequences.dtype == small.negatives.dtype == np.uint8  # 40 items
+    assert small.offsets.dtype == np.int64
+    log = random_log(n_users=30, n_items=300, per_user=20)
+    assert log.user_codes.dtype == np.uint8 and log.item_codes.dtype == np.uint16
+    assert prepare(log, k_core=0, num_negatives=5).sequences.dtype == np.uint16
+
+
+def test_padded_negative_count_with_duplicates() -> None:
+    items = [f"i{k}" for k in range(10)]
+    rows = [("heavy", i, 5, t) for t, i in enumerate(items[:8] + items[:8])]  # 8 distinct seen, 2 unseen
+    rows += [("light", i, 5, 100 + t) for t, i in enumerate(items[5:])]
+    p = prepare(make_log(rows), k_core=0, num_negatives=3, keep_duplicates=True)
+    assert p.stats["users_with_padded_negatives"] == 1 == int((p.negatives == 0).any(axis=1).sum())
+
+
+def test_log_holds_codes_and_distinct_ids() -> None:
+    log = make_log([("u", "x", 5, 1), ("v", "y", 4, 2), ("u", "y", 3, 3)])
+    assert log.user_ids == ["u", "v"] and log.item_ids == ["x", "y"]
+    assert log.user_codes.tolist() == [0, 1, 0] and log.item_codes.tolist() == [0, 1, 1]
+    assert log.users == ["u", "v", "u"] and log.items == ["x", "y", "y"] and len(log) == 3
+    same = Log.from_codes(np.array([0, 1, 0]), ["u", "v"], np.array([0, 1, 1]), ["x", "y"], log.ratings,
+                          log.timestamps)
+    assert same.users == log.users and same.user_codes.dtype == np.uint8
+    with pytest.raises(ValueError, match="same length"):
+        Log(["u"], ["x", "y"], None, np.zeros(1))

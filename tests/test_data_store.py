@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import slmrec_cli
-from slmrec_cli.data import Log, Prepared, left_pad, load_dataset, prepare, save_dataset
+from slmrec_cli.data import Log, Prepared, content_hash, left_pad, load_dataset, prepare, save_dataset
 from slmrec_cli.errors import SlmrecError
 
 SOURCE = {"kind": "file", "path": "x.csv", "format": "csv", "file_sha256": "0" * 64}
@@ -159,3 +160,25 @@ def test_left_pad() -> None:
     assert out.tolist() == [[2, 3], [0, 4], [0, 0]]
     assert left_pad([np.array([5, 6])], 4).tolist() == [[0, 0, 5, 6]]
     assert left_pad([], 3).shape == (0, 3)
+
+
+def test_arrays_written_in_blocks_are_np_save_bytes(tmp_path: Path) -> None:
+    """save_dataset writes int64 .npy files block by block (the negatives as they are drawn): the bytes are
+    those np.save writes for the int64 arrays, and the content hash is the one computed from whole arrays."""
+    p = small_prepared()
+    assert p.sequences.dtype == np.uint8  # held in the smallest type, written as int64 (format version 1)
+    meta = save(p, tmp_path / "streamed")
+    assert p._negatives is None  # the negatives went to the file block by block
+    for fname, arr in (("sequences.npy", p.sequences), ("offsets.npy", p.offsets), ("negatives.npy", p.negatives)):
+        buf = io.BytesIO()
+        np.save(buf, arr.astype(np.int64), allow_pickle=False)
+        assert (tmp_path / "streamed" / fname).read_bytes() == buf.getvalue()
+    d = load_dataset(tmp_path / "streamed")
+    assert d.negatives.dtype == d.sequences.dtype == np.int64
+    assert meta["content_hash"] == content_hash(
+        {"sequences.npy": p.sequences, "offsets.npy": p.offsets, "negatives.npy": p.negatives},
+        {"user_map.tsv": (tmp_path / "streamed" / "user_map.tsv").read_bytes(),
+         "item_map.tsv": (tmp_path / "streamed" / "item_map.tsv").read_bytes()})
+    save(p, tmp_path / "drawn")  # negatives already in memory now: the same files
+    for f in (tmp_path / "streamed").iterdir():
+        assert f.read_bytes() == (tmp_path / "drawn" / f.name).read_bytes()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,18 +63,45 @@ def read_item_map(path: Path) -> list[str]:
     return [PAD] + _parse_map(path.read_bytes(), 1, path)
 
 
+def _payload_head(size: int, head: bytes, h: Any) -> None:
+    """Start one file's entry in the content hash: the length of its payload (head + data), then the head."""
+    h.update((len(head) + size).to_bytes(8, "little"))
+    h.update(head)
+
+
+def _array_head(name: str, shape: tuple[int, ...]) -> bytes:
+    return f"{name}|<i8|{tuple(int(n) for n in shape)}|".encode()
+
+
 def content_hash(arrays: dict[str, np.ndarray], maps: dict[str, bytes]) -> str:
-    """sha256 (16 hex) over the arrays' dtype, shape and data, and the map files' bytes, in fixed order."""
+    """sha256 (16 hex) over the arrays' dtype, shape and data, and the map files' bytes, in fixed order. The
+    arrays count as int64, whatever type they are held in, so the hash names the data, not its memory type."""
     h = hashlib.sha256()
     for name in ARRAYS + MAPS:
         if name in arrays:
-            arr = np.ascontiguousarray(arrays[name], dtype="<i8")  # independent of .npy header padding
-            payload = f"{name}|{arr.dtype.str}|{arr.shape}|".encode() + arr.tobytes()
+            data = np.ascontiguousarray(arrays[name], dtype="<i8").tobytes()  # independent of .npy padding
+            _payload_head(len(data), _array_head(name, arrays[name].shape), h)
         else:
-            payload = f"{name}|".encode() + maps[name]
-        h.update(len(payload).to_bytes(8, "little"))
-        h.update(payload)
+            data = maps[name]
+            _payload_head(len(data), f"{name}|".encode(), h)
+        h.update(data)
     return h.hexdigest()[:16]
+
+
+def _write_int64_npy(path: Path, shape: tuple[int, ...], blocks: Iterable[np.ndarray], h: Any) -> None:
+    """Write an int64 .npy file (the bytes np.save writes) block by block, adding it to the content hash."""
+    shape = tuple(int(n) for n in shape)
+    _payload_head(8 * math.prod(shape), _array_head(path.name, shape), h)
+    written = 0
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": shape})
+        for block in blocks:
+            data = np.ascontiguousarray(block, dtype="<i8").tobytes()
+            f.write(data)
+            h.update(data)
+            written += len(data)
+    if written != 8 * math.prod(shape):
+        raise RuntimeError(f"{path.name}: wrote {written} bytes, expected {8 * math.prod(shape)}")
 
 
 def is_dataset(path: Path) -> bool:
@@ -103,28 +132,36 @@ def save_dataset(prepared: Prepared, out: Path, *, name: str, source: dict[str, 
     """Write the dataset directory atomically; returns its meta.json content."""
     out = Path(out)
     _check_out(out, force)
-    arrays = {"sequences.npy": prepared.sequences, "offsets.npy": prepared.offsets,
-              "negatives.npy": prepared.negatives}
-    arrays = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in arrays.items()}
+    # every array is written as int64 (format version 1, the same bytes as ever) in blocks, the negatives as
+    # they are drawn: none of them is ever copied whole into int64 in memory
+    step = 1 << 20
+    seqs = prepared.sequences
+    shapes = {"sequences.npy": seqs.shape, "offsets.npy": prepared.offsets.shape,
+              "negatives.npy": (prepared.n_users, prepared.num_negatives)}
+    blocks = {"sequences.npy": lambda: (seqs[i:i + step] for i in range(0, len(seqs), step)),
+              "offsets.npy": lambda: [prepared.offsets], "negatives.npy": prepared.negative_blocks}
     maps = {"user_map.tsv": _map_bytes(prepared.user_ids, 0),
             "item_map.tsv": _map_bytes(prepared.item_ids, 1)}
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "source": source,
-        "options": dict(prepared.options if options is None else options),
-        "stats": prepared.stats,
-        "content_hash": content_hash(arrays, maps),
-        "n_users": prepared.n_users,
-        "n_items": prepared.n_items,
-        "version": slmrec_cli.__version__,
-    }
+    h = hashlib.sha256()
     with atomic_dir(out, force=force) as tmp:
-        for fname, arr in arrays.items():
-            np.save(tmp / fname, arr, allow_pickle=False)
-        for fname, data in maps.items():
-            (tmp / fname).write_bytes(data)
+        for fname in ARRAYS:
+            _write_int64_npy(tmp / fname, shapes[fname], blocks[fname](), h)
+        for fname in MAPS:
+            _payload_head(len(maps[fname]), f"{fname}|".encode(), h)
+            h.update(maps[fname])
+            (tmp / fname).write_bytes(maps[fname])
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "source": source,
+            "options": dict(prepared.options if options is None else options),
+            "stats": prepared.stats,
+            "content_hash": h.hexdigest()[:16],
+            "n_users": prepared.n_users,
+            "n_items": prepared.n_items,
+            "version": slmrec_cli.__version__,
+        }
         write_json(tmp / "meta.json", meta)
     return meta
 
