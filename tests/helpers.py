@@ -89,7 +89,8 @@ def teacher_run(data: Path, ids: Path, base: str, out: Path, model: dict, args, 
 
 def student_run(teacher: Path, out: Path, student_layers: int, args, *, resume: bool = False, force: bool = False,
                 on_step=None, data: Path | None = None, targets: str | None = None, teacher_cache: Path | None = None,
-                eval_batch: int = 32, gradient_checkpointing: bool = False, **options) -> dict:
+                eval_batch: int = 32, gradient_checkpointing: bool = False, teacher_cache_dtype: str = "bf16",
+                **options) -> dict:
     """`distill` from Python (options: the DistillOptions fields)."""
     from slmrec_cli.config.distill import DistillOptions
     from slmrec_cli.config.stages import DistillConfig
@@ -98,7 +99,7 @@ def student_run(teacher: Path, out: Path, student_layers: int, args, *, resume: 
 
     cfg = DistillConfig(teacher=teacher, run=RunOptions(out, resume, force),
                         distill=DistillOptions(student_layers=student_layers, **options), teacher_cache=teacher_cache,
-                        data=data, targets=targets, train=args, llm=LLMRunOptions(eval_batch, gradient_checkpointing))
+                        teacher_cache_dtype=teacher_cache_dtype, data=data, targets=targets, train=args, llm=LLMRunOptions(eval_batch, gradient_checkpointing))
     return distill(cfg, on_step=on_step)
 
 

@@ -17,6 +17,7 @@ TARGETS_HELP = ("causal: the max-length windows of each training history, every 
                 "own example.")
 
 
+CACHE_DTYPES = ("bf16", "fp32")
 PLACEMENT = ("Trains where accelerate puts it: a visible CUDA GPU (one per process under torchrun / accelerate "
              "launch; choose with CUDA_VISIBLE_DEVICES), else the CPU.")
 
@@ -82,6 +83,8 @@ class DistillConfig:
     distill: DistillOptions = field(default_factory=DistillOptions)
     teacher_cache: Path | None = opt("Directory for the frozen teacher's block features (built once, reused; "
                                      "offline only).", None, from_cli=run_path)
+    teacher_cache_dtype: str = opt("How --teacher-cache stores the features: bf16 (half the size) | fp32.", "bf16",
+                                   choices=CACHE_DTYPES)
     data: Path | None = opt("Dataset directory (default: the teacher's).", None)
     targets: str | None = opt("What the student trains on, as train-teacher's --targets (default: the teacher's).",
                               None, choices=TARGETS)
@@ -91,6 +94,7 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.targets is not None:
             check_choice(self.targets, TARGETS, "--targets")
+        check_choice(self.teacher_cache_dtype, CACHE_DTYPES, "--teacher-cache-dtype")
         if self.teacher_cache is not None and self.distill.mode == "online":
             raise SlmrecError("--teacher-cache needs --mode offline (an online teacher changes as it trains)")
 

@@ -46,6 +46,20 @@ PARTS = (  # Eq. 6: CE + λ1(1 − D_cos) + λ2 D_norm + λ3 L_ms; beyond the pa
 )
 
 
+def cached_positions(opts: DistillOptions, dense: bool) -> str:
+    """Where the offline teacher's features are read (and cached): every slot only for align="all"."""
+    return "history" if dense and opts.align == "all" else "last"
+
+
+def block_states(teacher: LLMRec, items: torch.Tensor, pairs: list[tuple[int, int]], positions: str = "last"):
+    """The frozen teacher's states at its block layers: [blocks, batch, d1] ([blocks, batch, T, d1] for
+    positions="history"), what the feature cache holds."""
+    teacher.eval()
+    with torch.no_grad():
+        _, states = teacher.hidden(items, all_layers=True, positions=positions)
+    return states[[t - 1 for t, _ in pairs]]
+
+
 class Distiller(nn.Module):
     """forward(items, targets[, teacher_feats]) → (loss, terms). Offline: the teacher is frozen and runs without
     grad (or its block features come from a cache). Online (RQ4): the teacher trains too, with its own CE; the
@@ -59,13 +73,17 @@ class Distiller(nn.Module):
     block feature (its layer M): a frozen copy of its final norm and down-projection, kept in `teacher_head`, turns
     that state into its user vector, so a feature cache serves L_kd too and the teacher itself can be dropped."""
 
-    def __init__(self, student: LLMRec, teacher: LLMRec | None, pairs: list[tuple[int, int]], opts: DistillOptions):
+    def __init__(self, student: LLMRec, teacher: LLMRec | None, pairs: list[tuple[int, int]], opts: DistillOptions,
+                 teacher_down: nn.Linear | None = None):
         super().__init__()
         self.student, self.teacher, self.pairs, self.opts = student, teacher, pairs, opts
         self.online = opts.mode == "online"
         self.teacher_head = None
         if opts.lambda_kd and not self.online:  # layer-M state → final norm → down: the teacher's own user vector
-            self.teacher_head = nn.Sequential(copy.deepcopy(teacher.final_norm()), copy.deepcopy(teacher.down))
+            # the final norm is the base model's (LoRA never touches it), the same in teacher and student; the
+            # teacher's down-projection comes from the teacher, or from its run when only its cache is at hand
+            down = teacher_down if teacher_down is not None else teacher.down
+            self.teacher_head = nn.Sequential(copy.deepcopy(student.final_norm()), copy.deepcopy(down))
             self.teacher_head.requires_grad_(False)
         d0, d1 = student.cfg.id_dim, student.cfg.hidden
         # Eq. 5: one per inner block; none when λ3 = 0, so no parameter goes without a gradient (DDP needs that)
@@ -85,18 +103,13 @@ class Distiller(nn.Module):
     def teacher_features(self, items: torch.Tensor, positions: str = "last"):
         """(teacher states at its block layers, [B_blocks, batch, d1] or with positions="history" [B_blocks, batch,
         T, d1]; its final states at the same positions when online, else None)."""
-        sel = [t - 1 for t, _ in self.pairs]
         if self.online:
             final, states = self.teacher.hidden(items, all_layers=True, positions=positions)
-            return states[sel], final
-        self.teacher.eval()
-        with torch.no_grad():
-            _, states = self.teacher.hidden(items, all_layers=True, positions=positions)
-        return states[sel], None
+            return states[[t - 1 for t, _ in self.pairs]], final
+        return block_states(self.teacher, items, self.pairs, positions), None
 
     def cached_positions(self, dense: bool) -> str:
-        """Where the offline teacher's features are read (and cached): every slot only for align="all"."""
-        return "history" if dense and self.opts.align == "all" else "last"
+        return cached_positions(self.opts, dense)
 
     def multi_supervision(self, a: Aligned) -> torch.Tensor:
         """L_ms: each inner block's state through the final norm and its own adapter, scored like the output."""

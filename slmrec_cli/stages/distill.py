@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +17,22 @@ from slmrec_cli.config.stages import DistillConfig
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset
 from slmrec_cli.distill.blocks import block_layers
-from slmrec_cli.distill.cache import cache_key, load_or_build, teacher_fingerprint
-from slmrec_cli.distill.model import Distiller
+from slmrec_cli.distill.cache import FeatureCache, cache_key, load_or_build, open_cache, teacher_fingerprint
+from slmrec_cli.distill.model import Distiller, block_states, cached_positions
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.io import save_safetensors
-from slmrec_cli.models.build import build_model
-from slmrec_cli.runs import check_same_data, load_llmrec_run, load_run_config, record_checksums, run_config
-from slmrec_cli.train.accelerator import make_accelerator
+from slmrec_cli.models.build import ID_TABLE, PROJECTIONS, build_model, load_projections
+from slmrec_cli.runs import (
+    check_same_data,
+    load_llmrec_run,
+    load_run_config,
+    load_run_weights,
+    prepare_run_dir,
+    record_checksums,
+    run_config,
+)
+from slmrec_cli.train.accelerator import make_accelerator, precision_of
 from slmrec_cli.train.lifecycle import process_sections
 from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable
 
@@ -30,14 +40,14 @@ MS_ADAPTERS = "ms_adapters.safetensors"
 
 
 class DistillTask(LLMRecTask):
-    def __init__(self, model: Distiller, data, targets: str, eval_batch: int, features: torch.Tensor | None):
+    def __init__(self, model: Distiller, data, targets: str, eval_batch: int, features: FeatureCache | None):
         super().__init__(model.student, data, targets, eval_batch)
         self.model, self.features = model, features
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         out = super().batch(indices)
         if self.features is not None:
-            out["teacher_feats"] = self.features[torch.from_numpy(indices)].transpose(0, 1)
+            out["teacher_feats"] = self.features.rows(indices).transpose(0, 1)
         return out
 
     def loss(self, model, batch):
@@ -72,54 +82,78 @@ def load_teacher(cfg: DistillConfig) -> tuple[dict, object, str]:
 
 def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     """Distill a student into cfg.run.out. Under several processes every process calls this; only the main one
-    writes files (the teacher cache included) and gets "records" in the summary."""
+    writes files (the teacher cache included) and gets "records" in the summary.
+
+    With --teacher-cache the frozen teacher is loaded only to build the cache (then freed, before the student is
+    built); a cache already built for this teacher and setup is read alone: the teacher's decoder is never loaded,
+    only its id table and, for L_kd, its down-projection."""
     args: TrainArgs = cfg.train
     opts = cfg.distill
     tcfg, data, targets = load_teacher(cfg)
     m = tcfg["model"]["layers"]
     pairs = block_layers(m, opts.student_layers, opts.blocks)
     t_hash = teacher_fingerprint(cfg.teacher)
+    prepare_run_dir(cfg.run.out, resume=cfg.run.resume, force=cfg.run.force, create=False)  # before a long build
     acc = make_accelerator(args, Path(cfg.run.out), cpu_auto_bf16=True)
     device = str(acc.device)
-    torch.manual_seed(args.seed)
-    teacher = load_llmrec_run(cfg.teacher, tcfg, device)
-    table = teacher.id_table.cpu()
+    student_cfg = replace(LLMRecConfig(**tcfg["model"]), layers=opts.student_layers)
+    cache, teacher = None, None
+    if cfg.teacher_cache is not None:
+        key = cache_key(t_hash, data.content_hash, targets, student_cfg.max_len, pairs,
+                        cached_positions(opts, targets == "causal"), cfg.teacher_cache_dtype, precision_of(acc))
+        n_examples = LLMRecTask(_Shape(student_cfg), data, targets).n_examples
+        cache = open_cache(cfg.teacher_cache, key, n_examples)
+        if cache is None:
+            teacher = load_llmrec_run(cfg.teacher, tcfg, device)
+            with acc.main_process_first():  # the main process builds and writes the cache, the others then read it
+                cache = load_or_build(cfg.teacher_cache, key, LLMRecTask(teacher, data, targets),
+                                      partial(block_states, teacher, pairs=pairs, positions=key["positions"]),
+                                      cfg.llm.eval_batch, device, acc.autocast)
+            teacher = None  # every example's features are cached: training never runs the teacher
+            gc.collect()
+    elif opts.mode == "offline":
+        teacher = load_llmrec_run(cfg.teacher, tcfg, device)
+    table = load_run_weights(cfg.teacher, ID_TABLE)["item_embeddings"]
+    projections = load_run_weights(cfg.teacher, PROJECTIONS)
     base = {"base_model": BaseModelRef.recorded(tcfg["base_model"]), "id_table": table, "device": device,
             "expect_hash": tcfg["base_model"]["hash"], "gradient_checkpointing": cfg.llm.gradient_checkpointing}
-    projections = {"up": teacher.up.state_dict(), "down": teacher.down.state_dict()}  # the trained teacher's
+    # seeded here, after any teacher load: the student starts the same whether the cache was built now or before
+    torch.manual_seed(args.seed)
     if opts.mode == "online":  # RQ4: the teacher starts from the base model like the student, and trains alongside
         teacher, _ = build_model(LLMRecConfig(**tcfg["model"]), **base)
-    student, ref = build_model(replace(LLMRecConfig(**tcfg["model"]), layers=opts.student_layers), **base)
+    student, ref = build_model(student_cfg, **base)
+    teacher_down = None
+    if opts.lambda_kd and teacher is None:  # L_kd from the cache: the trained teacher's down-projection
+        teacher_down = torch.nn.Linear(student_cfg.hidden, student_cfg.id_dim)
+        teacher_down.load_state_dict({k[5:]: v for k, v in projections.items() if k.startswith("down.")})
     if opts.init_projections == "teacher":  # from the trained teacher, also when an online one replaces it
-        student.up.load_state_dict(projections["up"])
-        student.down.load_state_dict(projections["down"])
-    model = Distiller(student, teacher, pairs, opts).to(device)
-    del teacher  # the Distiller holds it, and lets go of it once its features are cached
+        load_projections(student, projections, cfg.teacher / PROJECTIONS)
+    model = Distiller(student, teacher, pairs, opts, teacher_down=teacher_down).to(device)
+    del teacher  # the Distiller holds it (live or online distillation)
     section = {"teacher": str(cfg.teacher), "teacher_hash": t_hash, "teacher_layers": m, "pairs": pairs,
-               "teacher_cache": str(cfg.teacher_cache) if cfg.teacher_cache else None, **asdict(opts)}
+               "teacher_cache": str(cfg.teacher_cache) if cfg.teacher_cache else None,
+               "teacher_cache_dtype": cfg.teacher_cache_dtype if cfg.teacher_cache else None, **asdict(opts)}
     config = run_config("student", data, model=asdict(student.cfg), base_model=asdict(ref), train=asdict(args),
                         targets=targets, ids=tcfg.get("ids"), distill=section,
                         gradient_checkpointing=cfg.llm.gradient_checkpointing, **process_sections(acc, args))
-    task = DistillTask(model, data, targets, cfg.llm.eval_batch, None)
+    task = DistillTask(model, data, targets, cfg.llm.eval_batch, cache)
     ui.info(f"distill {m}→{opts.student_layers} layers, blocks {pairs}, {opts.mode}, {model.describe()}, "
             f"{task.n_examples} examples (targets={targets}, aligned at "
             f"{'every position' if opts.align == 'all' and targets == 'causal' else 'the last position'})")
-
-    def cache_features(run_dir: Path) -> None:
-        if cfg.teacher_cache is None:
-            return
-        key = cache_key(t_hash, data.content_hash, targets, student.cfg.max_len, pairs,
-                        model.cached_positions(targets == "causal"))
-        with acc.main_process_first():  # the main process builds and writes the cache, the others then read it
-            task.features = load_or_build(cfg.teacher_cache, key, task, model, cfg.llm.eval_batch, device)
-        model.teacher = None  # every example's features are cached: training never runs the teacher
 
     # efficiency.json: the student's own trainable parameters; the L_ms adapters (and an online teacher) apart
     extra = {"ms_adapters_trainable": trainable(model.ms_adapters)}
     if opts.mode == "online":
         extra["online_teacher_trainable"] = trainable(model.teacher)
     return train_llm_run(acc, cfg.run, config, task, args, data, table, eval_batch=cfg.llm.eval_batch,
-                         trained=student, extra_params=extra, setup=cache_features, on_step=on_step)
+                         trained=student, extra_params=extra, on_step=on_step)
+
+
+class _Shape:
+    """What LLMRecTask reads of a model to lay out the examples (its config), without building one."""
+
+    def __init__(self, cfg: LLMRecConfig) -> None:
+        self.cfg = cfg
 
 
 def main(cfg) -> dict:
