@@ -99,7 +99,8 @@ def student_run(teacher: Path, out: Path, student_layers: int, args, *, resume: 
 
     cfg = DistillConfig(teacher=teacher, run=RunOptions(out, resume, force),
                         distill=DistillOptions(student_layers=student_layers, **options), teacher_cache=teacher_cache,
-                        teacher_cache_dtype=teacher_cache_dtype, data=data, targets=targets, train=args, llm=LLMRunOptions(eval_batch, gradient_checkpointing))
+                        teacher_cache_dtype=teacher_cache_dtype, data=data, targets=targets, train=args,
+                        llm=LLMRunOptions(eval_batch, gradient_checkpointing))
     return distill(cfg, on_step=on_step)
 
 

@@ -115,3 +115,41 @@ def test_quantized_loading_needs_cuda(teacher):
     cfg = LLMRecConfig(n_items=load_dataset(data).n_items, id_dim=16, hidden=0, layers=2)
     with pytest.raises(SlmrecError):
         build_model(cfg, "tiny-random", torch.zeros(41, 16), load_in_8bit=True)
+
+
+@pytest.mark.parametrize("stage", ["teacher", "student"])
+def test_the_training_model_is_freed_before_the_selected_weights_are_reloaded(tiny_runs, tmp_path, monkeypatch,
+                                                                             stage):
+    """No stage holds two copies of its model: when the best weights are reloaded for the final evaluation, the
+    model that trained (and, for a student, its Distiller and teacher) is gone."""
+    import gc
+    import weakref
+
+    import slmrec_cli.models.build as build
+    import slmrec_cli.train.llm_task as llm_task
+    from tests.helpers import student_run
+
+    data, ids, t4 = tiny_runs
+    built, alive_at_reload = [], []
+    real_build, real_reload = build.build_model, llm_task.load_llmrec_run
+
+    def spy_build(*a, **k):
+        model, ref = real_build(*a, **k)
+        built.append(weakref.ref(model))
+        return model, ref
+
+    def spy_reload(*a, **k):
+        gc.collect()
+        alive_at_reload.append([r() is not None for r in built])
+        return real_reload(*a, **k)
+
+    for module in ("slmrec_cli.stages.train_teacher", "slmrec_cli.stages.distill", "slmrec_cli.runs"):
+        monkeypatch.setattr(f"{module}.build_model", spy_build)
+    monkeypatch.setattr(llm_task, "load_llmrec_run", spy_reload)
+    train = TrainArgs(epochs=1, batch_size=16, lr=5e-3)
+    if stage == "teacher":
+        teacher_run(data, ids, "tiny-random", tmp_path / "t", TEACHER_TINY, train)
+    else:
+        student_run(t4, tmp_path / "s", 2, train, blocks=2)  # live teacher: it is loaded (built) too
+    assert len(alive_at_reload) == 1  # one reload, after training
+    assert len(alive_at_reload[0]) == (1 if stage == "teacher" else 2) and not any(alive_at_reload[0])

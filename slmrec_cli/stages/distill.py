@@ -145,8 +145,10 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     extra = {"ms_adapters_trainable": trainable(model.ms_adapters)}
     if opts.mode == "online":
         extra["online_teacher_trainable"] = trainable(model.teacher)
+    n_trainable = trainable(student)
+    del model, student  # the task holds them alone, and releases them before the selected weights are reloaded
     return train_llm_run(acc, cfg.run, config, task, args, data, table, eval_batch=cfg.llm.eval_batch,
-                         trained=student, extra_params=extra, on_step=on_step)
+                         trainable_params=n_trainable, extra_params=extra, on_step=on_step)
 
 
 class _Shape:

@@ -46,8 +46,10 @@ def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
     label = "" if ref.pretrained else f" [{base_label(ref).upper()}]"
     ui.info(f"teacher on {data.name}: {ref.ref} first {model_cfg.layers}/{ref.layers_total} layers{label}, "
             f"{task.n_examples} examples (targets={cfg.targets}), {trainable(model):,} trainable parameters")
+    n_trainable = trainable(model)
+    del model  # the task holds it alone, and releases it before the selected weights are reloaded
     return train_llm_run(acc, cfg.run, config, task, args, data, table, eval_batch=cfg.llm.eval_batch,
-                         trained=model, on_step=on_step)
+                         trainable_params=n_trainable, on_step=on_step)
 
 
 def main(cfg) -> dict:

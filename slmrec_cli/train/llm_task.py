@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,13 @@ class LLMRecTask:
 
 
 def train_llm_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, table: torch.Tensor, *,
-                  eval_batch: int, trained: torch.nn.Module, extra_params: dict | None = None, setup=None,
+                  eval_batch: int, trainable_params: int, extra_params: dict | None = None, setup=None,
                   on_step=None) -> dict:
     """A teacher's or student's run: the lifecycle, plus a copy of the frozen id table so the run reloads on its
-    own (then setup(run_dir), on every process); efficiency.json counts the parameters `trained` trains (and
-    extra_params)."""
+    own (then setup(run_dir), on every process); efficiency.json counts trainable_params (and extra_params).
+
+    The task holds the only reference to the training model (callers drop theirs): it is released before the
+    selected weights are reloaded, so a run never holds two copies of its model."""
 
     def save_table(run_dir: Path) -> None:
         if acc.is_main_process:
@@ -86,7 +89,20 @@ def train_llm_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, dat
             setup(run_dir)
 
     def params(best) -> dict:
-        return {**param_counts(best), "trainable": trainable(trained), **(extra_params or {})}
+        return {**param_counts(best), "trainable": trainable_params, **(extra_params or {})}
+
+    def reload(run_dir: Path):
+        release(task, acc)
+        return load_llmrec_run(run_dir, config, str(acc.device))
 
     return train_run(acc, run, config, task, args, data, setup=save_table, eval_batch=eval_batch, params=params,
-                     reload=lambda run_dir: load_llmrec_run(run_dir, config, str(acc.device)), on_step=on_step)
+                     reload=reload, on_step=on_step)
+
+
+def release(task, acc) -> None:
+    """Drop the training model (and what holds it: the accelerator's prepared copies, a feature cache's map)."""
+    task.model = None
+    if hasattr(task, "features"):
+        task.features = None
+    acc.free_memory()  # accelerate's lists of prepared models and optimizers; gc and the CUDA cache
+    gc.collect()
