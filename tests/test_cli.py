@@ -220,7 +220,7 @@ def test_prepare_storage_failure_one_line_nothing_partial(tmp_path, capsys, monk
     def fail(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr(np, "save", fail)
+    monkeypatch.setattr(np.lib.format, "write_array_header_1_0", fail)  # the dataset's arrays are written with it
     log = write_log(tmp_path / "u.data")
     out = tmp_path / "ds"
     code, _, err = run_cli(["prepare", "--input", log, "--format", "movielens", "--out", out, "--num-negatives", "10"],
