@@ -119,17 +119,16 @@ def load_backbone(ref: BaseModelRef | str, layers: int, *, device: str = "cpu", 
     _check_layers(resolved, layers)
     dtype = _check_device(device, load_in_8bit, load_in_4bit)
     start = time.monotonic()
-    if resolved.kind == TINY:
-        if load_in_8bit or load_in_4bit:
-            raise SlmrecError("--load-in-8bit/--load-in-4bit need a pretrained base model, not tiny-random")
-        decoder, tokenizer = build_tiny(layers)
-        decoder = decoder.to(device=device, dtype=dtype)
-    elif resolved.kind == RANDOM:
-        if load_in_8bit or load_in_4bit:
-            raise SlmrecError("--load-in-8bit/--load-in-4bit are not supported with --random-init yet; drop them")
-        decoder, tokenizer = build_random(resolved, layers, device, dtype), random_tokenizer(resolved)
+    quant = _bnb_config(load_in_8bit, load_in_4bit, dtype)
+    if resolved.kind in (TINY, RANDOM):  # built in memory
+        if resolved.kind == TINY:
+            decoder, tokenizer = build_tiny(layers)
+            decoder = decoder.to(device=device, dtype=dtype)
+        else:
+            decoder, tokenizer = build_random(resolved, layers, device, dtype), random_tokenizer(resolved)
+        if quant is not None:
+            decoder = _quantize(decoder, resolved.ref, layers, device, dtype, quant)
     else:
-        quant = _bnb_config(load_in_8bit, load_in_4bit)
         decoder = _load_decoder(Path(resolved.path), resolved.ref, layers, device, dtype, quant)
         tokenizer = load_tokenizer(Path(resolved.path), resolved.ref)
     _finish(decoder, tokenizer)
@@ -169,10 +168,6 @@ def _check_device(device: str, load_in_8bit: bool, load_in_4bit: bool) -> torch.
     except (RuntimeError, TypeError):
         raise SlmrecError(f"--device {device}: not a device; pass cpu or cuda (cuda:N)") from None
     flag = "--load-in-8bit" if load_in_8bit else "--load-in-4bit" if load_in_4bit else None
-    if flag and not torch.cuda.is_available():
-        raise SlmrecError(f"{flag} needs a CUDA GPU; none is visible")
-    if flag and kind != "cuda":
-        raise SlmrecError(f"{flag} needs a CUDA device; pass --device cuda")
     if kind == "cuda" and not torch.cuda.is_available():
         raise SlmrecError(f"--device {device}: no CUDA GPU is visible; pass --device cpu")
     if flag and importlib.util.find_spec("bitsandbytes") is None:
@@ -180,7 +175,9 @@ def _check_device(device: str, load_in_8bit: bool, load_in_4bit: bool) -> torch.
     return torch.bfloat16 if kind == "cuda" else torch.float32
 
 
-def _bnb_config(load_in_8bit: bool, load_in_4bit: bool) -> Any:
+def _bnb_config(load_in_8bit: bool, load_in_4bit: bool, dtype: torch.dtype) -> Any:
+    """bitsandbytes' config: LLM.int8, or NF4 with double quantization computing in the device's dtype (bfloat16
+    on CUDA, float32 on the CPU, where bitsandbytes >= 0.45 runs both too)."""
     if not (load_in_8bit or load_in_4bit):
         return None
     from transformers import BitsAndBytesConfig
@@ -188,7 +185,7 @@ def _bnb_config(load_in_8bit: bool, load_in_4bit: bool) -> Any:
     if load_in_8bit:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+                              bnb_4bit_compute_dtype=dtype)
 
 
 def _load_decoder(folder: Path, ref: str, layers: int, device: str, dtype: torch.dtype, quant: Any) -> nn.Module:
@@ -199,8 +196,8 @@ def _load_decoder(folder: Path, ref: str, layers: int, device: str, dtype: torch
     config = load_config(folder, ref)
     set_depth(config, layers)
     kwargs: dict[str, Any] = {"config": config, "dtype": dtype, "use_safetensors": True, "output_loading_info": True}
-    if torch.device(device).type == "cuda":
-        kwargs["device_map"] = {"": device}  # straight to the GPU, no full copy in host memory
+    if torch.device(device).type == "cuda" or quant is not None:
+        kwargs["device_map"] = {"": device}  # straight to the GPU (no full copy in host memory); bitsandbytes needs it
     if quant is not None:
         kwargs["quantization_config"] = quant
     with quiet_transformers():  # the load report lists every skipped layer as UNEXPECTED: noise here
@@ -212,6 +209,18 @@ def _load_decoder(folder: Path, ref: str, layers: int, device: str, dtype: torch
     if len(decoder.layers) != layers:
         raise RuntimeError(f"expected {layers} decoder layers after truncation, got {len(decoder.layers)}")
     return decoder if quant is not None else decoder.to(device)
+
+
+def _quantize(decoder: nn.Module, ref: str, layers: int, device: str, dtype: torch.dtype, quant: Any) -> nn.Module:
+    """A decoder built in memory (tiny-random, --random-init), quantized the way a checkpoint is: written to a
+    temporary folder in safetensors and loaded back through bitsandbytes, so its quantized weights are exactly those
+    every later load of the same base gets."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="slmrec-quant-") as tmp:
+        decoder.save_pretrained(tmp)
+        del decoder
+        return _load_decoder(Path(tmp), ref, layers, device, dtype, quant)
 
 
 def _finish(decoder: nn.Module, tokenizer: Any) -> None:

@@ -235,8 +235,18 @@ def load_run_weights(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
     return load_weights(Path(run_dir) / name)
 
 
-def load_model(run: Path, device: str = "cpu"):
-    """(config, model) for any run kind; the model has .score_all(histories) and .cfg.max_len."""
+QUANTIZATIONS = ("run", "none", "8bit", "4bit")  # how a later stage loads an LLM run's base: "run" = as it trained
+
+
+def run_quantization(config: dict) -> str:
+    """How an LLM run's base model was loaded when it trained: none, 8bit or 4bit (bitsandbytes)."""
+    q = config.get("quantized") or {}
+    return "8bit" if q.get("load_in_8bit") else "4bit" if q.get("load_in_4bit") else "none"
+
+
+def load_model(run: Path, device: str = "cpu", quantization: str = "run"):
+    """(config, model) for any run kind; the model has .score_all(histories) and .cfg.max_len. An LLM run's base is
+    loaded as the run trained (8-bit or 4-bit runs stay so) unless `quantization` says otherwise."""
     cfg = load_run_config(run)
     kind = cfg.get("kind")
     if kind == "sasrec":
@@ -253,7 +263,7 @@ def load_model(run: Path, device: str = "cpu"):
                               "retrain the run") from None
         return cfg, model.to(device).eval()
     if kind in ("teacher", "student"):
-        return cfg, load_llmrec_run(Path(run), cfg, device)
+        return cfg, load_llmrec_run(Path(run), cfg, device, quantization)
     raise SlmrecError(f"{run} is a '{kind}' run, which this version of slmrec cannot load; upgrade slmrec")
 
 
@@ -280,8 +290,9 @@ def load_id_table(ids_run: Path, data) -> tuple[torch.Tensor, dict]:
     return table, cfg
 
 
-def load_llmrec_run(run: Path, config: dict, device: str = "cpu"):
-    """A teacher or student run, every file checked: present, unaltered (checksums.json), and of the right shape."""
+def load_llmrec_run(run: Path, config: dict, device: str = "cpu", quantization: str = "run"):
+    """A teacher or student run, every file checked: present, unaltered (checksums.json), and of the right shape; its
+    base loaded as the run trained (quantization "run") or as `quantization` says (none, 8bit, 4bit)."""
     run = Path(run)
     try:
         cfg = LLMRecConfig(**config["model"])
@@ -297,7 +308,9 @@ def load_llmrec_run(run: Path, config: dict, device: str = "cpu"):
         if not (run / name).exists():
             raise SlmrecError(f"{run / name} is missing; the run has no trained weights yet (train or --resume it)")
         verify_checksum(run, name)
+    quant = run_quantization(config) if quantization == "run" else quantization
     model, _ = build_model(cfg, BaseModelRef.recorded(config["base_model"]), table, device=device,
+                           load_in_8bit=quant == "8bit", load_in_4bit=quant == "4bit",
                            expect_hash=config["base_model"]["hash"], adapter_dir=run / ADAPTER)
     load_projections(model, load_run_weights(run, PROJECTIONS), run / PROJECTIONS)
     return model.to(device).eval()

@@ -177,11 +177,9 @@ def test_folder_without_config_or_weights(tmp_path):
 def test_quantization_flags():
     with pytest.raises(SlmrecError, match="exclude each other"):
         load_backbone("tiny-random", 1, load_in_8bit=True, load_in_4bit=True)
-    if not torch.cuda.is_available():
-        with pytest.raises(SlmrecError, match="--load-in-8bit needs a CUDA GPU; none is visible"):
-            load_backbone("tiny-random", 1, load_in_8bit=True)
-        with pytest.raises(SlmrecError, match="--load-in-4bit needs a CUDA GPU"):
-            load_backbone("tiny-random", 1, load_in_4bit=True)
+    # bitsandbytes quantizes on the CPU too, tiny-random included (written out and loaded back through it)
+    decoder, _, _ = load_backbone("tiny-random", 1, load_in_4bit=True)
+    assert type(decoder.layers[0].mlp.up_proj).__name__ == "Linear4bit"
 
 
 def test_expect_hash_mismatch():

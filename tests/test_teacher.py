@@ -6,9 +6,7 @@ import torch
 
 from slmrec_cli.config.evaluate import ProbeConfig
 from slmrec_cli.config.train import TrainArgs
-from slmrec_cli.data import load_dataset
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.models.build import build_model
 from slmrec_cli.runs import load_llmrec_run
 from slmrec_cli.stages.prune_probe import prune_probe
 from tests.helpers import TEACHER_TINY, copy_runs, make_dataset, run_cli, teacher_run
@@ -106,15 +104,6 @@ def test_ids_from_other_data_or_kind_are_refused(teacher, tmp_path):
         teacher_run(other, sasrec, "tiny-random", tmp_path / "x", TEACHER_TINY, TrainArgs(epochs=1))
     with pytest.raises(SlmrecError, match="pretrain-ids"):
         teacher_run(data, run, "tiny-random", tmp_path / "y", TEACHER_TINY, TrainArgs(epochs=1))
-
-
-def test_quantized_loading_needs_cuda(teacher):
-    data, _, _ = teacher
-    from slmrec_cli.config.models import LLMRecConfig
-
-    cfg = LLMRecConfig(n_items=load_dataset(data).n_items, id_dim=16, hidden=0, layers=2)
-    with pytest.raises(SlmrecError):
-        build_model(cfg, "tiny-random", torch.zeros(41, 16), load_in_8bit=True)
 
 
 @pytest.mark.parametrize("stage", ["teacher", "student"])

@@ -9,6 +9,7 @@ from slmrec_cli.config.fields import RUN, check_choice, check_device, device_opt
 from slmrec_cli.errors import SlmrecError
 
 PROTOCOLS = ("sampled", "full")
+QUANTIZATIONS = ("run", "none", "8bit", "4bit")  # = runs.QUANTIZATIONS (config modules import no runtime code)
 SPLITS = ("valid", "test")
 DEVICE_HELP = ("Where the models run: auto (the first CUDA GPU when one is visible, else the CPU) | cpu | cuda | "
                "cuda:N. Under torchrun / accelerate launch each process uses its own GPU.")
@@ -44,6 +45,9 @@ class EvaluateConfig:
     device: str = device_opt(DEVICE_HELP)
     reuse: bool = opt("Reuse a run's existing metrics files when they were made on the same data with the same "
                       "options (score only what is missing).", False)
+    quantization: str = opt("How LLM runs' base models load: run (as each trained: an 8-bit or 4-bit run stays so) | "
+                            "none | 8bit | 4bit (bitsandbytes). Another than the run's own is recorded in the output "
+                            "and writes no metrics file into the run.", "run", choices=QUANTIZATIONS, panel=RUN)
 
     def __post_init__(self) -> None:
         check_choice(self.split, SPLITS, "--split")
@@ -54,6 +58,7 @@ class EvaluateConfig:
             raise SlmrecError("--popularity needs --data DIR (or a run whose dataset it can use)")
         check_eval_batch(self.eval_batch)
         check_device(self.device)
+        check_choice(self.quantization, QUANTIZATIONS, "--quantization")
 
 
 @dataclass

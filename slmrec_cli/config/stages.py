@@ -83,6 +83,10 @@ class DistillConfig:
     distill: DistillOptions = field(default_factory=DistillOptions)
     teacher_cache: Path | None = opt("Directory for the frozen teacher's block features (built once, reused; "
                                      "offline only).", None, from_cli=run_path)
+    load_in_8bit: bool = opt("Load the teacher's base in 8-bit (bitsandbytes; default: as the teacher trained).",
+                             False, panel=RUN, decls=("--load-in-8bit",))
+    load_in_4bit: bool = opt("Load the teacher's base in 4-bit NF4 (bitsandbytes; default: as the teacher trained).",
+                             False, panel=RUN, decls=("--load-in-4bit",))
     teacher_cache_dtype: str = opt("How --teacher-cache stores the features: bf16 (half the size) | fp32.", "bf16",
                                    choices=CACHE_DTYPES)
     data: Path | None = opt("Dataset directory (default: the teacher's).", None)
@@ -95,6 +99,8 @@ class DistillConfig:
         if self.targets is not None:
             check_choice(self.targets, TARGETS, "--targets")
         check_choice(self.teacher_cache_dtype, CACHE_DTYPES, "--teacher-cache-dtype")
+        if self.load_in_8bit and self.load_in_4bit:
+            raise SlmrecError("--load-in-8bit and --load-in-4bit exclude each other; pass one of them")
         if self.teacher_cache is not None and self.distill.mode == "online":
             raise SlmrecError("--teacher-cache needs --mode offline (an online teacher changes as it trains)")
 

@@ -43,14 +43,17 @@ def teacher_fingerprint(run: Path) -> str:
 
 
 def cache_key(teacher_hash: str, data_hash: str, targets: str, max_len: int, pairs: list,
-              positions: str = "last", dtype: str = "bf16", autocast: str = "fp32") -> dict[str, str]:
+              positions: str = "last", dtype: str = "bf16", autocast: str = "fp32",
+              quantization: str = "none") -> dict[str, str]:
     """What the cached features depend on. positions: "last" (the last slot of each example) or "history" (every
     slot, for causal targets aligned at every position); dtype: how they are stored; autocast: the precision the
-    teacher ran under (the live teacher's, so cached and live features agree); the slmrec version and cache format."""
+    teacher ran under (the live teacher's, so cached and live features agree) and how its base was loaded (none, 8bit,
+    4bit); the slmrec version and cache format."""
     if dtype not in DTYPES:
         raise SlmrecError(f"--teacher-cache-dtype {dtype}: pass one of {', '.join(DTYPES)}")
     return {"teacher_hash": teacher_hash, "data_hash": data_hash, "targets": targets, "max_len": str(max_len),
-            "positions": positions, "dtype": dtype, "autocast": autocast, "version": __version__,
+            "positions": positions, "dtype": dtype, "autocast": autocast, "teacher_quantization": quantization,
+            "version": __version__,
             "format_version": FORMAT_VERSION, "teacher_layers": ",".join(str(t) for t, _ in pairs)}
 
 

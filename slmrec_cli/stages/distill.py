@@ -31,6 +31,7 @@ from slmrec_cli.runs import (
     prepare_run_dir,
     record_checksums,
     run_config,
+    run_quantization,
 )
 from slmrec_cli.train.accelerator import make_accelerator, precision_of
 from slmrec_cli.train.lifecycle import process_sections
@@ -97,14 +98,16 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     acc = make_accelerator(args, Path(cfg.run.out), cpu_auto_bf16=True)
     device = str(acc.device)
     student_cfg = replace(LLMRecConfig(**tcfg["model"]), layers=opts.student_layers)
+    t_quant = "8bit" if cfg.load_in_8bit else "4bit" if cfg.load_in_4bit else run_quantization(tcfg)
     cache, teacher = None, None
     if cfg.teacher_cache is not None:
         key = cache_key(t_hash, data.content_hash, targets, student_cfg.max_len, pairs,
-                        cached_positions(opts, targets == "causal"), cfg.teacher_cache_dtype, precision_of(acc))
+                        cached_positions(opts, targets == "causal"), cfg.teacher_cache_dtype, precision_of(acc),
+                        t_quant)
         n_examples = LLMRecTask(_Shape(student_cfg), data, targets).n_examples
         cache = open_cache(cfg.teacher_cache, key, n_examples)
         if cache is None:
-            teacher = load_llmrec_run(cfg.teacher, tcfg, device)
+            teacher = load_llmrec_run(cfg.teacher, tcfg, device, t_quant)
             with acc.main_process_first():  # the main process builds and writes the cache, the others then read it
                 cache = load_or_build(cfg.teacher_cache, key, LLMRecTask(teacher, data, targets),
                                       partial(block_states, teacher, pairs=pairs, positions=key["positions"]),
@@ -112,7 +115,7 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
             teacher = None  # every example's features are cached: training never runs the teacher
             gc.collect()
     elif opts.mode == "offline":
-        teacher = load_llmrec_run(cfg.teacher, tcfg, device)
+        teacher = load_llmrec_run(cfg.teacher, tcfg, device, t_quant)
     table = load_run_weights(cfg.teacher, ID_TABLE)["item_embeddings"]
     projections = load_run_weights(cfg.teacher, PROJECTIONS)
     base = {"base_model": BaseModelRef.recorded(tcfg["base_model"]), "id_table": table, "device": device,
@@ -132,7 +135,8 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     del teacher  # the Distiller holds it (live or online distillation)
     section = {"teacher": str(cfg.teacher), "teacher_hash": t_hash, "teacher_layers": m, "pairs": pairs,
                "teacher_cache": str(cfg.teacher_cache) if cfg.teacher_cache else None,
-               "teacher_cache_dtype": cfg.teacher_cache_dtype if cfg.teacher_cache else None, **asdict(opts)}
+               "teacher_cache_dtype": cfg.teacher_cache_dtype if cfg.teacher_cache else None,
+               "teacher_quantization": t_quant if opts.mode == "offline" else None, **asdict(opts)}
     config = run_config("student", data, model=asdict(student.cfg), base_model=asdict(ref), train=asdict(args),
                         targets=targets, ids=tcfg.get("ids"), distill=section,
                         gradient_checkpointing=cfg.llm.gradient_checkpointing, **process_sections(acc, args))

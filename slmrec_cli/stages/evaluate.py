@@ -12,7 +12,7 @@ from slmrec_cli.distributed import process_state
 from slmrec_cli.evaluation.evaluate import metrics_record, rank_split, write_metrics
 from slmrec_cli.evaluation.popularity import popularity_scorer
 from slmrec_cli.evaluation.tables import print_records
-from slmrec_cli.runs import check_same_data, load_model, load_run_config
+from slmrec_cli.runs import check_same_data, load_model, load_run_config, run_quantization
 
 
 def stored_records(run: Path, ds, split: str, protocols, mask_history: bool) -> list[dict] | None:
@@ -52,15 +52,21 @@ def evaluate(opts: EvaluateConfig) -> list[dict]:
     for run, cfg in configs:
         ds = dataset(data or cfg["data"]["path"])
         check_same_data(cfg, ds, run)
-        if opts.reuse and (stored := stored_records(run, ds, split, protocols, mask_history)) is not None:
+        llm = cfg.get("kind") in ("teacher", "student")
+        own = run_quantization(cfg) if llm else None
+        quant = own if opts.quantization == "run" or not llm else opts.quantization
+        if opts.reuse and quant == own and (stored := stored_records(run, ds, split, protocols, mask_history)):
             records.extend(stored)
             continue
-        _, model = load_model(run, device)
+        _, model = load_model(run, device, quant if llm else "run")
         res = rank_split(model.score_all, ds, split, protocols, max_len=model.cfg.max_len, batch_size=batch_size,
                          mask_history=mask_history, device=device, desc=f"{run} {split}")
+        del model
         for p in protocols:
             rec = metrics_record(res[p], ds, split, str(run))
-            if main:
+            if llm:
+                rec["quantization"] = quant
+            if main and quant == own:  # a run's metrics files hold it as it trained
                 write_metrics(run, rec)
             records.append(rec)
     if opts.popularity:

@@ -16,7 +16,7 @@ from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.ranking import METRIC_NAMES, metrics_from_ranks, pessimistic_ranks
 from slmrec_cli.io import read_json, write_json
 from slmrec_cli.plots import metric_panels
-from slmrec_cli.runs import check_same_data, load_model, load_run_config
+from slmrec_cli.runs import check_same_data, load_model, load_run_config, run_quantization
 
 
 def parse_layers(spec: str | None, depth: int) -> list[int]:
@@ -90,7 +90,7 @@ def prune_probe(c: ProbeConfig) -> dict:
               "dataset": data.name, "data_hash": data.content_hash, "users": data.n_users,
               "candidates": int(data.negatives.shape[1] + 1), "version": __version__,
               "base_model": cfg["base_model"]["ref"], "pretrained": cfg["base_model"]["pretrained"],
-              "weights": base_label(cfg["base_model"]) or "pretrained",
+              "weights": base_label(cfg["base_model"]) or "pretrained", "quantization": run_quantization(cfg),
               "layers": [{"layer": layer, "metrics": metrics_from_ranks(ranks[layer])} for layer in chosen]}
     out = Path(run) / "probe"
     write_json(out / f"{split}.json", record)
