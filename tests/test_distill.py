@@ -421,3 +421,15 @@ def test_the_cache_is_built_under_the_live_teachers_autocast(teacher, tmp_path):
     assert torch.equal(cache.rows(np.arange(16)), live) and not torch.equal(live, plain)
     # rows are read per batch, in the order asked, from the memory map
     assert torch.equal(cache.rows(np.array([5, 2])), live[[5, 2]])
+
+
+def test_with_no_term_reading_the_teacher_it_is_never_loaded(teacher, tmp_path, monkeypatch):
+    import slmrec_cli.stages.distill as stage
+
+    _, _, t4 = teacher
+    monkeypatch.setattr(stage, "load_llmrec_run", lambda *a, **k: pytest.fail("the teacher was loaded"))
+    student_run(t4, tmp_path / "s", 2, args(epochs=1), blocks=2, lambda_cos=0, lambda_norm=0,
+                teacher_cache=tmp_path / "cache")
+    log = [json.loads(x) for x in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["d_cos"] == 0 and r["l_ms"] > 0 for r in log if r["event"] == "train")
+    assert not (tmp_path / "cache").exists()

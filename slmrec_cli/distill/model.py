@@ -111,6 +111,12 @@ class Distiller(nn.Module):
     def cached_positions(self, dense: bool) -> str:
         return cached_positions(self.opts, dense)
 
+    @staticmethod
+    def needs_teacher(opts: DistillOptions) -> bool:
+        """Whether any term reads the teacher: D_cos, D_norm, L_kd, or an online teacher's own CE (L_ms reads only
+        the student). With none of them the teacher is neither loaded nor cached."""
+        return opts.mode == "online" or bool(opts.lambda_cos or opts.lambda_norm or opts.lambda_kd)
+
     def multi_supervision(self, a: Aligned) -> torch.Tensor:
         """L_ms: each inner block's state through the final norm and its own adapter, scored like the output."""
         norm = self.student.final_norm()
@@ -136,11 +142,12 @@ class Distiller(nn.Module):
         s_users = down((final[keep] if dense else final).to(down.weight.dtype))
         ce = next_item_ce(s_users, table, targets[keep] if dense else targets)
         teacher_final = None
-        if teacher_feats is None:
+        if teacher_feats is None and self.teacher is not None:
             positions = "history" if dense and self.online else self.cached_positions(dense)
             teacher_feats, teacher_final = self.teacher_features(items, positions)
         student_feats = aligned(states[[s - 1 for _, s in self.pairs]], dense)
-        teacher_feats = aligned(teacher_feats, teacher_feats.dim() == 4).detach().to(student_feats.dtype)
+        if teacher_feats is not None:  # None: no term reads the teacher (needs_teacher), so none was loaded
+            teacher_feats = aligned(teacher_feats, teacher_feats.dim() == 4).detach().to(student_feats.dtype)
 
         def teacher_users() -> torch.Tensor:
             if teacher_final is not None:  # online: the co-trained teacher's own user vectors (targets detached)

@@ -100,7 +100,8 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     student_cfg = replace(LLMRecConfig(**tcfg["model"]), layers=opts.student_layers)
     t_quant = "8bit" if cfg.load_in_8bit else "4bit" if cfg.load_in_4bit else run_quantization(tcfg)
     cache, teacher = None, None
-    if cfg.teacher_cache is not None:
+    needs_teacher = Distiller.needs_teacher(opts)  # with the alignment terms and L_kd off the student trains alone
+    if needs_teacher and cfg.teacher_cache is not None:
         key = cache_key(t_hash, data.content_hash, targets, student_cfg.max_len, pairs,
                         cached_positions(opts, targets == "causal"), cfg.teacher_cache_dtype, precision_of(acc),
                         t_quant)
@@ -114,7 +115,7 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
                                       cfg.llm.eval_batch, device, acc.autocast)
             teacher = None  # every example's features are cached: training never runs the teacher
             gc.collect()
-    elif opts.mode == "offline":
+    elif needs_teacher and opts.mode == "offline":
         teacher = load_llmrec_run(cfg.teacher, tcfg, device, t_quant)
     table = load_run_weights(cfg.teacher, ID_TABLE)["item_embeddings"]
     projections = load_run_weights(cfg.teacher, PROJECTIONS)
