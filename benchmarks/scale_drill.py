@@ -28,6 +28,10 @@ LLAMA2_7B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidd
              "tie_word_embeddings": False, "rope_theta": 10000.0, "torch_dtype": "float16"}
 
 
+SMALL = {"hidden_size": 64, "intermediate_size": 172, "num_attention_heads": 4, "num_key_value_heads": 4,
+         "vocab_size": 320}  # --small: the same structure 64 wide, to check the plumbing in a minute
+
+
 def ml100k_users(out: Path, users: int) -> Path:
     """The ml-100k ratings of users 1..users (recbole's copy, located without importing recbole) as a CSV."""
     spec = importlib.util.find_spec("recbole")
@@ -98,8 +102,7 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="a 64-wide LLaMA of the same structure: checks the plumbing "
                                                           "in a minute")
     a = ap.parse_args()
-    shape = LLAMA2_7B | ({"hidden_size": 64, "intermediate_size": 172, "num_attention_heads": 4,
-                          "num_key_value_heads": 4, "vocab_size": 320} if a.small else {})
+    shape = LLAMA2_7B | (SMALL if a.small else {})
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     base = out / "llama-2-7b-shape"
