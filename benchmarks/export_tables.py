@@ -24,10 +24,15 @@ def label(v: dict, q: dict) -> str:
 
 def quality_table(exports: list[tuple[dict, dict | None]]) -> str:
     q0 = exports[0][0]
+    checks = q0.get("onnx_check") or {"onnx-fp32": {"max_abs_diff": q0.get("onnx_max_abs_diff", float("nan"))}}
+    diffs = "; ".join(f"{name} {c['max_abs_diff']:.1e}" + (f" (tolerance {c['tolerance']:.1e})" if "tolerance" in c
+                                                           else "")
+                      for name, c in checks.items() if c.get("max_abs_diff") is not None)
     out = [f"Quality: {q0['dataset']} `{q0['data_hash']}`, {q0['split']} split, {q0['users']} users; ONNX vs torch max "
-           f"abs difference {q0.get('onnx_max_abs_diff', float('nan')):.1e}.\n",
-           "| variant | file MB | MRR % (sampled) | MRR % (full) | NDCG@10 % | rel. MRR | 95% CI (paired bootstrap) |",
-           "|---|---:|---:|---:|---:|---:|---|"]
+           f"abs difference {diffs}.\n",
+           "| variant | file MB | MRR % (sampled) | MRR % (full) | NDCG@10 % | rel. MRR | 95% CI (paired bootstrap) | "
+           "measured on |",
+           "|---|---:|---:|---:|---:|---:|---|---|"]
     seen = set()
     for q, _ in exports:
         for v in q["variants"]:
@@ -38,7 +43,7 @@ def quality_table(exports: list[tuple[dict, dict | None]]) -> str:
             m = v["metrics"]
             out.append(f"| {name} | {v['bytes'] / 1e6:.1f} | {100 * m['sampled']['MRR']:.2f} | "
                        f"{100 * m['full']['MRR']:.2f} | {100 * m['sampled']['NDCG@10']:.2f} | "
-                       f"{v['relative_mrr']:.3f} | {ci_text(v) or '—'} |")
+                       f"{v['relative_mrr']:.3f} | {ci_text(v) or '—'} | {v.get('measured_on', '—')} |")
     return "\n".join(out) + "\n"
 
 

@@ -7,7 +7,7 @@ _BUILT: dict[str, tuple] = {}
 
 
 def shared_export(tiny_runs, tmp_path_factory) -> tuple:
-    """(data dir, run, export dir, export result): every variant (onnx int8/int4, bnb), quality and a benchmark."""
+    """(data dir, run, export dir, export result): every variant (onnx int8/int4/fp16, bnb), quality and a benchmark."""
     if "export" not in _BUILT:
         import torch
 
@@ -17,7 +17,7 @@ def shared_export(tiny_runs, tmp_path_factory) -> tuple:
         data, _, run = tiny_runs
         torch.set_num_threads(1)
         out = tmp_path_factory.mktemp("export") / "exp"
-        result = export(run, out, ExportConfig(format=["onnx", "safetensors"], quantize=["int8", "int4"], bench=True,
-                                               batch_sizes=[1, 4], threads=1, min_seconds=0.0))
+        result = export(run, out, ExportConfig(format=["onnx", "safetensors"], quantize=["int8", "int4", "fp16"],
+                                               bench=True, batch_sizes=[1, 4], threads=1, min_seconds=0.0))
         _BUILT["export"] = (data, run, out, result)
     return _BUILT["export"]

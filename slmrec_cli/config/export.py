@@ -9,9 +9,10 @@ from slmrec_cli.config.fields import RUN, check_choice, check_device, device_opt
 from slmrec_cli.errors import SlmrecError
 
 FORMATS = ("onnx", "safetensors")
-QUANTIZE = ("none", "int8", "int4")
+QUANTIZE = ("none", "int8", "int4", "fp16")
 INT8_SCHEMES = ("smooth", "block", "dynamic")
-VARIANTS = ("torch-fp32", "onnx-fp32", "onnx-int8", "onnx-int4", "bnb-int8", "bnb-nf4")  # what an export may hold
+# what an export may hold
+VARIANTS = ("torch-fp32", "onnx-fp32", "onnx-int8", "onnx-int4", "onnx-fp16", "bnb-int8", "bnb-nf4")
 INT8_SERVES = 0.99  # the relative MRR at which `recommend` serves onnx-int8 by default
 
 
@@ -38,8 +39,9 @@ class ExportConfig:
                             factory=lambda: list(FORMATS),
                             decls=("--format",), cli_type=list[str] | None, cli_default=None,
                             from_cli=lambda v: split_list(v, list(FORMATS)))
-    quantize: list[str] = opt("none | int8 | int4 (repeatable or comma list): ONNX int8 dynamic / int4 block MatMul; "
-                              "bitsandbytes int8 / nf4.", factory=lambda: ["none"], cli_type=list[str] | None,
+    quantize: list[str] = opt("none | int8 | int4 | fp16 (repeatable or comma list): ONNX int8 dynamic / int4 block "
+                              "MatMul / fp16 for ONNX Runtime's CUDA provider; bitsandbytes int8 / nf4.",
+                              factory=lambda: ["none"], cli_type=list[str] | None,
                               cli_default=None, from_cli=lambda v: split_list(v, ["none"]))
     int8_scheme: str = opt("onnx-int8 as smooth (SmoothQuant, then ORT dynamic int8 of every MatMul but the head) | "
                            "block (int8 weights and activations in blocks of 32) | dynamic (ORT dynamic int8, "
@@ -52,8 +54,9 @@ class ExportConfig:
                                  cli_type=str, cli_default="1,32,512", from_cli=lambda v: int_list(v))
     threads: int | None = opt("CPU threads for torch and ONNX Runtime (default: torch's).", None)
     eval_batch: int = opt("Users per evaluation batch.", 64, panel=RUN)
-    device: str = device_opt("Where the export is scored and benchmarked: auto (quality on the CPU, the benchmark on "
-                             "every runtime available here) | cpu | cuda | cuda:N (quality and benchmark there only).")
+    device: str = device_opt("Where the LoRA is merged and the export scored and benchmarked: auto (merge and score "
+                             "where the run trained when that GPU is visible, else the CPU in fp32; the benchmark on "
+                             "every runtime available here) | cpu | cuda | cuda:N (there only).")
     force: bool = opt("Replace an existing export directory.", False)
     min_seconds: float = opt("Shortest time each benchmark cell runs.", 1.0, cli=False)
 

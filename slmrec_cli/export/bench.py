@@ -51,3 +51,86 @@ def bench_one(variant: str, runtime: str, provider: str, score: Callable[[torch.
                      "p95_ms": float(np.percentile(times, 95)), "users_per_s": b / (p50 / 1000),
                      "calls": len(times)})
     return rows
+
+
+# ---------------------------------------------------------------------------------------------- ORT node placement
+
+
+def node_placement(sess) -> dict[str, list[list[str]]] | None:
+    """{execution provider: [[op_type, node name], ...]} of an ONNX Runtime session, from its graph assignment info
+    (ONNX Runtime >= 1.24; export.onnx.session turns on "session.record_ep_graph_assignment_info"). Recorded after
+    ONNX Runtime's basic graph optimizations. None where this ONNX Runtime cannot say (then: profiled_placement)."""
+    get = getattr(sess, "get_provider_graph_assignment_info", None)
+    if get is None:
+        return None
+    try:
+        subgraphs = get()
+    except Exception:  # not recorded for this session (ORT raises a plain Fail)
+        return None
+    out: dict[str, list[list[str]]] = {}
+    for sub in subgraphs:
+        out.setdefault(sub.ep_name, []).extend([n.op_type, n.name] for n in sub.get_nodes())
+    return out
+
+
+def profiled_placement(path, provider: str, items: np.ndarray) -> dict[str, list[list[str]]]:
+    """The same from one profiled run: ONNX Runtime's profile (a Chrome trace) names the provider of every node it
+    ran ("provider" in a "Node" event's args), after all graph optimizations (fused nodes under their fused names).
+    For an ONNX Runtime without the graph assignment API."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from slmrec_cli.export.onnx import need_onnxruntime
+
+    ort = need_onnxruntime()
+    with tempfile.TemporaryDirectory(prefix="slmrec-ort-profile-") as work:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(work) / "ort")
+        providers = ["CPUExecutionProvider"]
+        if provider == "cuda":
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.cuda.current_device()}))
+        sess = ort.InferenceSession(str(path), opts, providers=providers)
+        sess.run(None, {"items": items})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    out: dict[str, list[list[str]]] = {}
+    seen = set()
+    for e in events:
+        args = e.get("args") or {}
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or "provider" not in args:
+            continue
+        name = e["name"].removesuffix("_kernel_time")
+        if name not in seen:
+            seen.add(name)
+            out.setdefault(args["provider"], []).append([args.get("op_name", "?"), name])
+    return out
+
+
+def placement_off(placement: dict[str, list[list[str]]], provider: str = "CUDAExecutionProvider",
+                  shown: int = 50) -> dict:
+    """What of a session's graph is not on `provider`: counts, op types, and the first `shown` nodes. ONNX Runtime
+    puts small shape computations on the CPU on purpose (they feed other ops' shapes); a MatMul there is a real
+    fallback."""
+    total = sum(len(nodes) for nodes in placement.values())
+    off = [node for ep, nodes in placement.items() if ep != provider for node in nodes]
+    ops: dict[str, int] = {}
+    for op, _ in off:
+        ops[op] = ops.get(op, 0) + 1
+    return {"provider": provider, "nodes": total, "elsewhere": len(off), "elsewhere_ops": dict(sorted(ops.items())),
+            "elsewhere_nodes": off[:shown],
+            "by_provider": {ep: len(nodes) for ep, nodes in sorted(placement.items())}}
+
+
+def ort_placement(score_all, path, provider: str, n_items: int, length: int) -> dict | None:
+    """placement_off of the session behind an ONNX scorer (onnx_scorer keeps it as .session), from the graph
+    assignment API or else a profiled run; None when neither is available."""
+    sess = getattr(score_all, "session", None)
+    placement = node_placement(sess) if sess is not None else None
+    if placement is None:
+        try:
+            placement = profiled_placement(path, provider, random_histories(2, length, n_items).numpy())
+        except Exception:  # profiling unavailable: say nothing rather than fail the benchmark
+            return None
+    return placement_off(placement, "CUDAExecutionProvider" if provider == "cuda" else "CPUExecutionProvider")

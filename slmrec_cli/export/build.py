@@ -27,7 +27,10 @@ def check_libraries(formats: list[str], quantize: list[str]) -> bool:
         from slmrec_cli.export.onnx import need_onnxruntime
 
         need_onnxruntime()
-    want_bnb = "safetensors" in formats and any(q != "none" for q in quantize)
+    if "fp16" in quantize and "onnx" not in formats:
+        raise SlmrecError("--quantize fp16 makes an ONNX file (onnx-fp16, for ONNX Runtime's CUDA provider); add onnx "
+                          "to --format")
+    want_bnb = "safetensors" in formats and any(q in ("int8", "int4") for q in quantize)
     if want_bnb:
         try:
             import bitsandbytes  # noqa: F401
@@ -43,10 +46,11 @@ def check_libraries(formats: list[str], quantize: list[str]) -> bool:
 def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], force: bool, *,
                  int8_scheme: str = "smooth", smooth_alpha: float | None = None, eval_batch: int = 64,
                  device: str = "cpu") -> dict:
-    """Write the export; its quality.json (with what the export did: the ONNX check, the int8 scheme)."""
+    """Write the export; its quality.json (with what the export did: the merge, the ONNX checks, the int8 scheme).
+    `device` merges, calibrates and scores the torch model (the CPU in fp32, or a GPU)."""
     from slmrec_cli.data import load_dataset
     from slmrec_cli.export.card import model_card
-    from slmrec_cli.export.files import record
+    from slmrec_cli.export.files import record, variant_layout
     from slmrec_cli.export.model import check_exportable, merge_run, save_export
     from slmrec_cli.export.quality import measure_quality
     from slmrec_cli.export.variants import present
@@ -58,10 +62,15 @@ def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], 
     check_exportable(run_cfg, run)
     data = load_dataset(run_cfg["data"]["path"])  # quality and SmoothQuant's calibration need it
     check_same_data(run_cfg, data, run)
-    rec, cfg = merge_run(run)  # every weight file of the run checked (checksums, shapes)
+    ui.info(f"merging the LoRA on {device}")
+    rec, cfg = merge_run(run, device)  # every weight file of the run checked (checksums, shapes)
     with atomic_dir(out, force=True) as tmp:
         manifest = save_export(rec, cfg, run, tmp)
-        info = write_onnx(rec, tmp, manifest, quantize, data, int8_scheme, smooth_alpha) if "onnx" in formats else {}
+        info = {"merge": rec.merge_info}
+        if "onnx" in formats:
+            info.update(write_onnx(rec, tmp, manifest, quantize, data, int8_scheme, smooth_alpha, device))
+        del rec  # quality reloads every variant from the files, as a user would
+        free_device_memory(device)
         if want_bnb:
             from slmrec_cli.export.bnb import quantize_bnb
 
@@ -69,6 +78,8 @@ def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], 
                 if q in quantize:
                     ui.info(f"quantizing {name}")
                     quantize_bnb(tmp, q.replace("int4", "nf4"), tmp / name)
+        manifest["variants"] = variant_layout(tmp)  # the files of each variant, external data included
+        write_json(tmp / MANIFEST, manifest)
         write_json(tmp / "export_info.json", {"source_run": str(run), **info})
         record(tmp)
         variants = present(tmp)
@@ -79,23 +90,63 @@ def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], 
     return quality
 
 
+def free_device_memory(device: str) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def checked(rec, path: Path, manifest: dict, variant: str, device: str) -> dict:
+    """The ONNX-vs-torch check of a float variant (export.onnx.check_onnx) on the first execution provider that can
+    run it (export.quality.onnx_providers), refused when it fails."""
+    from slmrec_cli.export.onnx import check_onnx
+    from slmrec_cli.export.quality import onnx_providers
+
+    tried = []
+    for provider in onnx_providers(variant, device):
+        try:
+            check = check_onnx(rec, path, manifest["n_items"], variant, provider)
+            break
+        except SlmrecError as e:
+            tried.append(f"{provider}: {e}")
+    else:
+        raise SlmrecError("; ".join(tried))
+    if not check["passed"]:
+        raise RuntimeError(f"{variant} disagrees with torch: max |onnx - torch| {check['max_abs_diff']:.2e} > "
+                           f"{check['tolerance']:.2e} (atol {check['atol']:g} + rtol {check['rtol']:g} x max |torch| "
+                           f"{check['max_abs_torch']:.3g})")
+    return check
+
+
 def write_onnx(rec, tmp: Path, manifest: dict, quantize: list[str], data, int8_scheme: str,
-               smooth_alpha: float | None) -> dict:
-    """model.onnx (checked against torch), its int8/int4 quantizations, and every file's metadata_props."""
+               smooth_alpha: float | None, device: str = "cpu") -> dict:
+    """model.onnx (checked against torch), its int8/int4 quantizations, its fp16 conversion (checked against torch
+    where ONNX Runtime can run it), and every file's metadata_props."""
     from slmrec_cli.export.card import onnx_metadata
-    from slmrec_cli.export.onnx import export_onnx, max_abs_diff, quantize_int4, stamp
+    from slmrec_cli.export.onnx import convert_fp16, export_onnx, quantize_int4, stamp
 
     ui.info("exporting ONNX")
-    export_onnx(rec, tmp / "model.onnx")
-    info = {"onnx_max_abs_diff": max_abs_diff(rec, tmp / "model.onnx", manifest["n_items"])}
-    if info["onnx_max_abs_diff"] > 1e-4:
-        raise RuntimeError(f"ONNX disagrees with torch by {info['onnx_max_abs_diff']:.2e} (> 1e-4)")
+    export_onnx(rec, tmp / FILES["onnx-fp32"])
+    check = checked(rec, tmp / FILES["onnx-fp32"], manifest, "onnx-fp32", device)
+    info = {"onnx_max_abs_diff": check["max_abs_diff"], "onnx_check": {"onnx-fp32": check}}
     if "int8" in quantize:
         ui.info(f"quantizing onnx-int8 ({int8_scheme})")
         info.update(onnx_int8(rec, tmp, data, int8_scheme, smooth_alpha))
     if "int4" in quantize:
-        quantize_int4(tmp / "model.onnx", tmp / "model.int4.onnx")
-    for variant in ("onnx-fp32", "onnx-int8", "onnx-int4"):
+        quantize_int4(tmp / FILES["onnx-fp32"], tmp / FILES["onnx-int4"])
+    if "fp16" in quantize:
+        ui.info("converting onnx-fp16")
+        info.update(convert_fp16(tmp / FILES["onnx-fp32"], tmp / FILES["onnx-fp16"]))
+        try:
+            info["onnx_check"]["onnx-fp16"] = checked(rec, tmp / FILES["onnx-fp16"], manifest, "onnx-fp16", device)
+        except SlmrecError as e:  # an ONNX Runtime whose CPU provider has no fp16 kernels, and no CUDA here
+            info["onnx_check"]["onnx-fp16"] = {"passed": None, "not_run": str(e)}
+            ui.info(f"[yellow]onnx-fp16 is not checked against torch here: {e}[/]")
+    for variant in ("onnx-fp32", "onnx-int8", "onnx-int4", "onnx-fp16"):
         if (tmp / FILES[variant]).exists():
             stamp(tmp / FILES[variant], onnx_metadata(manifest, variant))
     return info
@@ -106,7 +157,7 @@ def onnx_int8(rec, tmp: Path, data, scheme: str, alpha: float | None) -> dict:
     from slmrec_cli.export.onnx import quantize_int8
 
     if scheme != "smooth":
-        return quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", scheme)
+        return quantize_int8(tmp / FILES["onnx-fp32"], tmp / FILES["onnx-int8"], scheme)
     from slmrec_cli.export.smooth import smooth_int8
 
-    return smooth_int8(rec, data, tmp / "model.int8.onnx", alpha)
+    return smooth_int8(rec, data, tmp / FILES["onnx-int8"], alpha)

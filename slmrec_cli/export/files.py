@@ -14,7 +14,15 @@ EXPORT_FORMAT_VERSION = 2  # 2: decoder/ + head.safetensors + checksums.json; 1:
 CHECKSUMS = "checksums.json"
 DECODER, HEAD, ITEM_MAP, CARD = "decoder", "head.safetensors", "item_map.tsv", "README.md"
 FILES = {"torch-fp32": DECODER, "onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx",
-         "onnx-int4": "model.int4.onnx", "bnb-int8": "bnb-int8", "bnb-nf4": "bnb-nf4"}
+         "onnx-int4": "model.int4.onnx", "onnx-fp16": "model.fp16.onnx", "bnb-int8": "bnb-int8", "bnb-nf4": "bnb-nf4"}
+# An ONNX file whose initializers pass protobuf's 2 GiB limit keeps them in one data file next to it, named after it
+# (model.onnx → model.onnx.data, as ONNX Runtime's quantizers name theirs); the .onnx refers to it by that relative
+# name, so the two must stay side by side.
+EXTERNAL_DATA_SUFFIX = ".data"
+# The ONNX Runtime execution providers each ONNX variant is made for (the manifest and its metadata_props say so):
+# int8 (MatMulInteger) and int4 (MatMulNBits) for CPU serving, fp16 for CUDA (CPU kernels for fp16 are few and slow).
+MEANT_FOR = {"onnx-fp32": ["CPUExecutionProvider", "CUDAExecutionProvider"], "onnx-int8": ["CPUExecutionProvider"],
+             "onnx-int4": ["CPUExecutionProvider"], "onnx-fp16": ["CUDAExecutionProvider"]}
 REPORTS = ("quality.json", "bench.json", "export_info.json", CARD, CHECKSUMS)  # rewritten later; nothing loads them
 AGAIN = "export the run again (slmrec export --force)"
 
@@ -65,11 +73,43 @@ def verify(export_dir: Path, names: list[str]) -> None:
                               f"exported (truncated, edited, or a partial copy); {AGAIN}")
 
 
+def external_data_name(file: str) -> str:
+    """The data file an ONNX file's initializers live in when they are kept outside it."""
+    return file + EXTERNAL_DATA_SUFFIX
+
+
 def variant_files(export_dir: Path, name: str, sums: dict[str, str] | None = None) -> list[str]:
-    """The recorded files a variant loads (relative names): its file or folder, and the torch head for torch-fp32."""
+    """The recorded files a variant loads (relative names): its file or folder, an ONNX file's external data file,
+    and the torch head for torch-fp32."""
     sums = recorded(export_dir) if sums is None else sums
     top = FILES[name]
-    return sorted(n for n in sums if n == top or n.startswith(f"{top}/") or (name == "torch-fp32" and n == HEAD))
+    return sorted(n for n in sums if n == top or n.startswith(f"{top}/") or n == external_data_name(top)
+                  or (name == "torch-fp32" and n == HEAD))
+
+
+def variant_layout(export_dir: Path) -> dict[str, dict]:
+    """The manifest's "variants": each variant written in `export_dir` with the files it loads (relative names) and,
+    for ONNX files, its external data file (or None) and the execution providers it is meant for. Read from the
+    directory as it is written, before checksums.json records the same files."""
+    root = Path(export_dir)
+    out: dict[str, dict] = {}
+    for name, top in FILES.items():
+        path = root / top
+        if not path.exists():
+            continue
+        files = sorted(f.relative_to(root).as_posix() for f in path.rglob("*") if f.is_file()) if path.is_dir() \
+            else [top]
+        entry: dict = {"files": files}
+        if name == "torch-fp32":
+            files.append(HEAD)
+        if name in MEANT_FOR:
+            data = external_data_name(top)
+            entry["external_data"] = data if (root / data).is_file() else None
+            if entry["external_data"]:
+                files.append(data)
+            entry["meant_for"] = MEANT_FOR[name]
+        out[name] = entry
+    return out
 
 
 def read_manifest(export_dir: Path) -> dict:

@@ -73,22 +73,47 @@ def check_exportable(run_cfg: dict, run: Path) -> None:
         raise SlmrecError(f"{run} is a '{run_cfg.get('kind')}' run; export takes a teacher or student run")
 
 
+def run_device(run: Path) -> str:
+    """Where a run trained: "cuda" when its efficiency.json names a CUDA device, or when it trained in fp16 (which
+    needs CUDA); else "cpu"."""
+    from slmrec_cli.io import read_json
+
+    run = Path(run)
+    try:
+        if str(read_json(run / "efficiency.json").get("device", "")).startswith("cuda"):
+            return "cuda"
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        return "cuda" if read_json(run / "config.json").get("precision") == "fp16" else "cpu"
+    except (OSError, ValueError, AttributeError):
+        return "cpu"
+
+
 def merge_run(run: Path, device: str = "cpu") -> tuple[Recommender, dict]:
-    """Merge a teacher/student run's LoRA into its base layers and fold the prompt into constants."""
+    """Merge a teacher/student run's LoRA into its base layers and fold the prompt into constants, on `device`. The
+    base is loaded as the run trained on it (bfloat16 on CUDA, float32 on the CPU), then the whole model is cast to
+    float32 and merged there: W + BA in fp32, the export's torch-fp32. `rec.merge_info` says how, for quality.json."""
     from slmrec_cli.runs import load_model
 
     cfg, model = load_model(run, device)
     check_exportable(cfg, run)
+    base_dtype = str(next(model.decoder.parameters()).dtype).removeprefix("torch.")
+    model.float()
     embed = model._base().get_input_embeddings()
     with torch.no_grad():
         prefix, suffix = embed(model.prefix_ids), embed(model.suffix_ids)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         decoder = model.decoder.merge_and_unload()
-    decoder.embed_tokens = nn.Embedding(1, prefix.shape[-1])  # never used: inputs arrive as embeddings
+    # never used (inputs arrive as embeddings); on the model's device, so that it does not split the module
+    decoder.embed_tokens = nn.Embedding(1, prefix.shape[-1], device=prefix.device)
     decoder.config.vocab_size = 1
+    decoder.config.dtype = torch.float32  # what AutoModel loads it in ("auto" reads it): not the base's bfloat16
     decoder.config.pad_token_id = decoder.config.bos_token_id = decoder.config.eos_token_id = None
     rec = Recommender(decoder, prefix, suffix, model.up, model.down, model.id_table, model.cfg.max_len).eval()
+    rec.merge_info = {"device": str(torch.device(device)), "base_loaded_as": base_dtype, "merged_in": "float32",
+                      "run_trained_on": run_device(run), "run_precision": cfg.get("precision")}
     return rec, cfg
 
 

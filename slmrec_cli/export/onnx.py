@@ -1,9 +1,15 @@
-"""ONNX: export with dynamic batch and sequence axes, check against torch, quantize (int8 block or dynamic, int4)."""
+"""ONNX: export with dynamic batch and sequence axes, check against torch, quantize (int8 block or dynamic, int4),
+convert to fp16; every file written whole, with its initializers in a data file next to it when they pass protobuf's
+2 GiB limit."""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,10 +17,18 @@ import numpy as np
 import torch
 
 from slmrec_cli.errors import SlmrecError, first_line
+from slmrec_cli.export.files import external_data_name
 from slmrec_cli.export.model import Recommender, WithScores
-from slmrec_cli.io import atomic_path
+from slmrec_cli.io import atomic_path, writing
 
 OPSET = 18
+PROTOBUF_LIMIT = 2**31  # a serialized ModelProto cannot reach 2 GiB
+# Initializers above this many bytes (the sum of their tensors' sizes) go to external data: protobuf's limit less
+# 64 MiB for the graph, the metadata and the few tensors kept inline. A module constant so tests can set it low.
+EXTERNAL_DATA_ABOVE = PROTOBUF_LIMIT - 2**26
+# The ONNX-vs-torch check of each float variant: max |onnx - torch| <= atol + rtol * max |torch| over the user
+# vectors. fp32 differs from torch only by the order of operations; fp16 rounds every activation to 11 bits.
+TOLERANCES = {"onnx-fp32": {"atol": 1e-5, "rtol": 1e-4}, "onnx-fp16": {"atol": 1e-3, "rtol": 2e-2}}
 
 
 def need_onnxruntime():
@@ -25,38 +39,177 @@ def need_onnxruntime():
     return ort
 
 
-def export_onnx(rec: Recommender, path: Path) -> None:
+# ---------------------------------------------------------------------------------------------- files
+
+
+def tensor_bytes(tensor) -> int:
+    """A TensorProto's size from its shape and type, wherever its data is (inline, external, or not loaded)."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    return int(np.prod(tensor.dims, dtype=np.int64)) * tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+
+
+def _tensors(graph) -> Iterator:
+    """Every tensor a graph holds: its initializers and the tensors of its nodes' attributes (Constant values),
+    subgraphs included."""
+    from onnx import AttributeProto
+
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == AttributeProto.TENSORS:
+                yield from attr.tensors
+            elif attr.type == AttributeProto.GRAPH:
+                yield from _tensors(attr.g)
+            elif attr.type == AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _tensors(g)
+
+
+def initializer_bytes(model) -> int:
+    """The sum of the sizes of a model's tensors: what decides whether it needs external data."""
+    return sum(tensor_bytes(t) for t in _tensors(model.graph))
+
+
+def uses_external_data(path: Path) -> bool:
+    return Path(path).with_name(external_data_name(Path(path).name)).is_file()
+
+
+@contextmanager
+def onnx_work(path: Path) -> Iterator[Path]:
+    """A private temp dir next to `path`, removed after: where an ONNX file is made under its final name, so that the
+    external data location written into it (a name relative to the .onnx) is the one it keeps."""
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".work", dir=path.parent))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def save_onnx(model, path: Path) -> bool:
+    """Write `model` (a ModelProto holding its data) to `path`: one file, or, when its tensors pass
+    EXTERNAL_DATA_ABOVE bytes, the .onnx plus every tensor over 1 KiB in one data file next to it
+    (external_data_name). Both are written under their final names in a temp dir and renamed into place, the data
+    file first; a data file left by an earlier version of `path` goes. `model` gives its data to the file: do not
+    use it afterwards. Returns whether the data is external."""
+    import onnx
+
+    path = Path(path)
+    external = initializer_bytes(model) > EXTERNAL_DATA_ABOVE
+    data = path.with_name(external_data_name(path.name))
+    with onnx_work(path) as work, writing(path):
+        if external:
+            onnx.save_model(model, str(work / path.name), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data.name, size_threshold=1024, convert_attribute=True)
+            os.chmod(work / data.name, _file_mode())  # onnx creates it 0600: give it the usual permissions
+            os.replace(work / data.name, data)
+        else:
+            onnx.save_model(model, str(work / path.name))
+            if data.exists():
+                data.unlink()
+        os.replace(work / path.name, path)
+    return external
+
+
+def move_onnx(src: Path, dst: Path) -> None:
+    """Move an ONNX file (and its data file) to `dst`; under another name it is rewritten, since the .onnx names its
+    data file."""
+    import onnx
+
+    src, dst = Path(src), Path(dst)
+    src_data = src.with_name(external_data_name(src.name))
+    if src.name == dst.name:
+        dst_data = dst.with_name(external_data_name(dst.name))
+        with writing(dst):
+            if src_data.exists():
+                os.replace(src_data, dst_data)
+            elif dst_data.exists():
+                dst_data.unlink()
+            os.replace(src, dst)
+        return
+    save_onnx(onnx.load(str(src)), dst)
+    remove_onnx(src)
+
+
+def remove_onnx(path: Path) -> None:
+    """Delete an ONNX file and its data file."""
+    path = Path(path)
+    for f in (path, path.with_name(external_data_name(path.name))):
+        if f.exists():
+            f.unlink()
+
+
+@contextmanager
+def on_cpu(rec: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`rec` moved to the CPU for the block, then back where it was: ONNX is traced from a CPU module, whatever
+    device merged and calibrates it."""
+    device = next(rec.parameters()).device
+    if device.type == "cpu":
+        yield rec
+        return
+    rec.to("cpu")
+    try:
+        yield rec
+    finally:
+        rec.to(device)
+
+
+def export_onnx(rec: Recommender, path: Path) -> bool:
+    """`path` ← the recommender traced to ONNX (fp32); returns whether its data is external. torch writes a model
+    past 2 GiB as one file per tensor: it writes into a private temp dir, and save_onnx rewrites what it wrote."""
+    import onnx
+
     need_onnxruntime()
-    wrapper = WithScores(rec).eval()
-    example = torch.tensor([[0, 0, 1, 2, 3], [1, 2, 3, 4, 5]], dtype=torch.long)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
+    path = Path(path)
+    with on_cpu(rec), onnx_work(path) as work, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        wrapper = WithScores(rec).eval()
+        example = torch.tensor([[0, 0, 1, 2, 3], [1, 2, 3, 4, 5]], dtype=torch.long)
         # the TorchScript exporter: no extra dependency, and the graph is plain tensor ops (checked below)
-        torch.onnx.export(wrapper, (example,), str(tmp), input_names=["items"], output_names=["user", "scores"],
+        torch.onnx.export(wrapper, (example,), str(work / "model.onnx"), input_names=["items"],
+                          output_names=["user", "scores"],
                           dynamic_axes={"items": {0: "batch", 1: "length"}, "user": {0: "batch"},
                                         "scores": {0: "batch"}}, opset_version=OPSET, dynamo=False)
+        return save_onnx(onnx.load(str(work / "model.onnx")), path)
 
 
 def stamp(path: Path, props: dict[str, str]) -> None:
     """Set an ONNX file's metadata_props (ONNX Runtime: session.get_modelmeta().custom_metadata_map), replacing any.
     Done on every file once it is written: ONNX Runtime's quantizers keep a source's props (dynamic int8 adds its
-    own), but the SmoothQuant int8 file is exported afresh from the smoothed copy, with none."""
+    own), but the SmoothQuant int8 file is exported afresh from the smoothed copy, with none. Only the .onnx is
+    rewritten: an external data file stays as it is."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)
     onnx.helper.set_model_props(model, props)
     with atomic_path(path) as tmp:
-        onnx.save(model, str(tmp))
+        onnx.save_model(model, str(tmp))
+
+
+# ---------------------------------------------------------------------------------------------- running
 
 
 def session(path: Path, threads: int | None = None, provider: str = "cpu"):
-    """An ORT session; for CUDA the provider list is checked after creation (it can silently fall back)."""
+    """An ORT session; for CUDA the provider list is checked after creation (it can silently fall back). Each
+    session records which execution provider got each node (read by export.bench.node_placement)."""
     ort = need_onnxruntime()
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.record_ep_graph_assignment_info", "1")  # ignored before ORT 1.24
     providers = ["CPUExecutionProvider"]
     if provider == "cuda":  # the current CUDA device (--device cuda:N sets it)
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.cuda.current_device()}))
@@ -70,29 +223,66 @@ def session(path: Path, threads: int | None = None, provider: str = "cpu"):
     return sess
 
 
-def onnx_scorer(sess):
-    def score_all(items: torch.Tensor) -> torch.Tensor:
-        _, scores = sess.run(None, {"items": items.cpu().numpy().astype(np.int64)})
-        return torch.from_numpy(scores)
+def onnx_scorer(sess, io_binding: bool = False):
+    """score_all(items [B, T]) → scores [B, n_items + 1] (a CPU tensor) from an ORT session (kept as .session).
+    io_binding: through IOBinding, the outputs allocated on the session's device and copied back once
+    (copy_outputs_to_cpu), the well-kept way to run a CUDA session without ORT's per-call output allocation and
+    copies; on the CPU it computes the same as sess.run (tested there)."""
+    if not io_binding:
+        def score_all(items: torch.Tensor) -> torch.Tensor:
+            _, scores = sess.run(None, {"items": items.cpu().numpy().astype(np.int64)})
+            return torch.from_numpy(scores)
 
-    return score_all
+        score_all.session = sess
+        return score_all
+    device = "cuda" if "CUDAExecutionProvider" in sess.get_providers() else "cpu"
+    device_id = torch.cuda.current_device() if device == "cuda" else 0
+
+    def bound(items: torch.Tensor) -> torch.Tensor:
+        binding = sess.io_binding()
+        binding.bind_cpu_input("items", np.ascontiguousarray(items.cpu().numpy().astype(np.int64)))
+        for name in ("user", "scores"):
+            binding.bind_output(name, device, device_id)
+        sess.run_with_iobinding(binding)
+        return torch.from_numpy(binding.copy_outputs_to_cpu()[1])  # [user, scores]
+
+    bound.session = sess
+    return bound
 
 
-def max_abs_diff(rec: Recommender, path: Path, n_items: int, seed: int = 0) -> float:
-    """ORT vs torch user vectors on fresh random left-padded histories, in shapes not seen at export."""
+def random_histories(n_items: int, max_len: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Left-padded random histories in shapes not seen at export: batch 1, 3 and 7, lengths up to max_len + 4."""
     rng = np.random.default_rng(seed)
-    sess = session(path, threads=1)
-    worst = 0.0
-    for batch, length in ((1, 3), (3, 11), (7, rec.max_len + 4)):
+    for batch, length in ((1, 3), (3, 11), (7, max_len + 4)):
         items = rng.integers(1, n_items + 1, size=(batch, length))
         for row in range(batch):
             items[row, : rng.integers(0, length)] = 0  # various amounts of left padding
         items[:, -1] = rng.integers(1, n_items + 1, size=batch)
+        yield items.astype(np.int64)
+
+
+def check_onnx(rec: Recommender, path: Path, n_items: int, variant: str = "onnx-fp32", provider: str = "cpu",
+               seed: int = 0) -> dict:
+    """ONNX Runtime's user vectors against torch's (`rec`, wherever it is) on fresh random left-padded histories:
+    the variant passes when max |onnx - torch| <= atol + rtol * max |torch| (TOLERANCES). What was measured, for
+    quality.json; the caller refuses a variant that fails."""
+    tol = TOLERANCES[variant]
+    sess = session(path, threads=1 if provider == "cpu" else None, provider=provider)
+    device = next(rec.parameters()).device
+    diff = ref_max = 0.0
+    for items in random_histories(n_items, rec.max_len, seed):
         with torch.no_grad():
-            ref = rec(torch.from_numpy(items)).float().numpy()
-        got = sess.run(["user"], {"items": items.astype(np.int64)})[0]
-        worst = max(worst, float(np.abs(ref - got).max()))
-    return worst
+            ref = rec(torch.from_numpy(items).to(device)).float().cpu().numpy()
+        got = sess.run(["user"], {"items": items})[0].astype(np.float32)
+        diff, ref_max = max(diff, float(np.abs(ref - got).max())), max(ref_max, float(np.abs(ref).max()))
+    tolerance = tol["atol"] + tol["rtol"] * ref_max
+    return {"max_abs_diff": diff, "max_abs_torch": ref_max, **tol, "tolerance": tolerance,
+            "passed": bool(diff <= tolerance), "onnx_on": f"ort/{provider}", "torch_on": str(device)}
+
+
+def max_abs_diff(rec: Recommender, path: Path, n_items: int, seed: int = 0) -> float:
+    """ORT vs torch user vectors on fresh random histories (check_onnx's measure alone)."""
+    return check_onnx(rec, path, n_items, seed=seed)["max_abs_diff"]
 
 
 def int8_excluded_nodes(model_path: Path, outliers: bool = True) -> list[str]:
@@ -139,15 +329,21 @@ def quantize_int8(src: Path, dst: Path, scheme: str) -> dict:
     dynamic: dynamic quantization of the unsmoothed model, with the outlier layers (int8_excluded_nodes) in fp32."""
     if scheme not in INT8_SCHEMES:
         raise SlmrecError(f"--int8-scheme must be one of {', '.join(INT8_SCHEMES)}, got '{scheme}'")
+    src, dst = Path(src), Path(dst)
     if scheme == "block":
         matmul_nbits(src, dst, bits=8, accuracy_level=4)
         return {"onnx_int8_scheme": scheme}
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     excluded = int8_excluded_nodes(src, outliers=scheme == "dynamic")
-    with quiet_quantizer(), atomic_path(dst) as tmp:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=excluded)
+    big = initializer_bytes(onnx.load(str(src), load_external_data=False)) > EXTERNAL_DATA_ABOVE
+    with quiet_quantizer(), onnx_work(dst) as work:
+        # past 2 GiB the quantizer must write its output with external data (its own, named after the file);
+        # save_onnx then writes the result by its own size
+        quantize_dynamic(str(src), str(work / dst.name), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=excluded, use_external_data_format=big)
+        save_onnx(onnx.load(str(work / dst.name)), dst)
     return {"onnx_int8_scheme": scheme, "onnx_int8_fp32_nodes": excluded}
 
 
@@ -167,5 +363,18 @@ def matmul_nbits(src: Path, dst: Path, *, bits: int, accuracy_level: int | None,
                                  accuracy_level=accuracy_level)
     with quiet_quantizer():
         quant.process()
-    with atomic_path(dst) as tmp:
-        quant.model.save_model_to_file(str(tmp), use_external_data_format=False)
+    save_onnx(quant.model.model, Path(dst))
+
+
+def convert_fp16(src: Path, dst: Path) -> dict:
+    """dst ← src with its float tensors and compute in float16 (ONNX Runtime's converter), for the CUDA execution
+    provider. Inputs and outputs keep their types (int64 items in, float32 user and scores out: keep_io_types), and
+    the recommender head (the up/down projections and the item scores, where the ranking is decided; int8 keeps it
+    in fp32 too) stays fp32. The converter is given the path, so its shape inference works past 2 GiB."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    kept = int8_excluded_nodes(src, outliers=False)
+    with quiet_quantizer():
+        model = convert_float_to_float16(str(src), keep_io_types=True, node_block_list=kept)
+    save_onnx(model, Path(dst))
+    return {"onnx_fp16_fp32_nodes": kept}

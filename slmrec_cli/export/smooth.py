@@ -42,6 +42,7 @@ def activation_maxima(rec: nn.Module, items: torch.Tensor, batch: int = 32) -> d
             maxima[name] = torch.maximum(maxima[name], m) if name in maxima else m
         return record
 
+    device = next(rec.parameters()).device
     handles = []
     for i, layer in enumerate(rec.decoder.layers):
         for name, module in ((f"{i}.attn", layer.self_attn.q_proj), (f"{i}.mlp", layer.mlp.gate_proj),
@@ -49,7 +50,7 @@ def activation_maxima(rec: nn.Module, items: torch.Tensor, batch: int = 32) -> d
             handles.append(module.register_forward_pre_hook(hook(name)))
     try:
         for start in range(0, len(items), batch):
-            rec(items[start:start + batch])
+            rec(items[start:start + batch].to(device))
     finally:
         for h in handles:
             h.remove()
@@ -98,32 +99,40 @@ def agreement(ref: torch.Tensor, got: torch.Tensor, k: int = 10) -> tuple[float,
 
 
 def _scores(score_all, items: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Scores on the CPU in fp32, whatever device `score_all` computes on."""
     with torch.no_grad():
-        return torch.cat([score_all(items[i:i + batch]) for i in range(0, len(items), batch)])
+        return torch.cat([score_all(items[i:i + batch]).float().cpu() for i in range(0, len(items), batch)])
+
+
+def _device_scorer(rec: nn.Module):
+    device = next(rec.parameters()).device
+    return lambda items: rec.score_all(items.to(device))
 
 
 def smooth_int8(rec: nn.Module, data, dst, alpha: float | None = None, users: int = 256) -> dict:
     """dst ← SmoothQuant + dynamic int8 of `rec`. alpha None: try ALPHAS and keep the one whose int8 scores agree best
-    with fp32 on the calibration histories (top-10 overlap, then relative error): chosen without the test split."""
+    with fp32 on the calibration histories (top-10 overlap, then relative error): chosen without the test split.
+    Calibration runs where `rec` is (the export's device); the ONNX files are traced on the CPU and scored by ONNX
+    Runtime on the CPU, where int8 is served."""
     from pathlib import Path
 
-    from slmrec_cli.export.onnx import export_onnx, onnx_scorer, quantize_int8, session
+    from slmrec_cli.export.onnx import export_onnx, move_onnx, onnx_scorer, onnx_work, quantize_int8, session
 
     dst = Path(dst)
     calib = calibration_histories(data, rec.max_len, users)
     maxima = activation_maxima(rec, calib)
-    ref = _scores(rec.score_all, calib)
+    ref = _scores(_device_scorer(rec), calib)
     tried, files, info = [], {}, {}
-    for a in ([alpha] if alpha is not None else ALPHAS):
-        src, files[a] = dst.with_name(f"smoothed-{a}.onnx"), dst.with_name(f"int8-{a}.onnx")
-        export_onnx(smoothed_copy(rec, maxima, a), src)
-        info = quantize_int8(src, files[a], "smooth")
-        src.unlink()
-        overlap, err = agreement(ref, _scores(onnx_scorer(session(files[a], threads=torch.get_num_threads())), calib))
-        tried.append({"alpha": a, "top10_overlap": overlap, "relative_error": err})
-    best = max(tried, key=lambda t: (t["top10_overlap"], -t["relative_error"]))["alpha"]
-    files.pop(best).replace(dst)
-    for f in files.values():
-        f.unlink()
+    with onnx_work(dst) as work:  # each candidate under its final name (its external data file is named after it)
+        for a in ([alpha] if alpha is not None else ALPHAS):
+            (work / str(a)).mkdir()
+            src, files[a] = work / str(a) / "smoothed.onnx", work / str(a) / dst.name
+            export_onnx(smoothed_copy(rec, maxima, a), src)
+            info = quantize_int8(src, files[a], "smooth")
+            int8 = onnx_scorer(session(files[a], threads=torch.get_num_threads()))
+            overlap, err = agreement(ref, _scores(int8, calib))
+            tried.append({"alpha": a, "top10_overlap": overlap, "relative_error": err})
+        best = max(tried, key=lambda t: (t["top10_overlap"], -t["relative_error"]))["alpha"]
+        move_onnx(files[best], dst)
     return {**info, "smooth_alpha": best, "smooth_alphas_tried": tried, "calibration_users": len(calib),
             "calibration": "training histories"}

@@ -57,7 +57,9 @@ def scorer(variant: Variant, export_dir: Path, runtime: str, provider: str, thre
         from slmrec_cli.export.onnx import onnx_scorer, session
 
         variant.verify()
-        return onnx_scorer(session(variant.path, threads=threads, provider=provider)), None
+        # on CUDA through IOBinding (outputs allocated on the GPU, only the scores copied back)
+        return onnx_scorer(session(variant.path, threads=threads, provider=provider), io_binding=provider == "cuda"), \
+            None
     device = "cuda" if provider.startswith("cuda") else "cpu"
     if variant.name.startswith("bnb"):
         from slmrec_cli.export.bnb import load_bnb

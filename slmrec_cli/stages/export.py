@@ -36,12 +36,14 @@ def latest_distill_run(root: Path = Path("runs")) -> Path:
 
 def run_bench(out: Path, variants: list[Variant], batches: list[int], threads: int, min_seconds: float,
               device: str | None = None) -> dict:
-    """Every variant on every runtime available here (device None), or only on the CPU or only on the GPU."""
-    from slmrec_cli.export.bench import bench_one
+    """Every variant on every runtime available here (device None), or only on the CPU or only on the GPU. ONNX
+    Runtime's CUDA provider runs through IOBinding, and the nodes it left to another provider are recorded
+    (`ort_placement`: export.bench)."""
+    from slmrec_cli.export.bench import bench_one, ort_placement
 
     cfg = read_manifest(out)
     cuda, ort_cuda = torch.cuda.is_available() and device != "cpu", ort_cuda_available() and device != "cpu"
-    rows = []
+    rows, placement = [], {}
     for v in variants:
         pairs = [(r, p) for r, p in runtimes(v, cuda, ort_cuda) if device is None or (p == "cpu") == (device == "cpu")]
         if not pairs:
@@ -52,11 +54,23 @@ def run_bench(out: Path, variants: list[Variant], batches: list[int], threads: i
             except SlmrecError as e:
                 ui.info(f"[yellow]skip {v.name} on {runtime}/{provider}: {e}[/]")
                 continue
+            if runtime == "ort" and provider == "cuda":
+                placed = ort_placement(score_all, v.path, provider, cfg["n_items"], cfg["max_len"])
+                placement[v.name] = placed
+                if placed and placed["elsewhere"]:
+                    ui.info(f"[yellow]{v.name} on ONNX Runtime's CUDA provider: {placed['elsewhere']} of "
+                            f"{placed['nodes']} nodes run elsewhere ({placed['elsewhere_ops']})[/]")
             ui.info(f"bench {v.name} {runtime}/{provider}")
-            rows += bench_one(v.name, runtime, provider, score_all, batches, cfg["max_len"], cfg["n_items"],
-                              sync=sync, min_seconds=min_seconds)
-    return {"device": device_name("cuda" if cuda else "cpu"), "threads": threads, "cuda": cuda,
-            "ort_cuda": ort_cuda, "history_length": cfg["max_len"], "results": rows}
+            new = bench_one(v.name, runtime, provider, score_all, batches, cfg["max_len"], cfg["n_items"],
+                            sync=sync, min_seconds=min_seconds)
+            for r in new:
+                r["io_binding"] = runtime == "ort" and provider == "cuda"
+            rows += new
+    bench = {"device": device_name("cuda" if cuda else "cpu"), "threads": threads, "cuda": cuda,
+             "ort_cuda": ort_cuda, "history_length": cfg["max_len"], "results": rows}
+    if placement:
+        bench["ort_cuda_placement"] = placement
+    return bench
 
 
 def run_export(cfg: ExportConfig) -> dict:
@@ -87,18 +101,31 @@ def export(model: Path, out: Path, cfg: ExportConfig) -> dict:
     formats, quantize, bench, batches = cfg.format, cfg.quantize, cfg.bench, cfg.batch_sizes
     threads, eval_batch, force, min_seconds = cfg.threads, cfg.eval_batch, cfg.force, cfg.min_seconds
     int8_scheme, smooth_alpha = cfg.int8_scheme, cfg.smooth_alpha
-    device = None if cfg.device == "auto" else resolve_device(cfg.device)  # auto: quality on the CPU, bench anywhere
+    device = None if cfg.device == "auto" else resolve_device(cfg.device)  # auto: bench on every runtime here
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     from slmrec_cli.export.build import build_export
 
     quality = build_export(Path(model), Path(out), formats, quantize, force, int8_scheme=int8_scheme,
-                           smooth_alpha=smooth_alpha, eval_batch=eval_batch, device=device or "cpu")
+                           smooth_alpha=smooth_alpha, eval_batch=eval_batch, device=device or auto_device(model))
     result = {"quality": quality}
     if bench:
         result["bench"] = run_bench(out, present(out), batches, threads, min_seconds, device)
         write_json(out / "bench.json", result["bench"])
     return result
+
+
+def auto_device(run: Path) -> str:
+    """--device auto's device for merging and scoring: where the run trained (export.model.run_device) when that is
+    a GPU visible here, else the CPU (fp32)."""
+    from slmrec_cli.export.model import run_device
+
+    if run_device(run) != "cuda":
+        return "cpu"
+    if not torch.cuda.is_available():
+        ui.info(f"[yellow]{run} trained on CUDA but no GPU is visible here: merging and scoring on the CPU in fp32[/]")
+        return "cpu"
+    return "cuda"
 
 
 def bench_only(out: Path, *, batches: list[int], threads: int | None, min_seconds: float = 1.0,
