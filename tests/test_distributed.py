@@ -129,6 +129,13 @@ def test_two_processes_train_teacher_and_distill(sasrec2, tiny, capsys):
     one_set_of_artifacts(student, proc, validations=1)
     assert not (student / "ms_adapters.safetensors").exists()
     assert sorted(p.name for p in cache.iterdir()) == ["cache.json", "features.npy"]
+    # each process built its share of the cache into the one file: the same bytes as one process builds
+    one = tiny.parent / "cache1"
+    code, _, err = run_cli(["distill", "--teacher", teacher, "--out", tiny.parent / "s1", "--student-layers", "2",
+                            "--blocks", "2", "--lambda-ms", "0", "--teacher-cache", one, "--epochs", "1",
+                            "--batch-size", "8", "--eval-batch", "16"], capsys)
+    assert code == 0, err
+    assert (one / "features.npy").read_bytes() == (cache / "features.npy").read_bytes()
     for run in (teacher, student):  # what two processes wrote is what one process computes
         written = eval_records(run)
         for split in ("valid", "test"):

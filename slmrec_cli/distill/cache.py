@@ -132,48 +132,63 @@ FeaturesFn = Callable[[torch.Tensor], torch.Tensor]  # items [batch, T] → [blo
 
 
 def build_cache(path: Path, key: dict[str, str], task, features: FeaturesFn, batch_size: int, device,
-                autocast: Callable[[], AbstractContextManager] = nullcontext) -> None:
-    """Run the teacher over every training example in order, under the live teacher's autocast, and write each
-    batch's features as they come (no list, no concatenation); the directory appears complete or not at all."""
+                autocast: Callable[[], AbstractContextManager] = nullcontext, *, rank: int = 0, world: int = 1,
+                barrier: Callable[[], None] = lambda: None) -> None:
+    """Run the teacher over every training example, under the live teacher's autocast, and write each batch's
+    features as they come (no list, no concatenation); the directory appears complete or not at all.
+
+    Under several processes (rank of world; `barrier` waits for all) every process computes every world-th batch and
+    writes its rows into the one shared memory-mapped file; process 0 creates it, then names the cache."""
     path = Path(path)
     np_dtype, torch_dtype = DTYPES[key["dtype"]]
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    out = None
+    tmp = path.parent / f".{path.name}.tmp"
+    n = task.n_examples
+
+    def compute(idx: np.ndarray) -> np.ndarray:
+        items = task.batch(idx)["items"].to(device)
+        with torch.no_grad(), autocast():
+            feats = features(items).transpose(0, 1).to("cpu", torch_dtype)
+        return feats.view(torch.int16).numpy().view(np.uint16) if key["dtype"] == "bf16" else feats.numpy()
+
+    starts = list(range(0, n, batch_size))
+    first = compute(np.arange(min(batch_size, n)))  # every process: the shape (and batch 0's rows, for rank 0)
+    shape = (n, *first.shape[1:])
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        np.lib.format.open_memmap(tmp / FEATURES, mode="w+", dtype=np_dtype, shape=shape).flush()
+    barrier()
     try:
-        with ui.progress("teacher cache", total=task.n_examples) as bar:
-            for start in range(0, task.n_examples, batch_size):
-                idx = np.arange(start, min(start + batch_size, task.n_examples))
-                items = task.batch(idx)["items"].to(device)
-                with torch.no_grad(), autocast():
-                    feats = features(items).transpose(0, 1)
-                feats = feats.to("cpu", torch_dtype)
-                if out is None:
-                    shape = (task.n_examples, *feats.shape[1:])
-                    out = np.lib.format.open_memmap(tmp / FEATURES, mode="w+", dtype=np_dtype, shape=shape)
-                out[idx] = (feats.view(torch.int16).numpy().view(np.uint16) if key["dtype"] == "bf16"
-                            else feats.numpy())
+        out = np.load(tmp / FEATURES, mmap_mode="r+", allow_pickle=False)
+        mine = starts[rank::world]
+        with ui.progress("teacher cache", total=sum(min(batch_size, n - s) for s in mine)) as bar:
+            for start in mine:
+                idx = np.arange(start, min(start + batch_size, n))
+                out[idx] = first if start == 0 else compute(idx)
                 bar.advance(len(idx))
         out.flush()
-        shape = list(out.shape)
         del out
-        write_json(tmp / META, {**key, "shape": shape})
-        if path.exists():
-            path.rmdir()  # open_cache let it through only when empty
-        os.replace(tmp, path)
+        barrier()
+        if rank == 0:
+            write_json(tmp / META, {**key, "shape": list(shape)})
+            if path.exists():
+                path.rmdir()  # open_cache let it through only when empty
+            os.replace(tmp, path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    size = (path / FEATURES).stat().st_size
-    ui.info(f"wrote teacher cache {path} ({size / 2**20:.1f} MiB {key['dtype']}, {shape[0]} examples × "
-            f"{' × '.join(str(s) for s in shape[1:])})")
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+    barrier()
+    if rank == 0:
+        size = (path / FEATURES).stat().st_size
+        ui.info(f"wrote teacher cache {path} ({size / 2**20:.1f} MiB {key['dtype']}, {shape[0]} examples × "
+                f"{' × '.join(str(x) for x in shape[1:])}, {world} process{'es' if world > 1 else ''})")
 
 
 def load_or_build(path: Path, key: dict[str, str], task, features: FeaturesFn, batch_size: int, device,
-                  autocast: Callable[[], AbstractContextManager] = nullcontext) -> FeatureCache:
-    """open_cache, building the cache first when there is none."""
+                  autocast: Callable[[], AbstractContextManager] = nullcontext, **processes) -> FeatureCache:
+    """open_cache, building the cache first when there is none (processes: build_cache's rank, world, barrier)."""
     cache = open_cache(path, key, task.n_examples)
     if cache is None:
-        build_cache(path, key, task, features, batch_size, device, autocast)
+        build_cache(path, key, task, features, batch_size, device, autocast, **processes)
         cache = open_cache(path, key, task.n_examples)
     return cache

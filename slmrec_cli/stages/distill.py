@@ -109,10 +109,11 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
         cache = open_cache(cfg.teacher_cache, key, n_examples)
         if cache is None:
             teacher = load_llmrec_run(cfg.teacher, tcfg, device, t_quant)
-            with acc.main_process_first():  # the main process builds and writes the cache, the others then read it
-                cache = load_or_build(cfg.teacher_cache, key, LLMRecTask(teacher, data, targets),
-                                      partial(block_states, teacher, pairs=pairs, positions=key["positions"]),
-                                      cfg.llm.eval_batch, device, acc.autocast)
+            # every process computes its share of the batches into the one file (docs/scaling.md)
+            cache = load_or_build(cfg.teacher_cache, key, LLMRecTask(teacher, data, targets),
+                                  partial(block_states, teacher, pairs=pairs, positions=key["positions"]),
+                                  cfg.llm.eval_batch, device, acc.autocast, rank=acc.process_index,
+                                  world=acc.num_processes, barrier=acc.wait_for_everyone)
             teacher = None  # every example's features are cached: training never runs the teacher
             gc.collect()
     elif needs_teacher and opts.mode == "offline":

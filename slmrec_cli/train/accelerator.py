@@ -68,7 +68,7 @@ def make_accelerator(args: TrainArgs, run_dir: Path | None = None, cpu_auto_bf16
             except ImportError:
                 raise SlmrecError("--log-with tensorboard needs tensorboard: pip install tensorboard") from None
         kwargs = {"log_with": args.log_with, "project_dir": str(run_dir)}
-    # the other processes wait while the main one builds a teacher cache: give barriers hours, not the default 30 min
+    # barriers wait for the slowest process (its share of a teacher cache, a long validation): hours, not 30 min
     handlers = [InitProcessGroupKwargs(timeout=timedelta(hours=3))]
     # cpu=True on a CPU-only machine: without it accelerate ignores torchrun's environment and runs each process alone
     acc = Accelerator(cpu=use_cpu(), mixed_precision=mp, gradient_accumulation_steps=args.grad_accum,

@@ -25,7 +25,7 @@ def process_sections(acc, args: TrainArgs) -> dict:
 
 def train_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, *, reload: Callable[[Path], object],
               eval_batch: int, params: Callable[[object], dict] | None = None,
-              setup: Callable[[Path], None] | None = None, on_step=None) -> dict:
+              setup: Callable[[Path], None] | None = None, on_step=None, record_extra: dict | None = None) -> dict:
     """Run a training stage into run.out. Under several processes every process calls this (all check, the main one
     writes); only the main one gets "records" in the summary. setup(run_dir), on every process once the config is
     written, prepares what training needs besides it; reload(run_dir) returns the selected model; params(model) its
@@ -41,7 +41,7 @@ def train_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, *
     summary = {"fit": fit_record}
     ev = evaluate_and_record(best, data, run_dir, max_len=best.cfg.max_len, device=acc.device,
                              batch_size=eval_batch, write=acc.is_main_process,  # every process scores its share
-                             valid=result.best_valid)
+                             valid=result.best_valid, extra=record_extra)
     if acc.is_main_process:
         write_efficiency(run_dir, best, seconds_per_epoch=result.seconds_per_epoch,
                          inference_seconds=ev["inference_seconds"], inference_users=ev["inference_users"],
@@ -51,7 +51,8 @@ def train_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, *
 
 
 def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, batch_size: int = 256,
-                        mask_history: bool = True, write: bool = True, valid: dict | None = None) -> dict:
+                        mask_history: bool = True, write: bool = True, valid: dict | None = None,
+                        extra: dict | None = None) -> dict:
     """Valid then test (test is read here, once, after selection); both protocols. Returns test-sampled timing.
     valid: the selected step's valid results from training (both protocols, same weights and batches), reused
     rather than scored again. Under several processes every process calls this (the users are split and gathered);
@@ -69,7 +70,7 @@ def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, bat
                                  device=device, mask_history=mask_history, desc=f"eval {split}")
         timing[split] = time.perf_counter() - t0  # one forward pass serves both protocols
         for res in results.values():
-            rec = metrics_record(res, data, split, str(run_dir))
+            rec = metrics_record(res, data, split, str(run_dir)) | (extra or {})
             if write:
                 write_metrics(run_dir, rec)
             records[(split, res.protocol)] = rec

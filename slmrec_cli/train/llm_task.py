@@ -14,7 +14,7 @@ from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE, param_counts
 from slmrec_cli.models.llmrec import LLMRec
-from slmrec_cli.runs import load_llmrec_run, record_checksums, save_llmrec_weights
+from slmrec_cli.runs import load_llmrec_run, record_checksums, run_quantization, save_llmrec_weights
 from slmrec_cli.train.lifecycle import train_run, validate_split
 
 
@@ -96,7 +96,7 @@ def train_llm_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, dat
         return load_llmrec_run(run_dir, config, str(acc.device))
 
     return train_run(acc, run, config, task, args, data, setup=save_table, eval_batch=eval_batch, params=params,
-                     reload=reload, on_step=on_step)
+                     reload=reload, on_step=on_step, record_extra={"quantization": run_quantization(config)})
 
 
 def release(task, acc) -> None:
