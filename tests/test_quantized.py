@@ -54,3 +54,19 @@ def test_distill_loads_the_teacher_as_it_trained_or_as_told(quantized_teacher, t
     section = read_json(tmp_path / "s" / "config.json")["distill"]
     assert section["teacher_quantization"] == "4bit"
     assert read_json(tmp_path / "cache" / "cache.json")["teacher_quantization"] == "4bit"
+
+
+def test_a_4bit_run_exports_from_the_full_precision_base_and_is_compared_with_its_4bit_self(quantized_teacher,
+                                                                                             tmp_path, capsys):
+    out = tmp_path / "export"
+    code, _, err = run_cli(["export", "--run", quantized_teacher, "--out", out, "--format", "onnx", "--eval-batch",
+                            "64"], capsys)
+    assert code == 0, err  # not refused: the QLoRA convention
+    quality = read_json(out / "quality.json")
+    assert quality["merge"]["run_quantization"] == "4bit"
+    trained = quality["as_trained"]
+    assert trained["name"] == "torch-4bit"
+    final = read_json(quantized_teacher / "eval" / "test-sampled.json")["metrics"]["MRR"]
+    assert trained["metrics"]["sampled"]["MRR"] == pytest.approx(final, abs=1e-12)  # the run as it trained
+    for v in quality["variants"]:
+        assert v["relative_mrr_to_as_trained"] == pytest.approx(v["metrics"]["sampled"]["MRR"] / final)

@@ -43,6 +43,23 @@ def check_libraries(formats: list[str], quantize: list[str]) -> bool:
     return want_bnb
 
 
+def as_trained_quality(run: Path, quality: dict, data, eval_batch: int, device: str, quantization: str) -> dict:
+    """An 8-bit or 4-bit run, scored as it trained (its torch model, quantized), and each variant's MRR relative to
+    it: the variants start from the full-precision base with the LoRA merged, so this is what the export changed."""
+    from slmrec_cli.evaluation.evaluate import rank_split
+    from slmrec_cli.runs import load_model
+
+    _, model = load_model(run, device)  # as the run trained
+    res = rank_split(model.score_all, data, "test", ("sampled", "full"), max_len=model.cfg.max_len,
+                     batch_size=eval_batch, device=device, desc=f"quality torch-{quantization} (as trained)")
+    del model
+    base = res["sampled"].metrics["MRR"]
+    for v in quality["variants"]:
+        v["relative_mrr_to_as_trained"] = v["metrics"]["sampled"]["MRR"] / base if base else float("nan")
+    return {"name": f"torch-{quantization}", "quantization": quantization, "device": device,
+            "metrics": {p: r.metrics for p, r in res.items()}}
+
+
 def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], force: bool, *,
                  int8_scheme: str = "smooth", smooth_alpha: float | None = None, eval_batch: int = 64,
                  device: str = "cpu") -> dict:
@@ -84,6 +101,9 @@ def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], 
         record(tmp)
         variants = present(tmp)
         quality = {**measure_quality(tmp, variants, eval_batch, data, device), **info}
+        run_quant = info["merge"]["run_quantization"]
+        if run_quant != "none":
+            quality["as_trained"] = as_trained_quality(run, quality, data, eval_batch, device, run_quant)
         write_json(tmp / "quality.json", quality)
         with atomic_path(tmp / CARD) as card:
             card.write_text(model_card(manifest, str(out), [v.name for v in variants], quality))

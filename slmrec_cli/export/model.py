@@ -94,9 +94,11 @@ def merge_run(run: Path, device: str = "cpu") -> tuple[Recommender, dict]:
     """Merge a teacher/student run's LoRA into its base layers and fold the prompt into constants, on `device`. The
     base is loaded as the run trained on it (bfloat16 on CUDA, float32 on the CPU), then the whole model is cast to
     float32 and merged there: W + BA in fp32, the export's torch-fp32. `rec.merge_info` says how, for quality.json."""
-    from slmrec_cli.runs import load_model
+    from slmrec_cli.runs import load_model, run_quantization
 
-    cfg, model = load_model(run, device)
+    # an 8-bit or 4-bit run merges into its base loaded in full precision (the QLoRA convention); quality.json then
+    # compares the variants with the run as it trained (build.as_trained_quality)
+    cfg, model = load_model(run, device, quantization="none")
     check_exportable(cfg, run)
     base_dtype = str(next(model.decoder.parameters()).dtype).removeprefix("torch.")
     model.float()
@@ -113,7 +115,8 @@ def merge_run(run: Path, device: str = "cpu") -> tuple[Recommender, dict]:
     decoder.config.pad_token_id = decoder.config.bos_token_id = decoder.config.eos_token_id = None
     rec = Recommender(decoder, prefix, suffix, model.up, model.down, model.id_table, model.cfg.max_len).eval()
     rec.merge_info = {"device": str(torch.device(device)), "base_loaded_as": base_dtype, "merged_in": "float32",
-                      "run_trained_on": run_device(run), "run_precision": cfg.get("precision")}
+                      "run_trained_on": run_device(run), "run_precision": cfg.get("precision"),
+                      "run_quantization": run_quantization(cfg)}
     return rec, cfg
 
 
