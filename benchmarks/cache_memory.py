@@ -132,8 +132,11 @@ def main() -> None:
     result = {"examples": n, "cache_gib": round(size / 2**30, 2), "runs": [*records, cached, alone],
               "rss_anon_difference_gib": round(cached["peak_rss_anon_gib"] - alone["peak_rss_anon_gib"], 3),
               "target_gib": 2.0, "threads": os.environ.get("OMP_NUM_THREADS")}
+    result["target_met"] = result["rss_anon_difference_gib"] <= 2.0
     (out / "cache_memory.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
+    if not result["target_met"]:
+        raise SystemExit("cache_memory: the cached run's peak RssAnon is more than 2 GiB above the run without it")
 
 
 if __name__ == "__main__":

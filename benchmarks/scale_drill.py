@@ -143,11 +143,18 @@ def main() -> None:
               "total_wall_s": round(sum(st["wall_s"] for st in stages), 1),
               "cached_distill_peak_over_teacher_peak": round(cached["peak_rss_gib"] / teacher["peak_rss_gib"], 3),
               "machine": {"cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS")}}
+    result["targets"] = {"total_wall_s": 45 * 60, "cached_distill_peak_over_teacher_peak": 0.75}
+    result["targets_met"] = {"total_wall_s": result["total_wall_s"] < 45 * 60,
+                             "cached_distill_peak_over_teacher_peak": result["cached_distill_peak_over_teacher_peak"]
+                             < 0.75}
     (out / "scale.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "scale.md").write_text(table(stages) + "\n")
     print(table(stages))
     print(f"total {result['total_wall_s']:.0f} s; cached distill peak / teacher peak "
-          f"{result['cached_distill_peak_over_teacher_peak']}")
+          f"{result['cached_distill_peak_over_teacher_peak']}; targets met: {result['targets_met']}")
+    if not a.small and not all(result["targets_met"].values()):
+        raise SystemExit("scale_drill: a target was not met (under 45 minutes; cached distill under 0.75 x the "
+                         "teacher's peak RSS)")
 
 
 if __name__ == "__main__":
