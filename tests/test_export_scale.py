@@ -242,12 +242,13 @@ def test_merge_runs_where_the_run_trained_and_in_fp32(exported, tmp_path, monkey
 
     _, run, _, result = exported
     assert result["quality"]["merge"] == {"device": "cpu", "base_loaded_as": "float32", "merged_in": "float32",
-                                          "run_trained_on": "cpu", "run_precision": "fp32"}
+                                          "run_trained_on": "cpu", "run_precision": "fp32",
+                                          "run_quantization": "none"}
     ref, _ = merge_run(run)
     real = runs_mod.load_model
 
-    def bf16_load(path, device="cpu"):
-        cfg, model = real(path, device)
+    def bf16_load(path, device="cpu", quantization="run"):
+        cfg, model = real(path, device, quantization)
         model.decoder.to(torch.bfloat16)  # what load_backbone gives on CUDA
         return cfg, model
 
