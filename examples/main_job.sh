@@ -6,8 +6,8 @@
 # Sizes are picked for the CPU budget: the teacher trains 2 epochs of causal targets, the student (whose epochs cost
 # half the teacher's: 4 layers, the teacher's features cached) 3, both at lr 3e-3, better than the default 1e-3 on
 # validation for so short a schedule (docs/findings.md). The student's teacher cache is stored in fp32: it is 20 MB here
-# (bf16, the default, is for caches of gigabytes), and bf16 storage cost this short schedule 0.24 points of validation
-# MRR (docs/findings.md, "The main job"). benchmarks/paper_study.sh runs the study (the defaults: lr
+# (bf16, the default, is for caches of gigabytes) and keeps the live teacher's features exactly. benchmarks/paper_study.sh
+# runs the study (the defaults: lr
 # 1e-3, up to 6 epochs, early stopping on validation).
 # Re-running skips finished stages and resumes interrupted ones.
 set -euo pipefail
