@@ -21,3 +21,15 @@ def shared_export(tiny_runs, tmp_path_factory) -> tuple:
                                                bench=True, batch_sizes=[1, 4], threads=1, min_seconds=0.0))
         _BUILT["export"] = (data, run, out, result)
     return _BUILT["export"]
+
+
+def histories(n_items, batch=5, length=8, seed=1):
+    """Random left-padded histories [batch, length] of item ids 1..n_items, each with its own amount of padding."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(seed)
+    items = rng.integers(1, n_items + 1, size=(batch, length))
+    for row in range(batch):
+        items[row, : rng.integers(0, length - 1)] = 0
+    return torch.from_numpy(items)

@@ -7,20 +7,12 @@ import torch
 from slmrec_cli.export.model import load_export, merge_run
 from slmrec_cli.runs import load_model
 from tests.helpers import run_cli
-from tests.shared_export import shared_export
+from tests.shared_export import histories, shared_export
 
 
 @pytest.fixture(scope="module")
 def exported(tiny_runs, tmp_path_factory):
     return shared_export(tiny_runs, tmp_path_factory)
-
-
-def histories(n_items, batch=5, length=8, seed=1):
-    rng = np.random.default_rng(seed)
-    items = rng.integers(1, n_items + 1, size=(batch, length))
-    for row in range(batch):
-        items[row, : rng.integers(0, length - 1)] = 0
-    return torch.from_numpy(items)
 
 
 def test_merged_equals_unmerged(exported):

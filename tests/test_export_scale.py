@@ -11,7 +11,7 @@ import torch
 
 from slmrec_cli.errors import SlmrecError
 from tests.helpers import run_cli
-from tests.shared_export import shared_export
+from tests.shared_export import histories, shared_export
 
 ONNX = {"onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx", "onnx-int4": "model.int4.onnx",
         "onnx-fp16": "model.fp16.onnx"}
@@ -38,14 +38,6 @@ def external(exported, tmp_path_factory):
     finally:
         mp.undo()
     return out, result
-
-
-def histories(n_items, batch=6, length=9, seed=7):
-    rng = np.random.default_rng(seed)
-    items = rng.integers(1, n_items + 1, size=(batch, length))
-    for row in range(batch):
-        items[row, : rng.integers(0, length - 1)] = 0
-    return torch.from_numpy(items)
 
 
 def test_save_onnx_decides_by_the_size_of_the_tensors(tmp_path, monkeypatch):
@@ -102,7 +94,7 @@ def test_every_onnx_variant_past_the_threshold_has_external_data_and_scores_the_
     manifest = json.loads((out / "config.json").read_text())
     sums = json.loads((out / "checksums.json").read_text())["sha256"]
     n_items = manifest["n_items"]
-    x = histories(n_items)
+    x = histories(n_items, batch=6, length=9, seed=7)
     for variant, name in ONNX.items():
         data = out / f"{name}.data"
         assert data.is_file() and data.stat().st_mode & 0o044 == (out / name).stat().st_mode & 0o044, variant
@@ -256,7 +248,7 @@ def test_merge_runs_where_the_run_trained_and_in_fp32(exported, tmp_path, monkey
     rec, _ = merge_run(run)
     assert rec.merge_info["base_loaded_as"] == "bfloat16" and rec.merge_info["merged_in"] == "float32"
     assert {p.dtype for p in rec.parameters()} == {torch.float32} and rec.decoder.config.dtype == torch.float32
-    x = histories(rec.id_table.shape[0] - 1)
+    x = histories(rec.id_table.shape[0] - 1, batch=6, length=9, seed=7)
     with torch.no_grad():  # the bf16-rounded base, merged in fp32: close to the fp32 merge, not equal
         a, b = rec.score_all(x), ref.score_all(x)
     assert (a - b).abs().max() <= 0.05 * b.abs().max()
@@ -283,7 +275,7 @@ def test_iobinding_and_node_placement_on_the_cpu(exported):
     _, _, out, _ = exported
     manifest = json.loads((out / "config.json").read_text())
     sess = session(out / "model.onnx", threads=1)
-    x = histories(manifest["n_items"])
+    x = histories(manifest["n_items"], batch=6, length=9, seed=7)
     plain, bound = onnx_scorer(sess), onnx_scorer(sess, io_binding=True)
     assert torch.equal(plain(x), bound(x)) and bound.session is sess
     placed = node_placement(sess)

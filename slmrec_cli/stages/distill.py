@@ -105,12 +105,12 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
         key = cache_key(t_hash, data.content_hash, targets, student_cfg.max_len, pairs,
                         cached_positions(opts, targets == "causal"), cfg.teacher_cache_dtype, precision_of(acc),
                         t_quant)
-        n_examples = LLMRecTask(_Shape(student_cfg), data, targets).n_examples
-        cache = open_cache(cfg.teacher_cache, key, n_examples)
+        examples = LLMRecTask(_Shape(student_cfg), data, targets)  # the examples' layout (teacher's = student's)
+        cache = open_cache(cfg.teacher_cache, key, examples.n_examples)
         if cache is None:
             teacher = load_llmrec_run(cfg.teacher, tcfg, device, t_quant)
             # every process computes its share of the batches into the one file (docs/scaling.md)
-            cache = load_or_build(cfg.teacher_cache, key, LLMRecTask(teacher, data, targets),
+            cache = load_or_build(cfg.teacher_cache, key, examples,
                                   partial(block_states, teacher, pairs=pairs, positions=key["positions"]),
                                   cfg.llm.eval_batch, device, acc.autocast, rank=acc.process_index,
                                   world=acc.num_processes, barrier=acc.wait_for_everyone)
