@@ -138,3 +138,28 @@ def test_sign_test_is_the_binomial_tail():
     assert sign_test(4, 5) == pytest.approx(6 / 32)
     assert sign_test(3, 3) == pytest.approx(1 / 8)
     assert sign_test(0, 4) == pytest.approx(1.0)
+
+
+def test_kept_records_regenerate_the_same_report(study, tmp_path, capsys):
+    """benchmarks/keep_records.py keeps only JSON (no weights), and the report from those records equals the one
+    from the run directories, line for line but the header that names them."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    dest = tmp_path / "records"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "keep_records.py"), str(study), str(dest)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    names = ("sasrec", "t4", "t2", "s2", "s2-cos", "t2-seed1", "s2-seed1")
+    assert all((dest / n / "config.json").exists() for n in names)
+    kept = {p.suffix for p in dest.rglob("*") if p.is_file()}
+    assert kept <= {".json", ".jsonl"}, kept  # no weights, checkpoints or caches
+    reports = []
+    for where in (study, dest):
+        out = tmp_path / where.name / "results.md"
+        code, _, err = run_cli(["report", *(where / n for n in names), "--out", out], capsys)
+        assert code == 0, err
+        reports.append(out.read_text().split("\n", 3)[3])
+    assert reports[0] == reports[1]
