@@ -163,3 +163,18 @@ def test_kept_records_regenerate_the_same_report(study, tmp_path, capsys):
         assert code == 0, err
         reports.append(out.read_text().split("\n", 3)[3])
     assert reports[0] == reports[1]
+
+
+def test_inference_cost_is_not_compared_across_thread_counts(study, tmp_path, capsys):
+    """A student and teacher timed under different settings (their training processes' threads) get no ratio."""
+    import shutil
+
+    for name in ("sasrec", "t4", "s2"):
+        shutil.copytree(study / name, tmp_path / name)
+    eff = tmp_path / "s2" / "efficiency.json"
+    eff.write_text(json.dumps({**json.loads(eff.read_text()), "device": "cpu (7 threads)"}))
+    out = tmp_path / "results.md"
+    code, _, err = run_cli(["report", *(tmp_path / n for n in ("sasrec", "t4", "s2")), "--out", out], capsys)
+    assert code == 0, err
+    line = next(x for x in out.read_text().splitlines() if "costs about half its teacher" in x)
+    assert "**not compared**" in line and "cpu (7 threads)" in line and "×" not in line

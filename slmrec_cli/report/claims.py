@@ -92,8 +92,12 @@ def pair_claims(student: Run, runs: list[Run], precondition: bool = True) -> lis
     teacher, base = teacher_of(student, runs), no_kd(student, runs)
     if teacher:
         out.append(_compare(student, teacher, f"{label(student)} is at least as good as its teacher {label(teacher)}"))
-        if student.efficiency and teacher.efficiency:
-            s, t = student.efficiency, teacher.efficiency
+        s, t = student.efficiency, teacher.efficiency
+        if s and t and s.get("device") != t.get("device"):  # e.g. one thread against two: no ratio to read
+            out.append(f"- {label(student)} costs about half its teacher at inference: **not compared** — timed on "
+                       f"{s.get('device')} and {t.get('device')} in their training processes; "
+                       "`benchmarks/efficiency.py` times both in one process.")
+        elif s and t:
             inf = s["inference_seconds"] / t["inference_seconds"]
             par = s["params"]["inference"] / t["params"]["inference"]
             verdict = "holds" if inf <= 0.6 else "does not hold"
