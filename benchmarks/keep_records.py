@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+from slmrec_cli.io import atomic_dir
 
 FILES = ["config.json", "checksums.json", "efficiency.json", "train_log.jsonl"]
 GLOBS = ["eval/*.json", "probe/*.json"]
@@ -24,19 +25,14 @@ def keep(run: Path, dest: Path) -> bool:
     """Copy one run's records to dest/<run name>; False when the run is not finished (no metrics yet)."""
     if not (run / "config.json").exists() or not list(run.glob("eval/*.json")):
         return False
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{run.name}-", dir=dest))
-    for name in FILES:
-        if (run / name).exists():
-            shutil.copy2(run / name, tmp / name)
-    for pattern in GLOBS:
-        for f in sorted(run.glob(pattern)):
-            (tmp / f.parent.name).mkdir(exist_ok=True)
-            shutil.copy2(f, tmp / f.parent.name / f.name)
-    target = dest / run.name
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    with atomic_dir(dest / run.name) as tmp:
+        for name in FILES:
+            if (run / name).exists():
+                shutil.copy2(run / name, tmp / name)
+        for pattern in GLOBS:
+            for f in sorted(run.glob(pattern)):
+                (tmp / f.parent.name).mkdir(exist_ok=True)
+                shutil.copy2(f, tmp / f.parent.name / f.name)
     return True
 
 

@@ -34,10 +34,12 @@ def user_ranks(run: Path, split: str, protocol: str, batch: int) -> tuple[np.nda
 
 def paired(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict[str, float]:
     """MRR difference (points) of two rank arrays over the same users, with a paired bootstrap 95% interval."""
+    from slmrec_cli.evaluation.ranking import paired_bootstrap
+
     ra, rb = 1.0 / (a.astype(np.float64) + 1), 1.0 / (b.astype(np.float64) + 1)
     d = ra - rb
-    idx = np.random.default_rng(seed).integers(0, d.size, size=(resamples, d.size))
-    boot = d[idx].mean(1)
+    ma, mb = paired_bootstrap(a, b, resamples, seed)
+    boot = ma - mb
     lo, hi = np.quantile(boot, [0.025, 0.975])
     return {"mrr_a": 100 * ra.mean(), "mrr_b": 100 * rb.mean(), "diff": 100 * d.mean(),
             "lo": 100 * lo, "hi": 100 * hi, "se": 100 * d.std(ddof=1) / np.sqrt(d.size),

@@ -7,10 +7,10 @@
 # half the teacher's: 4 layers, the teacher's features cached) 6 on a CPU that computes bf16 natively (AVX-512 BF16
 # or AMX, where the LLM stages train in bf16 at about half the time) and 3 elsewhere, both at lr 3e-3, better than
 # the default 1e-3 on validation for so short a schedule; 6 student epochs beat 3 on validation in each of 3 seeds,
-# and a longer teacher did not help (docs/findings.md, "The main job"). The student's teacher cache is stored in fp32: it is 20 MB here
-# (bf16, the default, is for caches of gigabytes) and keeps the live teacher's features exactly. benchmarks/paper_study.sh
-# runs the study (the defaults: lr
-# 1e-3, up to 6 epochs, early stopping on validation).
+# and a longer teacher did not help (docs/findings.md, "The main job"). The student's teacher cache is stored in
+# fp32: it is 20 MB here (bf16, the default, is for caches of gigabytes) and keeps the live teacher's features
+# exactly. benchmarks/paper_study.sh runs the study (the defaults: lr 1e-3, up to 6 epochs, early stopping on
+# validation).
 # Re-running skips finished stages and resumes interrupted ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +22,8 @@ if [ -z "${STUDENT_EPOCHS:-}" ]; then  # the test of `--mixed-precision auto` on
 raise SystemExit(not (ok() and bf16()))"; then STUDENT_EPOCHS=6; why="native bf16"; else STUDENT_EPOCHS=3; why="fp32"; fi
   echo "== this CPU trains the LLM stages in $why: the student gets $STUDENT_EPOCHS epochs (set STUDENT_EPOCHS to choose)"
 fi
-# the LLM stages validate once, at the end: a 2- or 3-epoch cosine schedule ends at its best (every epoch of the
-# trials in docs/findings.md improved on the one before), and each validation pass costs 10-20 s here
+# the LLM stages validate once, at the end: their short cosine schedules end at their best (in the trials of
+# docs/findings.md each added epoch improved validation), and each validation pass costs 10-20 s here
 ONCE=100000
 start=$SECONDS
 took() { echo "== $1: $((SECONDS - start)) s since the start"; }

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ def test_the_interval_is_paired_and_in_points():
 def test_scores_the_runs_as_their_metrics_files(tiny_runs):
     _, sasrec, teacher = tiny_runs
     done = subprocess.run([sys.executable, str(SCRIPT), str(teacher), str(sasrec)], capture_output=True, text=True,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     mrr = {r: 100 * json.loads((r / "eval" / "test-sampled.json").read_text())["metrics"]["MRR"]
            for r in (sasrec, teacher)}

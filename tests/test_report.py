@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 
 import pytest
-from helpers import TEACHER_TINY, copy_runs, run_cli, student_run, teacher_run
+from helpers import REPO, TEACHER_TINY, copy_runs, run_cli, student_run, teacher_run
 
 from slmrec_cli.config.evaluate import ProbeConfig
 from slmrec_cli.config.train import TrainArgs
@@ -143,11 +146,6 @@ def test_sign_test_is_the_binomial_tail():
 def test_kept_records_regenerate_the_same_report(study, tmp_path, capsys):
     """benchmarks/keep_records.py keeps only JSON (no weights), and the report from those records equals the one
     from the run directories, line for line but the header that names them."""
-    import subprocess
-    import sys
-
-    from helpers import REPO
-
     dest = tmp_path / "records"
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "keep_records.py"), str(study), str(dest)],
                           capture_output=True, text=True)
@@ -167,8 +165,6 @@ def test_kept_records_regenerate_the_same_report(study, tmp_path, capsys):
 
 def test_inference_cost_is_not_compared_across_thread_counts(study, tmp_path, capsys):
     """A student and teacher timed under different settings (their training processes' threads) get no ratio."""
-    import shutil
-
     for name in ("sasrec", "t4", "s2"):
         shutil.copytree(study / name, tmp_path / name)
     eff = tmp_path / "s2" / "efficiency.json"

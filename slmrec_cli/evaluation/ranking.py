@@ -35,15 +35,21 @@ def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
     return {name: out[name] for name in METRIC_NAMES}
 
 
-def relative_mrr_ci(ranks: np.ndarray, base_ranks: np.ndarray, resamples: int = 2000, seed: int = 0,
-                    level: float = 0.95) -> tuple[float, float]:
-    """Paired bootstrap interval of MRR(ranks) / MRR(base_ranks): users are resampled with replacement and both models
-    are scored on the same resample, so the interval reflects how much the ratio moves with the choice of test users.
-    The two arrays must list the same users in the same order."""
+def paired_bootstrap(ranks: np.ndarray, base_ranks: np.ndarray, resamples: int = 2000,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' MRR on the same bootstrap resamples of the users ([resamples] each): users are drawn with
+    replacement and both models are scored on each draw. The two arrays must list the same users in the same order."""
     a, b = 1.0 / (np.asarray(ranks, dtype=np.float64) + 1), 1.0 / (np.asarray(base_ranks, dtype=np.float64) + 1)
     if a.shape != b.shape or a.size == 0:
-        raise SlmrecError(f"relative MRR needs the same users for both models ({a.size} vs {b.size} ranks)")
+        raise SlmrecError(f"a paired comparison needs the same users for both models ({a.size} vs {b.size} ranks)")
     idx = np.random.default_rng(seed).integers(0, a.size, size=(resamples, a.size))
-    ratios = a[idx].mean(1) / np.maximum(b[idx].mean(1), 1e-12)
-    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return a[idx].mean(1), b[idx].mean(1)
+
+
+def relative_mrr_ci(ranks: np.ndarray, base_ranks: np.ndarray, resamples: int = 2000, seed: int = 0,
+                    level: float = 0.95) -> tuple[float, float]:
+    """Paired bootstrap interval of MRR(ranks) / MRR(base_ranks) (paired_bootstrap), so the interval reflects how much
+    the ratio moves with the choice of test users."""
+    ma, mb = paired_bootstrap(ranks, base_ranks, resamples, seed)
+    lo, hi = np.quantile(ma / np.maximum(mb, 1e-12), [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
