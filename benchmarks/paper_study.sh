@@ -16,6 +16,8 @@
 # (t8-last: --targets last) and every prefix as a target at the same number of steps (t8-all: --targets all
 # --max-steps EPOCHS x steps of a --targets last epoch). They stay out of the report's tables.
 # `align` distills the student with --align all (D_cos, D_norm, L_ms at every real position; s4-align-all).
+# MS_SWEEP="0.1 0.01" adds to `ablation` the paper's loss with those λ_ms (s4-ms0.1, ...); SEED_STUDENTS="paper cos"
+# makes `seeds` rerun the D_cos-only student too (s4-cos-seed1, ...), not only the paper's loss (the default, "paper").
 # Sizes (env): EPOCHS=6 (LLM stages, each stopping early after 2 validations without a better valid MRR; EVAL_EVERY=0
 #   validates once per epoch, N every N steps), TEACHER_SEEDS="1 2" (those of SEEDS that also retrain the teacher,
 #   t8-seed1, ...), SASREC_PATIENCE=5, EVAL_BATCH=64, BASE=smollm2-135m, TEACHER=8, STUDENT=4,
@@ -88,6 +90,7 @@ if has ablation; then  # paper Table 4: which terms of Eq. 6 carry the gain
   student "s$N-cos" "$B" --lambda-norm 0 --lambda-ms 0 $(cache "$B") "$@"
   student "s$N-cos-norm" "$B" --lambda-ms 0 $(cache "$B") "$@"
   student "s$N-cos-ms" "$B" --lambda-norm 0 $(cache "$B") "$@"
+  for l in ${MS_SWEEP:-}; do student "s$N-ms$l" "$B" --lambda-ms "$l" $(cache "$B") "$@"; done  # the paper's λ3 range
 fi
 if has blocks; then  # paper Fig. 4: the number of aligned blocks
   for b in ${B_SWEEP:-1 2}; do  # a B that divides BLOCKS reads its teacher layers from the main cache
@@ -107,7 +110,13 @@ if has seeds; then  # seed noise: is the student's gain over the same depth more
   for s in ${SEEDS:-}; do
     if [[ " ${TEACHER_SEEDS-1 2} " == *" $s "* ]]; then teacher_as "t$M-seed$s" "$M" --seed "$s" "$@"; fi
     teacher_as "t$N-seed$s" "$N" --seed "$s" "$@"
-    student "s$N-seed$s" "$B" $(cache "$B") --seed "$s" "$@"
+    for v in ${SEED_STUDENTS:-paper}; do  # which students get the seed: the paper's loss, the cosine term alone
+      case $v in
+        paper) student "s$N-seed$s" "$B" $(cache "$B") --seed "$s" "$@" ;;
+        cos) student "s$N-cos-seed$s" "$B" --lambda-norm 0 --lambda-ms 0 $(cache "$B") --seed "$s" "$@" ;;
+        *) echo "SEED_STUDENTS: unknown student '$v' (paper, cos)" >&2; exit 2 ;;
+      esac
+    done
     if has pairs; then  # each pair's student and its depth alone, the pair's teacher kept
       for p in ${PAIRS:-4:2}; do
         teacher_as "t${p##*:}-seed$s" "${p##*:}" --seed "$s" "$@"

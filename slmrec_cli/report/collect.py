@@ -73,10 +73,12 @@ class Run:
 
 
 def terms_label(d: dict) -> str:
-    on = [name for key, name in TERMS if d.get(key)]
-    if len(on) == len(TERMS):
-        return ALL_TERMS
-    return "+ " + ", ".join(on) if on else "CE only"
+    """Which of the paper's terms a student used ('all three', '+ d_cos, l_ms', 'CE only'), with each weight that is
+    not the default (λ_ms = 0.1 in a λ sweep), so runs that differ by a weight never share a row or a label."""
+    on = [(key, name) for key, name in TERMS if d.get(key)]
+    terms = ALL_TERMS if len(on) == len(TERMS) else "+ " + ", ".join(n for _, n in on) if on else "CE only"
+    weights = [f"λ_{name.split('_')[1]}={d[key]:g}" for key, name in on if d[key] != getattr(DEFAULTS, key)]
+    return terms + (f", {', '.join(weights)}" if weights else "")
 
 
 def kd_label(d: dict) -> str:

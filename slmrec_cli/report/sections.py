@@ -128,7 +128,7 @@ def ablation(runs: list[Run]) -> str:
         rows.setdefault(terms_label(r.distill), (f"{terms_label(r.distill)} `{r.name}`", r))
     if len(rows) < 2:
         return MISSING
-    ordered = [rows[k] for k in ABLATION_ORDER if k in rows]
+    ordered = [rows[k] for k in (*ABLATION_ORDER, *sorted(set(rows) - set(ABLATION_ORDER))) if k in rows]
     rec = ordered[0][1].evals[("test", "sampled")]
     lines = [f"SLMRec {main.distill['student_layers']}←{main.distill['teacher_layers']}, B={main.distill['blocks']}, "
              f"{main.distill['mode']}, norm loss {main.distill['norm_loss']}; λ as set per run. " + protocol_line(rec),
