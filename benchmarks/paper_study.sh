@@ -68,6 +68,7 @@ pair() {
     --epochs "$EPOCHS" --patience 2 --eval-every "$EVAL_EVERY" --eval-batch "$EVAL_BATCH" --teacher-cache "$runs/t$tm/feature-cache-b$b" "$@"
 }
 cache() { echo "--teacher-cache $runs/t$M/feature-cache-b$1"; }
+cos=(--lambda-norm 0 --lambda-ms 0)  # the D_cos-only student: CE + (1 − D_cos)
 probe() {
   [ -f "$1/probe/test.json" ] || [[ $planned == *" $1/probe "* ]] && return
   planned+="$1/probe "
@@ -87,7 +88,7 @@ if has align; then  # causal targets: the alignment terms at every real position
   student "s$N-align-all" "$B" --align all --teacher-cache "$runs/t$M/feature-cache-all" "$@"
 fi
 if has ablation; then  # paper Table 4: which terms of Eq. 6 carry the gain
-  student "s$N-cos" "$B" --lambda-norm 0 --lambda-ms 0 $(cache "$B") "$@"
+  student "s$N-cos" "$B" "${cos[@]}" $(cache "$B") "$@"
   student "s$N-cos-norm" "$B" --lambda-ms 0 $(cache "$B") "$@"
   student "s$N-cos-ms" "$B" --lambda-norm 0 $(cache "$B") "$@"
   for l in ${MS_SWEEP:-}; do student "s$N-ms$l" "$B" --lambda-ms "$l" $(cache "$B") "$@"; done  # the paper's λ3 range
@@ -113,7 +114,7 @@ if has seeds; then  # seed noise: is the student's gain over the same depth more
     for v in ${SEED_STUDENTS:-paper}; do  # which students get the seed: the paper's loss, the cosine term alone
       case $v in
         paper) student "s$N-seed$s" "$B" $(cache "$B") --seed "$s" "$@" ;;
-        cos) student "s$N-cos-seed$s" "$B" --lambda-norm 0 --lambda-ms 0 $(cache "$B") --seed "$s" "$@" ;;
+        cos) student "s$N-cos-seed$s" "$B" "${cos[@]}" $(cache "$B") --seed "$s" "$@" ;;
         *) echo "SEED_STUDENTS: unknown student '$v' (paper, cos)" >&2; exit 2 ;;
       esac
     done
