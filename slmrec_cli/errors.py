@@ -11,9 +11,11 @@ class SlmrecError(Exception):
 
 
 class Interrupted(Exception):
-    """Training stopped by Ctrl-C after saving a checkpoint. Exit code 130."""
+    """Training stopped by Ctrl-C or SIGTERM after saving a checkpoint. Exit code 130 (SIGINT) or 143 (SIGTERM)."""
 
-    exit_code = 130
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def first_line(e: BaseException) -> str:

@@ -67,10 +67,12 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny, uninterrupted):
     assert (out / "train_log.jsonl").read_text() == (uninterrupted / "train_log.jsonl").read_text()
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny, uninterrupted, capsys):
-    out = tiny.parent / "ctrl-c"
-    code, err = start_then_signal(tiny, out, signal.SIGINT)
-    assert code == 130, err
+@pytest.mark.parametrize(("sig", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_exits(tiny, uninterrupted, capsys, sig, exit_code):
+    """Ctrl-C, and the SIGTERM a scheduler sends before it kills a job: a checkpoint, one line, 128 + the signal."""
+    out = tiny.parent / f"stopped-{sig.name}"
+    code, err = start_then_signal(tiny, out, sig)
+    assert code == exit_code, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted: stopped at step") and "--resume" in last

@@ -77,29 +77,34 @@ def optimizer_steps(n_batches: int, grad_accum: int) -> int:
 
 
 class _StopFlag:
-    """Ctrl-C asks the loop to stop at the next optimizer step, save a checkpoint and exit cleanly."""
+    """Ctrl-C (SIGINT), or the SIGTERM a scheduler (SLURM, Kubernetes, systemd) sends before it kills a job, asks the
+    loop to stop at the next optimizer step, save a checkpoint and exit cleanly (130 or 143, 128 + the signal)."""
 
     requested = False
+    signum = signal.SIGINT
 
     def __enter__(self):
-        _StopFlag.requested = False
-        self.prev = signal.getsignal(signal.SIGINT)
+        _StopFlag.requested, _StopFlag.signum = False, signal.SIGINT
+        self.prev = {}
 
         def handler(signum, frame):
-            if _StopFlag.requested:  # second Ctrl-C: stop now
+            if _StopFlag.requested:  # second signal: stop now
                 raise KeyboardInterrupt
-            _StopFlag.requested = True
-            ui.info("[yellow]interrupt: saving a checkpoint after this step (Ctrl-C again to abort)[/]")
+            _StopFlag.requested, _StopFlag.signum = True, signum
+            ui.info(f"[yellow]{signal.Signals(signum).name}: saving a checkpoint after this step "
+                    "(send it again to abort)[/]")
 
         try:
-            signal.signal(signal.SIGINT, handler)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.prev[sig] = signal.getsignal(sig)
+                signal.signal(sig, handler)
         except ValueError:  # not the main thread
-            self.prev = None
+            self.prev = {}
         return self
 
     def __exit__(self, *exc):
-        if self.prev is not None:
-            signal.signal(signal.SIGINT, self.prev)
+        for sig, prev in self.prev.items():
+            signal.signal(sig, prev)
 
 
 def request_stop() -> None:
@@ -275,7 +280,7 @@ class _Fit:
                 if _stop_agreed(self.acc):
                     st.train_seconds += time.monotonic() - t0
                     self.checkpoint()
-                    raise Interrupted(f"stopped at step {st.step}; continue with --resume")
+                    raise Interrupted(f"stopped at step {st.step}; continue with --resume", 128 + _StopFlag.signum)
                 if st.step >= self.total:  # --max-steps reached inside the epoch
                     break
         st.train_seconds += time.monotonic() - t0
