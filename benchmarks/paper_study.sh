@@ -16,9 +16,9 @@
 # (t8-last: --targets last) and every prefix as a target at the same number of steps (t8-all: --targets all
 # --max-steps EPOCHS x steps of a --targets last epoch). They stay out of the report's tables.
 # `align` distills the student with --align all (D_cos, D_norm, L_ms at every real position; s4-align-all).
-# MS_SWEEP="0.1 0.01" adds to `ablation` the paper's loss with those λ_ms (s4-ms0.1, ...); SEED_STUDENTS="paper cos"
-# makes `seeds` rerun the D_cos-only student too (s4-cos-seed1, ...), not only the paper's loss (the default, "paper");
-# "ms0.1" there reruns the paper's loss with λ_ms = 0.1 (s4-ms0.1-seed1, ...).
+# MS_SWEEP="1 0.01" adds to `ablation` the paper's loss with the paper's other λ_ms values (s4-ms1, ...; the default
+# is 0.1); SEED_STUDENTS="paper cos" makes `seeds` rerun the D_cos-only student too (s4-cos-seed1, ...), not only the
+# paper's loss (the default, "paper"); "ms1" there reruns the paper's loss with λ_ms = 1 (s4-ms1-seed1, ...).
 # Sizes (env): EPOCHS=6 (LLM stages, each stopping early after 2 validations without a better valid MRR; EVAL_EVERY=0
 #   validates once per epoch, N every N steps), TEACHER_SEEDS="1 2" (those of SEEDS that also retrain the teacher,
 #   t8-seed1, ...), SASREC_PATIENCE=5, EVAL_BATCH=64, BASE=smollm2-135m, TEACHER=8, STUDENT=4,
@@ -117,7 +117,7 @@ if has seeds; then  # seed noise: is the student's gain over the same depth more
         paper) student "s$N-seed$s" "$B" $(cache "$B") --seed "$s" "$@" ;;
         cos) student "s$N-cos-seed$s" "$B" "${cos[@]}" $(cache "$B") --seed "$s" "$@" ;;
         ms?*) student "s$N-$v-seed$s" "$B" --lambda-ms "${v#ms}" $(cache "$B") --seed "$s" "$@" ;;  # λ_ms, as MS_SWEEP
-        *) echo "SEED_STUDENTS: unknown student '$v' (paper, cos, ms<λ> such as ms0.1)" >&2; exit 2 ;;
+        *) echo "SEED_STUDENTS: unknown student '$v' (paper, cos, ms<λ> such as ms1)" >&2; exit 2 ;;
       esac
     done
     if has pairs; then  # each pair's student and its depth alone, the pair's teacher kept

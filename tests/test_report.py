@@ -111,7 +111,7 @@ def test_a_later_option_at_its_default_does_not_split_a_setting(tmp_path):
 def test_students_with_l_kd_are_labelled_apart_from_the_papers_loss():
     from slmrec_cli.report.collect import kd_label
 
-    paper = {"lambda_cos": 1.0, "lambda_norm": 0.1, "lambda_ms": 1.0}
+    paper = {"lambda_cos": 1.0, "lambda_norm": 0.1, "lambda_ms": 0.1}
     assert kd_label(paper) == ""
     assert kd_label({**paper, "lambda_kd": 1.0, "kd_temperature": 2.0}) == "+ L_kd λ=1, τ=2"
     alone = {"lambda_cos": 0.0, "lambda_norm": 0.0, "lambda_ms": 0.0, "lambda_kd": 0.5, "kd_temperature": 1.0}

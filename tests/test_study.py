@@ -24,7 +24,7 @@ def study(data, root, **env):
 def test_paper_study_runs_every_part_and_resumes(tmp_path, capsys):
     data, root = make_dataset(tmp_path), tmp_path / "study"
     every = {"STAGES": "core align ablation blocks online full sweep pairs seeds kd levers", "KD_TAU": "2",
-             "LEVER_LRS": "2e-3", "MS_SWEEP": "0.1", "SEED_STUDENTS": "paper cos ms0.1"}
+             "LEVER_LRS": "2e-3", "MS_SWEEP": "1", "SEED_STUDENTS": "paper cos ms1"}
     plan = study(data, root, DRY_RUN="1", **every)
     assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-3000:]
     commands = [shlex.split(line) for line in plan.stdout.splitlines() if line.startswith("slmrec ")]
@@ -36,7 +36,7 @@ def test_paper_study_runs_every_part_and_resumes(tmp_path, capsys):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     runs = root / "runs"
     expected = ["sasrec", "t4", "t2", "t1", "s2", "s2-align-all", "t4-seed1", "s2-cos", "s2-cos-norm", "s2-cos-ms",
-                "s2-ms0.1", "s2-cos-seed1", "s2-ms0.1-seed1", "s2-b1", "s2-online",
+                "s2-ms1", "s2-cos-seed1", "s2-ms1-seed1", "s2-b1", "s2-online",
                 "s1-from-t2", "t2-seed1", "s2-seed1", "t1-seed1", "s1-from-t2-seed1",
                 "s1-from-t2-kd", "s1-from-t2-kdonly", "s1-from-t2-kd-seed1", "s1-from-t2-kdonly-seed1"]
     for name in expected:
@@ -48,11 +48,12 @@ def test_paper_study_runs_every_part_and_resumes(tmp_path, capsys):
     assert "`s1-from-t2`, `s1-from-t2-seed1`" in report  # and so is the pair's
     assert "No runs for this" not in report
     # a λ_ms sweep is labelled by its weight, never read as the paper's loss; the D_cos student's seed joins its row
-    assert json.loads((runs / "s2-ms0.1" / "config.json").read_text())["distill"]["lambda_ms"] == 0.1
-    assert "| SLMRec 2←4 (all three, λ_ms=0.1; B=2) `s2-ms0.1` |" in report
-    assert "| all three, λ_ms=0.1 `s2-ms0.1` |" in report  # its own row of the terms' table
+    assert json.loads((runs / "s2" / "config.json").read_text())["distill"]["lambda_ms"] == 0.1  # the default
+    assert json.loads((runs / "s2-ms1" / "config.json").read_text())["distill"]["lambda_ms"] == 1.0
+    assert "| SLMRec 2←4 (all three, λ_ms=1; B=2) `s2-ms1` |" in report
+    assert "| all three, λ_ms=1 `s2-ms1` |" in report  # its own row of the terms' table
     assert "`s2-cos`, `s2-cos-seed1`" in report
-    assert "`s2-ms0.1`, `s2-ms0.1-seed1`" in report
+    assert "`s2-ms1`, `s2-ms1-seed1`" in report
     assert "aligned at every position" in report and "![learning curves]" in report
     # the kd stage (opt-in): L_kd added to the paper's loss and alone, each seed folded into its setting's row
     added = json.loads((runs / "s1-from-t2-kd-seed1" / "config.json").read_text())
