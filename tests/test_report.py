@@ -70,6 +70,9 @@ def test_report_has_every_section_and_plot(study, capsys):
     assert "| SLMRec 2←4 (B=2) | `s2`, `s2-seed1` | 42, 1 |" in text
     assert "(E4SRec-2), seed by seed: **" in claims and "seed 1 " in claims and "seed 42 " in claims
     assert "sign test p = 0.25" in claims or "sign test p = 0.75" in claims or "sign test p = 1.00" in claims
+    assert claims.count("(E4SRec-2), seed by seed: **") == 2 and "** — valid MRR; sampled: ahead in " in claims
+    # the student's seeds against its one teacher, on their means
+    assert "its teacher E4SRec-4 (full depth), test MRR % (mean over seeds): **" in claims and "(1 seed)" in claims
     # the precondition on validation, over seeds, and each LLM model against SASRec
     assert "(E4SRec-2), valid MRR % (mean over seeds): **" in claims and "(2 seeds)" in claims
     assert "E4SRec-2 is at least as good as SASRec, test MRR % (mean over seeds): **" in claims

@@ -14,8 +14,8 @@ from slmrec_cli.report.sections import (
 )
 
 
-def _mrr(run: Run, protocol: str) -> float | None:
-    return run.metric("MRR", protocol)
+def _mrr(run: Run, protocol: str, split: str = "test") -> float | None:
+    return run.metric("MRR", protocol, split)
 
 
 def _compare(a: Run, b: Run, what: str) -> str:
@@ -57,17 +57,17 @@ def _compare_means(a: Run, b: Run, what: str, split: str, at_least: bool = False
             f"`{b.name}` {y[1]} ({seeds[1]}).")
 
 
-def by_seed(run: Run, protocol: str) -> dict[int, float]:
-    """Test MRR of the run and its replicates (runs differing only by seed), by seed."""
-    return {r.seed: m for r in (run, *run.replicates) if (m := _mrr(r, protocol)) is not None}
+def by_seed(run: Run, protocol: str, split: str = "test") -> dict[int, float]:
+    """MRR on `split` of the run and its replicates (runs differing only by seed), by seed."""
+    return {r.seed: m for r in (run, *run.replicates) if (m := _mrr(r, protocol, split)) is not None}
 
 
-def _compare_seeds(a: Run, b: Run, what: str) -> str:
-    """'a ≥ b' seed by seed (paired), when both settings were run with at least two common seeds; a seed counts
-    as a win when a ≥ b under every protocol both have."""
+def _compare_seeds(a: Run, b: Run, what: str, split: str = "test") -> str:
+    """'a ≥ b' seed by seed (paired) on `split`, when both settings were run with at least two common seeds; a seed
+    counts as a win when a ≥ b under every protocol both have."""
     parts, ahead, n = [], None, 0
     for protocol in ("sampled", "full"):
-        x, y = by_seed(a, protocol), by_seed(b, protocol)
+        x, y = by_seed(a, protocol, split), by_seed(b, protocol, split)
         common = sorted(set(x) & set(y))
         if len(common) < 2:
             continue
@@ -82,7 +82,7 @@ def _compare_seeds(a: Run, b: Run, what: str) -> str:
         return ""
     verdict = ("holds in every seed" if len(ahead) == n else "does not hold" if not ahead
                else f"holds in {len(ahead)} of {n} seeds")
-    return f"- {what}, seed by seed: **{verdict}** — test MRR; {'; '.join(parts)}."
+    return f"- {what}, seed by seed: **{verdict}** — {split} MRR; {'; '.join(parts)}."
 
 
 def pair_claims(student: Run, runs: list[Run], precondition: bool = True) -> list[str]:
@@ -91,7 +91,10 @@ def pair_claims(student: Run, runs: list[Run], precondition: bool = True) -> lis
     out = []
     teacher, base = teacher_of(student, runs), no_kd(student, runs)
     if teacher:
-        out.append(_compare(student, teacher, f"{label(student)} is at least as good as its teacher {label(teacher)}"))
+        what = f"{label(student)} is at least as good as its teacher {label(teacher)}"
+        out.append(_compare(student, teacher, what))
+        if student.replicates:  # the student's seeds (each distilled from this teacher) against the teacher's
+            out.append(_compare_means(student, teacher, what, "test", at_least=True))
         s, t = student.efficiency, teacher.efficiency
         if s and t and s.get("device") != t.get("device"):  # e.g. one thread against two: no ratio to read
             out.append(f"- {label(student)} costs about half its teacher at inference: **not compared** — timed on "
@@ -110,7 +113,8 @@ def pair_claims(student: Run, runs: list[Run], precondition: bool = True) -> lis
         out += [_compare(teacher, base, what), _compare_means(teacher, base, what, "valid")]
     if base:
         what = f"Distillation beats the same depth trained without it ({label(base)})"
-        out += [_compare(student, base, what), _compare_seeds(student, base, what)]
+        out += [_compare(student, base, what), _compare_seeds(student, base, what),
+                _compare_seeds(student, base, what, "valid")]  # 4 of 5 seeds is no proof alone: validation too
     return out
 
 
