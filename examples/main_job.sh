@@ -3,28 +3,31 @@
 # each stage prints its time):
 #   install → prepare → SASRec ids → 8-layer teacher → per-layer probe → 4-layer student distilled from it
 #   → side-by-side evaluation and report → export (ONNX + int8) → one recommendation.
-# Sizes are picked for the CPU budget: the teacher trains 2 epochs of causal targets, the student (whose epochs cost
-# half the teacher's: 4 layers, the teacher's features cached) 6 on a CPU that computes bf16 natively (AVX-512 BF16
-# or AMX, where the LLM stages train in bf16 at about half the time) and 3 elsewhere, both at lr 3e-3, better than
-# the default 1e-3 on validation for so short a schedule; 6 student epochs beat 3 on validation in each of 3 seeds,
-# and a longer teacher did not help (docs/findings.md, "The main job"). The student's teacher cache is stored in
-# fp32: it is 20 MB here (bf16, the default, is for caches of gigabytes) and keeps the live teacher's features
-# exactly. benchmarks/paper_study.sh runs the study (the defaults: lr 1e-3, up to 6 epochs, early stopping on
-# validation).
+# The schedule follows the CPU. Where it computes bf16 natively (AVX-512 BF16 or AMX: the LLM stages train in bf16
+# at about half the time) the job runs the study's schedule at the defaults: both LLM stages up to 6 epochs at lr 1e-3,
+# validated every epoch, stopping early after 2 validations without a better one (SCHEDULE=study; about 11 minutes on
+# 2 such cores). Elsewhere it runs a short one that fits 15 minutes in fp32: the teacher 2 epochs, the student 3, both
+# at lr 3e-3 (better than 1e-3 on validation for so short a schedule), validated once at the end (SCHEDULE=short).
+# docs/findings.md, "The main job", has what each gave. The student's teacher cache is stored in fp32: it is 20 MB
+# here (bf16, the default, is for caches of gigabytes) and keeps the live teacher's features exactly.
+# benchmarks/paper_study.sh runs the whole study.
 # Re-running skips finished stages and resumes interrupted ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-TEACHER_EPOCHS=${TEACHER_EPOCHS:-2}; LLM_LR=${LLM_LR:-3e-3}
-if [ -z "${STUDENT_EPOCHS:-}" ]; then  # the test of `--mixed-precision auto` on this CPU: bf16 when native and allowed
+if [ -z "${SCHEDULE:-}" ]; then  # the test of `--mixed-precision auto` on this CPU: bf16 when native and allowed
   if python -c "from slmrec_cli.train.accelerator import cpu_auto_bf16_allowed as ok, cpu_bf16_supported as bf16
-raise SystemExit(not (ok() and bf16()))"; then STUDENT_EPOCHS=6; why="native bf16"; else STUDENT_EPOCHS=3; why="fp32"; fi
-  echo "== this CPU trains the LLM stages in $why: the student gets $STUDENT_EPOCHS epochs (set STUDENT_EPOCHS to choose)"
+raise SystemExit(not (ok() and bf16()))"; then SCHEDULE=study; why="native bf16"; else SCHEDULE=short; why="fp32"; fi
+  echo "== this CPU trains the LLM stages in $why: the $SCHEDULE schedule (set SCHEDULE=study or short to choose)"
 fi
-# the LLM stages validate once, at the end: their short cosine schedules end at their best (in the trials of
-# docs/findings.md each added epoch improved validation), and each validation pass costs 10-20 s here
-ONCE=100000
+case $SCHEDULE in  # epochs of the teacher and the student, their learning rate, validation every N steps (0: epoch)
+  study) sched=(6 6 1e-3 0) ;;
+  short) sched=(2 3 3e-3 100000) ;;  # 100000 steps: once, at the end (each validation costs 10-20 s here)
+  *) echo "SCHEDULE must be study or short, got '$SCHEDULE'" >&2; exit 2 ;;
+esac
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-${sched[0]}}; STUDENT_EPOCHS=${STUDENT_EPOCHS:-${sched[1]}}
+LLM_LR=${LLM_LR:-${sched[2]}}; EVAL_EVERY=${EVAL_EVERY:-${sched[3]}}
 start=$SECONDS
 took() { echo "== $1: $((SECONDS - start)) s since the start"; }
 
@@ -41,12 +44,12 @@ took setup
 run_stage runs/sasrec slmrec pretrain-ids --data data/ml-100k --patience 5
 took SASRec
 run_stage runs/t8 slmrec train-teacher --data data/ml-100k --ids runs/sasrec --base-model smollm2-135m \
-  --layers 8 --epochs "$TEACHER_EPOCHS" --lr "$LLM_LR" --eval-every "$ONCE" --eval-batch 64
+  --layers 8 --epochs "$TEACHER_EPOCHS" --lr "$LLM_LR" --eval-every "$EVAL_EVERY" --patience 2 --eval-batch 64
 took teacher
 [ -f runs/t8/probe/test.json ] || slmrec prune-probe runs/t8 --baseline runs/sasrec --eval-batch 64
 took probe
 run_stage runs/s4 slmrec distill --teacher runs/t8 --student-layers 4 --epochs "$STUDENT_EPOCHS" --lr "$LLM_LR" \
-  --eval-every "$ONCE" --teacher-cache runs/t8/feature-cache --teacher-cache-dtype fp32 --eval-batch 64
+  --eval-every "$EVAL_EVERY" --patience 2 --teacher-cache runs/t8/feature-cache --teacher-cache-dtype fp32 --eval-batch 64
 took student
 
 slmrec evaluate runs/sasrec runs/t8 runs/s4 --popularity --split test --protocol both --reuse
