@@ -5,7 +5,7 @@
 #   → side-by-side evaluation and report → export (ONNX + int8) → one recommendation.
 # The schedule follows the CPU. Where it computes bf16 natively (AVX-512 BF16 or AMX: the LLM stages train in bf16
 # at about half the time) the job runs the study's schedule at the defaults: both LLM stages up to 6 epochs at lr 1e-3,
-# validated every epoch, stopping early after 2 validations without a better one (SCHEDULE=study; about 11 minutes on
+# validated every epoch, stopping early after 2 validations without a better one (SCHEDULE=study; 9.7 minutes measured on
 # 2 such cores). Elsewhere it runs a short one that fits 15 minutes in fp32: the teacher 2 epochs, the student 3, both
 # at lr 3e-3 (better than 1e-3 on validation for so short a schedule), validated once at the end (SCHEDULE=short).
 # docs/findings.md, "The main job", has what each gave. The student's teacher cache is stored in fp32: it is 20 MB
