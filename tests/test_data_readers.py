@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slmrec_cli.data import FORMATS, Log, read_log, readers
+from slmrec_cli.data import FORMATS, Log, load_dataset, read_log, readers
 from slmrec_cli.errors import SlmrecError
+from tests.helpers import run_cli
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 
@@ -99,6 +100,83 @@ def test_generic_csv_tab_delimiter(tmp_path: Path) -> None:
     path = write(tmp_path, "x.tsv", "u\ti\tt\na\tb\t3\n")
     log = read_log(path, "csv", user_col="u", item_col="i", time_col="t", delimiter="\\t")
     assert (log.users, log.items, log.timestamps.tolist()) == (["a"], ["b"], [3.0])
+
+
+SEQS = "u2 30 10 20\nu1 5 4 30\n"  # u2's items in line order, which is not id order
+
+
+def test_sequences_keep_the_line_order(tmp_path: Path) -> None:
+    log = read_log(write(tmp_path, "Beauty.txt", SEQS), "sequences")
+    assert log.users == ["u2", "u2", "u2", "u1", "u1", "u1"]
+    assert log.items == ["30", "10", "20", "5", "4", "30"]
+    assert log.ratings is None  # implicit: no rating filter
+    # the row number in the file: no ties to break, and the file order across users too
+    assert log.timestamps.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("text", [
+    "u2\t30\t10\t20\nu1\t5\t4\t30\n",  # tabs
+    "u2   30 \t 10  20\nu1 5    4 30\n",  # runs of white space
+    "u2 30 10 20   \nu1 5 4 30\t \n",  # trailing white space
+    "u2 30 10 20\r\nu1 5 4 30\r\n",  # CRLF
+    "\n\nu2 30 10 20\n  \n\nu1 5 4 30",  # blank lines, no newline at the end
+    "\ufeffu2 30 10 20\nu1 5 4 30\n",  # a BOM
+])
+def test_sequences_white_space_variants(tmp_path: Path, text: str) -> None:
+    clean = read_log(write(tmp_path, "clean.txt", SEQS), "sequences")
+    log = read_log(write(tmp_path, "x.txt", text), "sequences")
+    assert (log.users, log.items, log.timestamps.tolist()) == (clean.users, clean.items, clean.timestamps.tolist())
+
+
+def test_sequences_gzip(tmp_path: Path) -> None:
+    path = tmp_path / "Beauty.txt"  # the name does not say gzip, the bytes do
+    path.write_bytes(gzip.compress(SEQS.encode()))
+    assert read_log(path, "sequences").items == ["30", "10", "20", "5", "4", "30"]
+
+
+@pytest.mark.parametrize(("text", "pattern"), [
+    ("u1 1 2 3\n\nu2\nu3 4 5\n", r"line 3: user 'u2' has no items;.*add the items or remove the line"),
+    ("u1 1 2 3\nu2 4\t \r\n", None),  # one item is a sequence (k-core decides later)
+    ("u1 1 2 3\nu2 4 5\nu1 6 7\n", r"line 3: user 'u1' is already on line 1; .*join the two lines"),
+    ("\n \t\n\r\n", r"is empty: no interactions"),
+])
+def test_sequences_bad_input_names_the_line(tmp_path: Path, text: str, pattern: str | None) -> None:
+    path = write(tmp_path, "seqs.txt", text)
+    if pattern is None:
+        assert read_log(path, "sequences").users == ["u1", "u1", "u1", "u2"]
+        return
+    with pytest.raises(SlmrecError, match=pattern) as err:
+        read_log(path, "sequences")
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("option", [["--user-col", "u"], ["--item-col", "i"], ["--rating-col", "r"],
+                                    ["--time-col", "t"], ["--delimiter", "\\t"]])
+def test_sequences_refuse_column_options(tmp_path: Path, capsys: pytest.CaptureFixture, option: list[str]) -> None:
+    path = write(tmp_path, "seqs.txt", SEQS)
+    code, _, err = run_cli(["prepare", "--input", path, "--format", "sequences", *option, "--out", tmp_path / "out"],
+                           capsys)
+    assert code == 2, err
+    assert f"{option[0]}: --format sequences has no columns" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sequences_prepare_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # every user's last item is the test target and the second last the validation target, in line order
+    text = "7 c a b d\n3 d b c a\n9 b a d c e\n"
+    path = write(tmp_path, "tiny.txt", text)
+    code, _, err = run_cli(["prepare", "--input", path, "--format", "sequences", "--k-core", "1",
+                            "--num-negatives", "1", "--out", tmp_path / "tiny"], capsys)
+    assert code == 0, err
+    data = load_dataset(tmp_path / "tiny")
+    raw = data.item_raw_ids()  # index -> raw id
+    assert data.user_raw_ids() == ["7", "3", "9"]
+    assert [raw[int(i)] for i in data.split_target("test")] == ["d", "a", "e"]
+    assert [raw[int(i)] for i in data.split_target("valid")] == ["b", "c", "c"]
+    assert [[raw[int(i)] for i in data.split_input("test", u)] for u in range(3)] == [
+        ["c", "a", "b"], ["d", "b", "c"], ["b", "a", "d", "c"]]
+    assert data.meta["stats"]["interactions"] == 13 and data.meta["stats"]["implicit"]
 
 
 # --- bad input --------------------------------------------------------------------------------------------
@@ -268,7 +346,7 @@ def test_fuzz_random_text(text: str, fmt: str) -> None:
 @given(rows=st.lists(st.tuples(_token, _token, _number, _number), min_size=1, max_size=6),
        fmt=st.sampled_from(FORMATS), n_fields=st.integers(2, 5))
 def test_fuzz_row_shaped(rows: list[tuple[str, ...]], fmt: str, n_fields: int) -> None:
-    sep = {"amazon-csv": ",", "movielens": "::", "recbole": "\t", "csv": ","}.get(fmt)
+    sep = {"amazon-csv": ",", "movielens": "::", "recbole": "\t", "csv": ",", "sequences": " "}.get(fmt)
     if sep is None:
         template = '{{"reviewerID": "{}", "asin": "{}", "overall": {}, "unixReviewTime": {}}}'
         body = "\n".join(template.format(*r) for r in rows)

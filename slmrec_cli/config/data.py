@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from slmrec_cli.config.fields import check_choice, opt
@@ -10,7 +10,8 @@ from slmrec_cli.errors import SlmrecError
 
 # the names slmrec_cli.data knows (BUILTIN_DATASETS, FORMATS), repeated here so that the help imports no data code
 DATASETS = ("ml-100k", "ml-1m")
-FORMATS = ("amazon-json", "amazon-csv", "movielens", "recbole", "csv")
+FORMATS = ("amazon-json", "amazon-csv", "movielens", "recbole", "csv", "sequences")
+COLUMN_OPTIONS = ("user_col", "item_col", "rating_col", "time_col", "delimiter")  # csv only
 
 
 @dataclass
@@ -44,3 +45,10 @@ class PrepareConfig:
             check_choice(self.dataset, DATASETS, "--dataset")
         if self.format is not None:
             check_choice(self.format, FORMATS, "--format")
+        if self.format == "sequences":
+            # a file of user-then-items lines has no columns: a column option would be ignored, so it is refused
+            given = [f"--{f.name.replace('_', '-')}" for f in fields(self)
+                     if f.name in COLUMN_OPTIONS and getattr(self, f.name) != f.default]
+            if given:
+                raise SlmrecError(f"{', '.join(given)}: --format sequences has no columns (each line is a user id "
+                                  "then its item ids); drop the column options")

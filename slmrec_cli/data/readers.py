@@ -19,7 +19,7 @@ from slmrec_cli.errors import SlmrecError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-FORMATS = ("amazon-json", "amazon-csv", "movielens", "recbole", "csv")
+FORMATS = ("amazon-json", "amazon-csv", "movielens", "recbole", "csv", "sequences")
 CSV_DEFAULTS: dict[str, Any] = {
     "user_col": "user_id",
     "item_col": "item_id",
@@ -327,6 +327,28 @@ def _read_recbole(path: Path) -> Log:
     return rows.log("has a header but no rows")
 
 
+def _read_sequences(path: Path) -> Log:
+    """One user per line: the user id, then its item ids in time order, separated by any white space (the files
+    of S3-Rec, E4SRec, FMLP-Rec). No ratings (implicit: every row kept) and no timestamps: the line order is the
+    time order."""
+    rows = _Rows(path, with_ratings=False)
+    first_line: dict[str, int] = {}  # user id -> its line: a second line for a user is refused, never merged
+    for line, text in _lines(path):
+        user, *items = text.split()
+        if not items:
+            raise SlmrecError(f"{path}: line {line}: user {_short(user)} has no items; each line is a user id "
+                              "then its item ids in time order: add the items or remove the line")
+        seen = first_line.setdefault(user, line)
+        if seen != line:
+            raise SlmrecError(f"{path}: line {line}: user {_short(user)} is already on line {seen}; this format "
+                              "has one line per user: join the two lines in time order")
+        # timestamp = row number in the file: line order within a user (no tie rule needed) and across users, so
+        # first-appearance ids keep the file's own numbering (S3-Rec's 1..n); per-user positions would renumber
+        for item in items:
+            rows.add(line, user, item, None, rows.n)
+    return rows.log()
+
+
 def _delimiter(value: str) -> str:
     value = {"\\t": "\t", "tab": "\t"}.get(value, value)
     if len(value) != 1:
@@ -393,5 +415,7 @@ def read_log(path: Path, fmt: str, **csv_options: Any) -> Log:
         return _read_movielens(path)
     if fmt == "recbole":
         return _read_recbole(path)
+    if fmt == "sequences":
+        return _read_sequences(path)
     opts = {**CSV_DEFAULTS, **{k: v for k, v in csv_options.items() if v is not None or k == "rating_col"}}
     return _read_csv(path, **opts)

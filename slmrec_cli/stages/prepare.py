@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from slmrec_cli import ui
-from slmrec_cli.config.data import PrepareConfig
+from slmrec_cli.config.data import COLUMN_OPTIONS, PrepareConfig
 from slmrec_cli.io import file_sha256, read_json
 
 
@@ -32,7 +32,7 @@ def prepare_dataset(cfg: PrepareConfig) -> Path:
         path, fmt = Path(cfg.input), cfg.format
         source = {"kind": "file", "path": str(path), "format": fmt}
         name = cfg.name or path.name.split(".")[0]
-    csv_options = {k: getattr(cfg, k) for k in ("user_col", "item_col", "rating_col", "time_col", "delimiter")}
+    csv_options = {k: getattr(cfg, k) for k in COLUMN_OPTIONS}
     log = read_log(path, fmt, **(csv_options if fmt == "csv" else {}))
     source["file_sha256"] = file_sha256(path)
     options = {"min_rating": cfg.min_rating, "k_core": cfg.k_core, "keep_duplicates": cfg.keep_duplicates,
