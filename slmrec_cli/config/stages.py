@@ -119,3 +119,7 @@ class ReportConfig:
     img_dir: Path | None = opt("Where the PNG plots go (default: img/ next to --out).", None)
     data: list[Path] = opt("Dataset directories (default: the paths the runs recorded); repeatable.", factory=list,
                            cli_type=list[Path] | None, cli_default=None, from_cli=lambda v: list(v or []))
+    published: list[Path] = opt("More published-results JSON files to print beside ours where the protocol matches "
+                                "(besides the package's own; format: docs/published/README.md); repeatable.",
+                                factory=list, cli_type=list[Path] | None, cli_default=None,
+                                from_cli=lambda v: list(v or []))

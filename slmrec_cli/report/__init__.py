@@ -15,6 +15,7 @@ from slmrec_cli.report import sections as sec
 from slmrec_cli.report.claims import claims
 from slmrec_cli.report.collect import Run, collect
 from slmrec_cli.report.curves import learning_curves
+from slmrec_cli.report.published import Published, published_files, published_section
 
 
 def find_meta(runs: list[Run], data_dirs: list[Path]) -> tuple[dict | None, Path | None]:
@@ -42,7 +43,8 @@ def popularity(data_dir: Path | None, runs: list[Run]) -> dict[str, dict]:
     return {p: metrics_record(res[p], ds, "test", "popularity") for p in PROTOCOLS}
 
 
-def dataset_section(runs: list[Run], data_dirs: list[Path], img_dir: Path, out: Path) -> str:
+def dataset_section(runs: list[Run], data_dirs: list[Path], img_dir: Path, out: Path,
+                    published: list[Published] = ()) -> str:
     meta, data_dir = find_meta(runs, data_dirs)
     name = runs[0].cfg["data"]["name"]
     sasrec = next((r for r in runs if r.kind == "sasrec"), None)
@@ -55,6 +57,7 @@ def dataset_section(runs: list[Run], data_dirs: list[Path], img_dir: Path, out: 
              ("### The paper's claims, checked", claims(runs)),
              ("### Dataset (paper Table 1)", sec.datasets(meta)),
              ("### Quality (paper Tables 2–3)", sec.quality(runs, popularity(data_dir, runs))),
+             ("### Published numbers beside ours", published_section(runs, meta, list(published))),
              ("### Ablation of the distillation terms (paper Table 4)", sec.ablation(runs)),
              ("### Efficiency (paper Table 5)", sec.efficiency(runs)),
              ("### Learning curves", learning_curves(runs, image)),
@@ -66,13 +69,15 @@ def dataset_section(runs: list[Run], data_dirs: list[Path], img_dir: Path, out: 
     return "\n".join(f"{title}\n\n{body}" for title, body in parts)
 
 
-def build_report(paths: list[Path], out: Path, img_dir: Path | None = None, data_dirs: list[Path] = ()) -> str:
+def build_report(paths: list[Path], out: Path, img_dir: Path | None = None, data_dirs: list[Path] = (),
+                 published: list[Path] = ()) -> str:
     out = Path(out)
     if out.suffix != ".md":
         raise SlmrecError(f"--out {out} should be a Markdown file (.md)")
     img_dir = Path(img_dir) if img_dir else out.parent / "img"
+    pubs = published_files(list(published))  # checked before any run is read: a bad file fails fast
     groups = collect(paths)
-    body = [dataset_section(runs, list(data_dirs), img_dir, out) for runs in groups.values()]
+    body = [dataset_section(runs, list(data_dirs), img_dir, out, pubs) for runs in groups.values()]
     args = sys.argv[sys.argv.index("report") + 1:] if "report" in sys.argv else []
     command = "slmrec report " + " ".join(shlex.quote(a) for a in args) if args else ""
     text = "\n".join([

@@ -11,7 +11,7 @@ from slmrec_cli.config.stages import ReportConfig
 def report(cfg: ReportConfig) -> str:
     from slmrec_cli.report import build_report
 
-    return build_report(cfg.runs, cfg.out, cfg.img_dir, cfg.data)
+    return build_report(cfg.runs, cfg.out, cfg.img_dir, cfg.data, cfg.published)
 
 
 def main(cfg: ReportConfig) -> dict:
