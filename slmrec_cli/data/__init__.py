@@ -9,9 +9,11 @@ from slmrec_cli.data.store import (
     is_dataset,
     left_pad,
     load_dataset,
+    pad_to_longest,
     read_item_map,
     save_dataset,
     training_windows,
+    trim_windows,
     window_inputs_targets,
 )
 
@@ -27,11 +29,13 @@ __all__ = [
     "is_dataset",
     "left_pad",
     "load_dataset",
+    "pad_to_longest",
     "prepare",
     "read_item_map",
     "read_log",
     "sample_negatives",
     "save_dataset",
     "training_windows",
+    "trim_windows",
     "window_inputs_targets",
 ]

@@ -178,6 +178,21 @@ def left_pad(seqs: list[np.ndarray], max_len: int) -> np.ndarray:
     return out
 
 
+def pad_to_longest(seqs: list[np.ndarray], max_len: int | None = None) -> np.ndarray:
+    """left_pad to the longest sequence of the batch (at most max_len, if given): no column holds only padding, and
+    each sequence sits at the same positions from the right as under left_pad(seqs, max_len)."""
+    longest = max((len(s) for s in seqs), default=1)
+    return left_pad(seqs, max(1, longest if max_len is None else min(max_len, longest)))
+
+
+def trim_windows(windows):
+    """[B, max_len + 1] left-padded windows (numpy or torch) without the leading columns where no row has an input item
+    yet (the last column is never an input): what a batch of short histories really costs."""
+    real = (windows[:, :-1] != 0).any(0)
+    first = int(real.nonzero()[0][0]) if real.any() else windows.shape[1] - 2
+    return windows[:, first:]
+
+
 def training_windows(data: SeqData, max_len: int) -> np.ndarray:
     """[N, max_len + 1] windows over each training history, cut from the end, overlapping by one item,
     so every position of the history (but the first) is a target exactly once."""

@@ -145,9 +145,12 @@ def build_cache(path: Path, key: dict[str, str], task, features: FeaturesFn, bat
     n = task.n_examples
 
     def compute(idx: np.ndarray) -> np.ndarray:
-        items = task.batch(idx)["items"].to(device)
+        items = task.batch(idx)["items"].to(device)  # cut to the batch's longest example
         with torch.no_grad(), autocast():
-            feats = features(items).transpose(0, 1).to("cpu", torch_dtype)
+            feats = features(items)
+        if feats.dim() == 4:  # every slot: stored at max_len slots, the trimmed padding slots (never read) as zeros
+            feats = torch.nn.functional.pad(feats, (0, 0, task.model.cfg.max_len - feats.shape[2], 0))
+        feats = feats.transpose(0, 1).to("cpu", torch_dtype)
         return feats.view(torch.int16).numpy().view(np.uint16) if key["dtype"] == "bf16" else feats.numpy()
 
     starts = list(range(0, n, batch_size))

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from slmrec_cli.config.distill import NORM_LOSSES
-from slmrec_cli.models.scoring import next_item_ce
+from slmrec_cli.models.scoring import chunk_rows, chunked_mean, item_logits, next_item_ce
 
 
 def d_cos(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,17 @@ def l_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature
     s = F.log_softmax(student_logits[:, 1:].float() / temperature, dim=-1)
     t = F.log_softmax(teacher_logits[:, 1:].float().detach() / temperature, dim=-1)
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+def l_kd_items(student_users: torch.Tensor, teacher_users: torch.Tensor, id_table: torch.Tensor,
+               temperature: float = 1.0) -> torch.Tensor:
+    """l_kd of the item logits of user vectors [K, d0], a chunk of rows at a time, so the [K, n_items] logits of both
+    models never exist at once (the same value as l_kd on the whole logits, up to rounding)."""
+
+    def chunk_sum(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return l_kd(item_logits(s, id_table), item_logits(t, id_table), temperature) * len(s)
+
+    return chunked_mean(chunk_sum, chunk_rows(id_table.shape[0]), student_users, teacher_users)
 
 
 def l_ms(block_users: list[torch.Tensor], id_table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

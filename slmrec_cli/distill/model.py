@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from slmrec_cli.config.distill import DistillOptions
-from slmrec_cli.distill.losses import d_cos, d_norm, l_kd, l_ms
+from slmrec_cli.distill.losses import d_cos, d_norm, l_kd_items, l_ms
 from slmrec_cli.models.llmrec import LLMRec
-from slmrec_cli.models.scoring import item_logits, next_item_ce
+from slmrec_cli.models.scoring import next_item_ce
 
 
 @dataclass
@@ -40,9 +40,8 @@ PARTS = (  # Eq. 6: CE + λ1(1 − D_cos) + λ2 D_norm + λ3 L_ms; beyond the pa
     Part("d_cos", "lambda_cos", lambda m, a: d_cos(a.student, a.teacher), loss=lambda v: 1 - v),
     Part("d_norm", "lambda_norm", lambda m, a: d_norm(a.student, a.teacher, m.opts.norm_loss)),
     Part("l_ms", "lambda_ms", lambda m, a: m.multi_supervision(a)),
-    Part("l_kd", "lambda_kd", lambda m, a: l_kd(item_logits(a.student_users(), m.student.id_table),
-                                                item_logits(a.teacher_users(), m.student.id_table),
-                                                m.opts.kd_temperature)),
+    Part("l_kd", "lambda_kd", lambda m, a: l_kd_items(a.student_users(), a.teacher_users(), m.student.id_table,
+                                                      m.opts.kd_temperature)),
 )
 
 

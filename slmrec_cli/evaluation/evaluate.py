@@ -11,7 +11,7 @@ import torch
 
 from slmrec_cli import __version__
 from slmrec_cli.config.evaluate import PROTOCOLS
-from slmrec_cli.data import left_pad
+from slmrec_cli.data import pad_to_longest
 from slmrec_cli.distributed import gather_rows, process_state
 from slmrec_cli.evaluation.ranking import metrics_from_ranks, pessimistic_ranks
 from slmrec_cli.io import write_json
@@ -35,6 +35,19 @@ class SplitResult:
         return metrics_from_ranks(self.ranks)
 
 
+# the most scores one evaluation batch holds ([users, n_items + 1] fp32: 256 MiB); past it the batch has fewer users
+SCORES_PER_BATCH = 1 << 26
+
+
+def eval_batches(data, split: str, users: np.ndarray, batch_size: int, max_len: int) -> list[np.ndarray]:
+    """The users in batches of similar input length (a stable sort by length, capped at max_len), so a batch padded to
+    its longest history carries little padding; at most SCORES_PER_BATCH scores a batch, whatever the catalogue."""
+    rows = max(1, min(batch_size, SCORES_PER_BATCH // (data.n_items + 1)))
+    lengths = data.lengths[users] - (2 if split == "valid" else 1)
+    order = users[np.argsort(np.minimum(lengths, max_len), kind="stable")]
+    return [order[s : s + rows] for s in range(0, len(order), rows)]
+
+
 @torch.no_grad()
 def rank_split(
     score_all: ScoreAll,
@@ -49,7 +62,8 @@ def rank_split(
     device: torch.device | str = "cpu",
     desc: str | None = None,
 ) -> dict[str, SplitResult]:
-    """Ranks of every user's target under each protocol, from one forward pass per batch.
+    """Ranks of every user's target under each protocol, from one forward pass per batch (eval_batches: users of
+    similar length together, each batch cut to its longest history). The results list the users in `users` order.
 
     Under several processes (torchrun, accelerate launch) every process must call this: the batches are dealt out
     whole (process i scores batches i, i + n, ...), so each batch, and hence each score, is exactly the one-process
@@ -58,8 +72,7 @@ def rank_split(
     users = np.arange(data.n_users) if users is None else np.asarray(users, dtype=np.int64)
     state = process_state()
     world, rank = (state.num_processes, state.process_index) if state else (1, 0)
-    starts = list(range(0, len(users), batch_size))[rank::world]
-    mine = [users[s : s + batch_size] for s in starts]
+    mine = eval_batches(data, split, users, batch_size, max_len)[rank::world]
     targets_all = data.split_target(split)
     ranks = {p: [] for p in protocols}
     scored = {p: [] for p in protocols}  # candidates each user was really ranked among
@@ -67,7 +80,7 @@ def rank_split(
     with progress(desc or f"eval {split}", total=sum(len(b) for b in mine)) as bar:
         for batch in mine:
             inputs = [data.split_input(split, int(u)) for u in batch]
-            hist = torch.from_numpy(left_pad(inputs, max_len)).to(device)
+            hist = torch.from_numpy(pad_to_longest(inputs, max_len)).to(device)
             scores = score_all(hist).float()
             targets = torch.from_numpy(targets_all[batch]).to(scores.device)
             pos = scores.gather(1, targets[:, None]).squeeze(1)
@@ -77,25 +90,29 @@ def rank_split(
                 scored["sampled"].append(1 + (negs != 0).sum(1).cpu())
             if "full" in protocols:
                 valid = torch.ones_like(scores, dtype=torch.bool)
+                if mask_history:  # the whole input history, not only the max_len items the model read
+                    valid.scatter_(1, torch.from_numpy(pad_to_longest(inputs)).to(valid.device), False)
                 valid[:, 0] = False
                 valid.scatter_(1, targets[:, None], False)  # the positive is not its own competitor
-                if mask_history:
-                    for row, items in enumerate(inputs):
-                        idx = torch.as_tensor(items[items != targets_all[batch[row]]], dtype=torch.long)
-                        valid[row, idx.to(valid.device)] = False
                 ranks["full"].append(pessimistic_ranks(pos, scores, valid).cpu())
                 scored["full"].append(1 + valid.sum(1).cpu())
             bar.advance(len(batch))
+
     def joined(parts: dict) -> dict:
         return {p: torch.cat(parts[p]).numpy() if parts[p] else np.zeros(0, dtype=np.int64) for p in protocols}
 
     local, counts = joined(ranks), joined(scored)
+    local_users = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
     if world > 1:
-        local_users = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
         columns = [local_users, *(local[p] for p in protocols), *(counts[p] for p in protocols)]
         rows = gather_rows(state, np.stack(columns, axis=1), users)
         local = {p: rows[:, 1 + i] for i, p in enumerate(protocols)}
         counts = {p: rows[:, 1 + len(protocols) + i] for i, p in enumerate(protocols)}
+    elif len(users):  # back from length order to the order of `users`
+        back = np.argsort(np.argsort(users, kind="stable"))
+        ahead = np.argsort(local_users, kind="stable")[back]
+        local = {p: v[ahead] for p, v in local.items()}
+        counts = {p: v[ahead] for p, v in counts.items()}
     out = {}
     for p in protocols:
         out[p] = SplitResult(

@@ -71,6 +71,8 @@ class SASRec(nn.Module):
         return self.user_vectors(items) @ self.item_table().T
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross-entropy over all items at every non-padding position."""
+        """Full-softmax cross-entropy over all items at every non-padding position; item scores are computed at those
+        positions only (a padding slot's target is 0)."""
         states = self.encode(inputs)
-        return next_item_ce(states.reshape(-1, states.shape[-1]), self.item_table(), targets.reshape(-1))
+        keep = targets != 0
+        return next_item_ce(states[keep], self.item_table(), targets[keep])

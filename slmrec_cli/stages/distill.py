@@ -48,7 +48,9 @@ class DistillTask(LLMRecTask):
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         out = super().batch(indices)
         if self.features is not None:
-            out["teacher_feats"] = self.features.rows(indices).transpose(0, 1)
+            feats = self.features.rows(indices).transpose(0, 1)  # [blocks, batch, (T,) d1]
+            # every-slot features are cached at max_len slots: keep the ones the trimmed batch still has
+            out["teacher_feats"] = feats[:, :, -out["items"].shape[1] :] if feats.dim() == 4 else feats
         return out
 
     def loss(self, model, batch):

@@ -11,7 +11,7 @@ import torch
 from slmrec_cli import __version__, ui
 from slmrec_cli.base_model import base_label
 from slmrec_cli.config.evaluate import ProbeConfig
-from slmrec_cli.data import left_pad, load_dataset
+from slmrec_cli.data import load_dataset, pad_to_longest
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.ranking import METRIC_NAMES, metrics_from_ranks, pessimistic_ranks
 from slmrec_cli.io import read_json, write_json
@@ -42,7 +42,7 @@ def probe_ranks(model, data, split: str, layers: list[int], *, final_norm: bool,
     with ui.progress(f"probe {split}", total=data.n_users) as bar:
         for start in range(0, data.n_users, batch_size):
             users = np.arange(start, min(start + batch_size, data.n_users))
-            hist = torch.from_numpy(left_pad([data.split_input(split, int(u)) for u in users], model.cfg.max_len))
+            hist = torch.from_numpy(pad_to_longest([data.split_input(split, int(u)) for u in users], model.cfg.max_len))
             _, states = model.hidden(hist.to(device), all_layers=True)
             negs = torch.from_numpy(data.negatives[users]).to(device)
             cands = torch.cat([torch.from_numpy(targets[users]).to(device)[:, None], negs], dim=1)

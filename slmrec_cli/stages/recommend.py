@@ -13,7 +13,7 @@ import torch
 
 from slmrec_cli import ui
 from slmrec_cli.config.export import INT8_SERVES, RecommendConfig
-from slmrec_cli.data import left_pad, read_item_map
+from slmrec_cli.data import pad_to_longest, read_item_map
 from slmrec_cli.errors import SlmrecError
 
 
@@ -106,7 +106,7 @@ def recommendations(cfg: RecommendConfig, chunk_size: int = 64) -> Iterator[dict
     score_all = load_scorer(export, cfg.variant, cfg.device)
     for start in range(0, len(histories), chunk_size):
         chunk = histories[start : start + chunk_size]
-        scores = score_all(torch.from_numpy(left_pad(chunk, max_len))).clone()
+        scores = score_all(torch.from_numpy(pad_to_longest(chunk, max_len))).clone()
         scores[:, 0] = float("-inf")
         for row, h in enumerate(chunk):
             scores[row, torch.from_numpy(h)] = float("-inf")  # never recommend what the user already has

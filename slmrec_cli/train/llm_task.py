@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from slmrec_cli.config.train import RunOptions, TrainArgs
-from slmrec_cli.data import left_pad, training_windows, window_inputs_targets
+from slmrec_cli.data import pad_to_longest, training_windows, trim_windows, window_inputs_targets
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE, param_counts
@@ -43,23 +43,26 @@ class LLMRecTask:
         self.model, self.data, self.eval_batch, self.targets = model, data, eval_batch, targets
         max_len = model.cfg.max_len
         if targets == "causal":
-            self.windows = torch.from_numpy(training_windows(data, max_len))
+            windows = training_windows(data, max_len)
+            self.windows = torch.from_numpy(windows)
             self.n_examples = len(self.windows)
+            self.lengths = (windows[:, :-1] != 0).sum(1)
         else:
             self.users, self.ends = training_examples(data, targets)
             self.n_examples = len(self.users)
+            self.lengths = np.minimum(self.ends, max_len)
         if self.n_examples == 0:
             raise SlmrecError(f"{data.path} has no user with two training items; nothing to train on")
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         if self.targets == "causal":
-            items, targets = window_inputs_targets(self.windows[torch.from_numpy(indices)])
+            items, targets = window_inputs_targets(trim_windows(self.windows[torch.from_numpy(indices)]))
             return {"items": items, "targets": targets}
         pairs = [(self.data.train_history(int(u)), int(e)) for u, e in zip(self.users[indices], self.ends[indices],
                                                                                  strict=True)]
         hists = [h[:e] for h, e in pairs]
         targets = [int(h[e]) for h, e in pairs]
-        return {"items": torch.from_numpy(left_pad(hists, self.model.cfg.max_len)),
+        return {"items": torch.from_numpy(pad_to_longest(hists, self.model.cfg.max_len)),
                 "targets": torch.tensor(targets, dtype=torch.long)}
 
     def loss(self, model, batch):
