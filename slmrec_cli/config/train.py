@@ -27,6 +27,10 @@ class TrainArgs:
                          "cap: --epochs decides).", 0, panel=OPT)
     patience: int = opt("Stop after this many validations without a better valid MRR.", 10, panel=OPT)
     seed: int = opt("Seed for init, data order and dropout.", 42, panel=OPT)
+    group_by_length: bool = opt("Batch training examples of similar length together (as Hugging Face's "
+                                "group_by_length): groups of 50 batches are sorted by length, the batches then "
+                                "shuffled; less padding per batch, order still a pure function of --seed.", False,
+                                panel=OPT)
     mixed_precision: str = opt("auto (bf16 on CUDA; on a CPU with AVX-512 BF16 or AMX, bf16 for the LLM stages; "
                                "else fp32) | no | bf16 (CUDA, or a CPU with AVX-512 BF16 or AMX) | fp16 (CUDA).",
                                "auto", panel=RUN, choices=PRECISIONS)

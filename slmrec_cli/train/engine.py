@@ -29,6 +29,7 @@ class Task(Protocol):
 
     model: torch.nn.Module
     n_examples: int
+    lengths: np.ndarray  # [n_examples] input items of each example: what --group-by-length sorts by
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]: ...
     def loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]: ...
@@ -60,15 +61,32 @@ def cosine_with_warmup(optimizer, warmup: int, total: int) -> torch.optim.lr_sch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list:
+GROUP = 50  # batches per length-sorted group (Hugging Face's LengthGroupedSampler uses 50 too)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                  lengths: np.ndarray | None = None) -> list:
     """This process's batches for an epoch: a seeded permutation, wrapped round to a multiple of `world` (as
     DistributedSampler does) so every process takes the same number of steps, sharded by rank, in batch_size chunks.
-    One process: the permutation itself."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
+    One process: the permutation itself.
+
+    With `lengths` (group by length): the permutation is cut into groups of GROUP batches (of every process), each
+    sorted by length, longest first, so a batch holds examples of similar length; the batches are then shuffled, so
+    the lengths do not cycle. Every example still comes once per epoch, and the order is a pure function of
+    (seed, epoch): resume stays exact."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)
+    if lengths is not None:
+        group = GROUP * batch_size * world
+        order = np.concatenate([g[np.argsort(-lengths[g], kind="stable")] for g in np.split(
+            order, list(range(group, n, group)))]) if n else order
     if world > 1 and n % world:
         order = np.resize(order, -(-n // world) * world)
     order = order[rank::world]
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if lengths is not None:  # the same shuffle on every process: each has as many batches
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
 
 
 def optimizer_steps(n_batches: int, grad_accum: int) -> int:
@@ -172,8 +190,9 @@ class _Fit:
         self.log_path = run_dir / "train_log.jsonl"
 
     def batches(self, epoch: int) -> list:
+        lengths = self.task.lengths if self.args.group_by_length else None
         return epoch_batches(self.task.n_examples, self.args.batch_size, self.args.seed, epoch,
-                             self.acc.process_index, self.acc.num_processes)
+                             self.acc.process_index, self.acc.num_processes, lengths)
 
     def resume(self) -> None:
         acc = self.acc
