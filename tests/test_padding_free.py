@@ -110,15 +110,18 @@ def test_chunked_ce_equals_one_chunk(monkeypatch):
     targets[::7] = 0  # padding rows stay out of the mean
     ref = F.cross_entropy(item_logits(users, table), targets, ignore_index=0)
     ref_grads = torch.autograd.grad(ref, (users, table))
-    for rows in (1, 6, 40):
-        value = next_item_ce(users, table, targets, rows=rows)
+    for rows, cols in ((1, None), (6, None), (40, None), (6, 50), (40, 7), (3, 301)):
+        value = next_item_ce(users, table, targets, rows=rows, cols=cols)
         assert value.item() == pytest.approx(ref.item(), rel=1e-6)
         for got, want in zip(torch.autograd.grad(value, (users, table)), ref_grads, strict=True):
             torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     with torch.no_grad():
-        assert next_item_ce(users, table, targets, rows=6).item() == pytest.approx(ref.item(), rel=1e-6)
+        assert next_item_ce(users, table, targets, rows=6, cols=50).item() == pytest.approx(ref.item(), rel=1e-6)
     monkeypatch.setattr(scoring, "LOGITS_PER_CHUNK", 301 * 6)  # the default chunk follows the catalogue
-    assert scoring.chunk_rows(301) == 6
+    monkeypatch.setattr(scoring, "ROWS_PER_CHUNK", 4)
+    assert scoring.chunk_shape(40, 301) == (6, 301)  # whole rows while at least ROWS_PER_CHUNK of them fit
+    monkeypatch.setattr(scoring, "ROWS_PER_CHUNK", 10)
+    assert scoring.chunk_shape(40, 301) == (10, 180)  # else blocks of items
 
 
 def test_chunked_l_kd_equals_one_chunk(monkeypatch):
