@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import slmrec_cli.evaluation.evaluate as evaluate
 import slmrec_cli.models.scoring as scoring
 from slmrec_cli.config.distill import DistillOptions
 from slmrec_cli.config.models import LLMRecConfig, SASRecConfig
@@ -13,7 +14,7 @@ from slmrec_cli.data import left_pad, load_dataset, pad_to_longest, trim_windows
 from slmrec_cli.distill.blocks import block_layers
 from slmrec_cli.distill.losses import l_kd, l_kd_items
 from slmrec_cli.distill.model import Distiller
-from slmrec_cli.evaluation.evaluate import rank_split
+from slmrec_cli.evaluation.evaluate import eval_batches, rank_split
 from slmrec_cli.evaluation.ranking import pessimistic_ranks
 from slmrec_cli.models.build import build_model
 from slmrec_cli.models.sasrec import SASRec
@@ -186,3 +187,19 @@ def test_evaluation_ranks_equal_one_user_at_a_time(tmp_path, batch_size):
     users = np.array([5, 2, 9, 0])  # a subset, in the caller's order
     sub = rank_split(model.score_all, data, "test", max_len=10, batch_size=batch_size, users=users)
     assert np.array_equal(sub["sampled"].ranks, ref["sampled"][users])
+
+
+def test_evaluation_holds_a_bounded_number_of_scores(tmp_path, monkeypatch):
+    """However large --eval-batch, a batch scores at most SCORES_PER_BATCH items x users; the ranks do not change."""
+    data = load_dataset(make_dataset(tmp_path, length=14))
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=data.n_items, dim=16, layers=1, heads=2, max_len=10, dropout=0.0)).eval()
+    ref = rank_split(model.score_all, data, "test", max_len=10, batch_size=1000)
+    monkeypatch.setattr(evaluate, "SCORES_PER_BATCH", 3 * (data.n_items + 1))
+    batches = eval_batches(data, "test", np.arange(data.n_users), 1000, 10)
+    assert max(len(b) for b in batches) == 3 and sum(len(b) for b in batches) == data.n_users
+    lengths = [int(data.lengths[b].max()) for b in batches]
+    assert lengths == sorted(lengths)  # users of similar length share a batch
+    capped = rank_split(model.score_all, data, "test", max_len=10, batch_size=1000)
+    for p in ("sampled", "full"):
+        assert np.array_equal(capped[p].ranks, ref[p].ranks)
