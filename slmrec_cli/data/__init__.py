@@ -15,6 +15,7 @@ from slmrec_cli.data.store import (
     training_windows,
     trim_windows,
     window_inputs_targets,
+    window_lengths,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "training_windows",
     "trim_windows",
     "window_inputs_targets",
+    "window_lengths",
 ]

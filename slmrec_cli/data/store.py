@@ -193,6 +193,11 @@ def trim_windows(windows):
     return windows[:, first:]
 
 
+def window_lengths(windows: np.ndarray) -> np.ndarray:
+    """[N] input items of each [N, max_len + 1] window: what --group-by-length sorts by."""
+    return (windows[:, :-1] != 0).sum(1)
+
+
 def training_windows(data: SeqData, max_len: int) -> np.ndarray:
     """[N, max_len + 1] windows over each training history, cut from the end, overlapping by one item,
     so every position of the history (but the first) is a target exactly once."""

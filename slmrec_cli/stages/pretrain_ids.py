@@ -11,7 +11,7 @@ import torch
 from slmrec_cli import ui
 from slmrec_cli.config.stages import PretrainConfig
 from slmrec_cli.config.train import TrainArgs
-from slmrec_cli.data import load_dataset, training_windows, trim_windows, window_inputs_targets
+from slmrec_cli.data import load_dataset, training_windows, trim_windows, window_inputs_targets, window_lengths
 from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE
@@ -29,7 +29,7 @@ class SASRecTask:
         windows = training_windows(data, max_len)
         self.windows = torch.from_numpy(windows)
         self.n_examples = len(self.windows)
-        self.lengths = (windows[:, :-1] != 0).sum(1)
+        self.lengths = window_lengths(windows)
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         inputs, targets = window_inputs_targets(trim_windows(self.windows[torch.from_numpy(indices)]))

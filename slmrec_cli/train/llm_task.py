@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from slmrec_cli.config.train import RunOptions, TrainArgs
-from slmrec_cli.data import pad_to_longest, training_windows, trim_windows, window_inputs_targets
+from slmrec_cli.data import pad_to_longest, training_windows, trim_windows, window_inputs_targets, window_lengths
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE, param_counts
@@ -46,7 +46,7 @@ class LLMRecTask:
             windows = training_windows(data, max_len)
             self.windows = torch.from_numpy(windows)
             self.n_examples = len(self.windows)
-            self.lengths = (windows[:, :-1] != 0).sum(1)
+            self.lengths = window_lengths(windows)
         else:
             self.users, self.ends = training_examples(data, targets)
             self.n_examples = len(self.users)
