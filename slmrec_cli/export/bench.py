@@ -81,7 +81,7 @@ def profiled_placement(path, provider: str, items: np.ndarray) -> dict[str, list
     import tempfile
     from pathlib import Path
 
-    from slmrec_cli.export.onnx import need_onnxruntime
+    from slmrec_cli.export.onnx import need_onnxruntime, ort_providers
 
     ort = need_onnxruntime()
     with tempfile.TemporaryDirectory(prefix="slmrec-ort-profile-") as work:
@@ -89,9 +89,7 @@ def profiled_placement(path, provider: str, items: np.ndarray) -> dict[str, list
         opts.log_severity_level = 3
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(work) / "ort")
-        providers = ["CPUExecutionProvider"]
-        if provider == "cuda":
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.cuda.current_device()}))
+        providers = ort_providers(provider, torch.cuda.current_device() if provider == "cuda" else 0)
         sess = ort.InferenceSession(str(path), opts, providers=providers)
         sess.run(None, {"items": items})
         events = json.loads(Path(sess.end_profiling()).read_text())

@@ -200,6 +200,17 @@ def stamp(path: Path, props: dict[str, str]) -> None:
 # ---------------------------------------------------------------------------------------------- running
 
 
+def ort_providers(provider: str = "cpu", device_id: int = 0) -> list:
+    """ONNX Runtime's provider list for `provider` (cpu | cuda), first choice first. The CUDA provider computes fp32
+    MatMuls in TF32 unless told not to (its `use_tf32` option, on by default), while torch's fp32 matmuls are full fp32
+    (torch.backends.cuda.matmul.allow_tf32 is off by default, and slmrec leaves it): TF32 off, so fp32 nodes (all of
+    onnx-fp32, the head of the others) compute what torch computes, and the fp32 check and benchmark rows are fp32's."""
+    providers: list = ["CPUExecutionProvider"]
+    if provider == "cuda":  # option values are strings; ONNX Runtime parses a bool from "0" or "1"
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": str(device_id), "use_tf32": "0"}))
+    return providers
+
+
 def session(path: Path, threads: int | None = None, provider: str = "cpu"):
     """An ORT session; for CUDA the provider list is checked after creation (it can silently fall back). Each
     session records which execution provider got each node (read by export.bench.node_placement)."""
@@ -210,9 +221,8 @@ def session(path: Path, threads: int | None = None, provider: str = "cpu"):
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.record_ep_graph_assignment_info", "1")  # ignored before ORT 1.24
-    providers = ["CPUExecutionProvider"]
-    if provider == "cuda":  # the current CUDA device (--device cuda:N sets it)
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.cuda.current_device()}))
+    # on the current CUDA device (--device cuda:N sets it)
+    providers = ort_providers(provider, torch.cuda.current_device() if provider == "cuda" else 0)
     try:
         sess = ort.InferenceSession(str(path), opts, providers=providers)
     except Exception as e:  # ONNX Runtime's errors are plain Exceptions (InvalidProtobuf, NoSuchFile, Fail, ...)
