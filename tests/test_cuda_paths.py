@@ -2,6 +2,8 @@
 ONNX Runtime gets, which provider each variant is given, what the fp16 graph keeps in fp32, what a failed check
 records, and how the DDP wrapper is built. Nothing here pretends to run CUDA."""
 
+import pytest
+
 
 class FakeSession:
     """Stands in for onnxruntime.InferenceSession: records the providers it was given and claims them all."""
@@ -41,3 +43,77 @@ def test_cuda_sessions_compute_fp32_in_fp32_not_tf32(monkeypatch, tmp_path):
     onnx_mod.session(tmp_path / "model.onnx", provider="cpu")
     assert FakeSession.made[-1].providers == ["CPUExecutionProvider"]
 
+
+
+def test_int8_and_int4_run_on_the_cpu_provider_unless_cuda_is_asked_for(monkeypatch, tmp_path):
+    """Defect 4: onnx-int8 (MatMulInteger, uint8 activations: no CUDA kernel) and onnx-int4 get ONNX Runtime's CUDA
+    provider only when --device cuda asks, in the benchmark's runtimes and in recommend; fp32 and fp16 get it when
+    ONNX Runtime has it."""
+    import slmrec_cli.export.variants as variants_mod
+    import slmrec_cli.stages.recommend as rec_mod
+    from slmrec_cli.export.variants import Variant, runtimes
+
+    cpu, both = [("ort", "cpu")], [("ort", "cpu"), ("ort", "cuda")]
+    for name in ("onnx-int8", "onnx-int4"):
+        v = Variant(name, tmp_path / name)
+        assert runtimes(v, cuda=True, ort_cuda=True) == cpu
+        assert runtimes(v, cuda=True, ort_cuda=True, cuda_asked=True) == both
+        assert runtimes(v, cuda=True, ort_cuda=False, cuda_asked=True) == cpu
+    for name in ("onnx-fp32", "onnx-fp16"):
+        assert runtimes(Variant(name, tmp_path / name), cuda=True, ort_cuda=True) == both
+
+    monkeypatch.setattr(variants_mod, "ort_cuda_available", lambda: True)
+    assert [rec_mod.serving_provider("ort", "auto", n) for n in ("onnx-int8", "onnx-int4", "onnx-fp32", "onnx-fp16")] \
+        == ["cpu", "cpu", "cuda", "cuda"]
+    monkeypatch.setattr("slmrec_cli.devices.resolve_device", lambda spec: spec)  # a GPU "visible" for --device cuda
+    assert rec_mod.serving_provider("ort", "cuda", "onnx-int8") == "cuda"
+    assert rec_mod.serving_provider("ort", "cpu", "onnx-fp32") == "cpu"
+
+
+def test_a_benchmark_row_says_where_its_compute_ran():
+    """Defect 4: a row benchmarked on the CUDA provider is labelled cuda only when every compute node (MatMul family,
+    quantization ops) is on it; MatMulInteger left to the CPU makes it cuda+cpu; shape ops on the CPU do not count."""
+    from slmrec_cli.export.bench import placement_off, ran_on
+
+    on_gpu = {"CUDAExecutionProvider": [["MatMul", "/a"], ["Softmax", "/s"]], "CPUExecutionProvider": [["Shape", "/h"]]}
+    int8 = {"CUDAExecutionProvider": [["Softmax", "/s"]],
+            "CPUExecutionProvider": [["DynamicQuantizeLinear", "/q"], ["MatMulInteger", "/m"], ["Shape", "/h"]]}
+    assert placement_off(on_gpu)["elsewhere_compute"] == 0 and placement_off(int8)["elsewhere_compute"] == 2
+    assert ran_on("cuda", placement_off(on_gpu)) == "cuda"
+    assert ran_on("cuda", placement_off(int8)) == "cuda+cpu"
+    assert ran_on("cuda", None) == "cuda" and ran_on("cpu", placement_off(int8)) == "cpu"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_runs, tmp_path_factory):
+    from tests.shared_export import shared_export
+
+    return shared_export(tiny_runs, tmp_path_factory)
+
+
+def test_bench_keeps_int8_on_the_cpu_provider_and_labels_what_ran(exported, monkeypatch):
+    """Defect 4 through run_bench, the CPU provider standing in for CUDA: without --device, onnx-int8 is benchmarked on
+    the CPU provider only and onnx-fp32 on both; with --device cuda, onnx-int8 runs on the "CUDA" provider as asked,
+    and its rows say cuda+cpu, since its compute ran on the CPU provider (as it does here)."""
+    import slmrec_cli.stages.export as stage
+    from slmrec_cli.export.onnx import onnx_scorer, session
+    from slmrec_cli.export.variants import present
+
+    _, _, out, _ = exported
+    real = stage.scorer
+
+    def scorer(v, export_dir, runtime, provider, threads=None):
+        if runtime == "ort" and provider == "cuda":
+            return onnx_scorer(session(v.path, threads=1), io_binding=True), None
+        return real(v, export_dir, runtime, provider, threads)
+
+    monkeypatch.setattr(stage, "scorer", scorer)
+    monkeypatch.setattr(stage, "ort_cuda_available", lambda: True)
+    variants = [v for v in present(out) if v.name in ("onnx-fp32", "onnx-int8")]
+    rows = stage.run_bench(out, variants, [2], 1, 0.0)["results"]
+    assert {(r["variant"], r["provider"], r["io_binding"]) for r in rows} == {
+        ("onnx-fp32", "cpu", False), ("onnx-fp32", "cuda+cpu", True), ("onnx-int8", "cpu", False)}
+    bench = stage.run_bench(out, variants[1:], [2], 1, 0.0, device="cuda")
+    assert [(r["variant"], r["provider"], r["io_binding"]) for r in bench["results"]] == [
+        ("onnx-int8", "cuda+cpu", True)]
+    assert bench["ort_cuda_placement"]["onnx-int8"]["elsewhere_ops"]["MatMulInteger"] > 0

@@ -106,19 +106,35 @@ def profiled_placement(path, provider: str, items: np.ndarray) -> dict[str, list
     return out
 
 
+# Ops that carry a variant's compute: one of them left to another provider moves that work there (with copies both
+# ways). ONNX Runtime puts small shape computations (Shape, Gather, Concat, ... of int64 shapes) on the CPU on purpose.
+COMPUTE_OPS = frozenset({
+    "MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeLinear",
+    "DynamicQuantizeMatMul", "MatMulNBits", "Softmax", "Attention", "MultiHeadAttention", "LayerNormalization",
+    "SkipLayerNormalization", "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"})
+
+
 def placement_off(placement: dict[str, list[list[str]]], provider: str = "CUDAExecutionProvider",
                   shown: int = 50) -> dict:
-    """What of a session's graph is not on `provider`: counts, op types, and the first `shown` nodes. ONNX Runtime
-    puts small shape computations on the CPU on purpose (they feed other ops' shapes); a MatMul there is a real
-    fallback."""
+    """What of a session's graph is not on `provider`: counts, op types, the first `shown` nodes, and how many of them
+    carry compute (COMPUTE_OPS: a MatMul there is a real fallback, a Shape is not)."""
     total = sum(len(nodes) for nodes in placement.values())
     off = [node for ep, nodes in placement.items() if ep != provider for node in nodes]
     ops: dict[str, int] = {}
     for op, _ in off:
         ops[op] = ops.get(op, 0) + 1
     return {"provider": provider, "nodes": total, "elsewhere": len(off), "elsewhere_ops": dict(sorted(ops.items())),
-            "elsewhere_nodes": off[:shown],
+            "elsewhere_compute": sum(n for op, n in ops.items() if op in COMPUTE_OPS), "elsewhere_nodes": off[:shown],
             "by_provider": {ep: len(nodes) for ep, nodes in sorted(placement.items())}}
+
+
+def ran_on(provider: str, placed: dict | None) -> str:
+    """A benchmark row's provider, as it ran: "cuda" when ONNX Runtime's CUDA provider holds every compute node,
+    "cuda+cpu" when some fell back to the CPU provider (placement_off's elsewhere_compute); as asked when the placement
+    is unknown or the provider is not CUDA."""
+    if provider != "cuda" or not placed:
+        return provider
+    return "cuda+cpu" if placed.get("elsewhere_compute") else "cuda"
 
 
 def ort_placement(score_all, path, provider: str, n_items: int, length: int) -> dict | None:

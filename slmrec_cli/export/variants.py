@@ -10,7 +10,7 @@ import torch
 
 from slmrec_cli.config.export import VARIANTS
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.export.files import FILES, MANIFEST, read_manifest, recorded, variant_files, verify
+from slmrec_cli.export.files import FILES, MANIFEST, MEANT_FOR, read_manifest, recorded, variant_files, verify
 
 
 @dataclass
@@ -39,10 +39,20 @@ def present(export_dir: Path) -> list[Variant]:
     return [Variant(n, Path(export_dir) / FILES[n]) for n in VARIANTS if variant_files(export_dir, n, sums)]
 
 
-def runtimes(variant: Variant, cuda: bool, ort_cuda: bool) -> list[tuple[str, str]]:
-    """(runtime, provider) pairs this variant runs on here."""
+def ort_cuda_by_default(name: str) -> bool:
+    """Whether an ONNX variant goes to ONNX Runtime's CUDA provider unasked: only those made for it (MEANT_FOR).
+    Dynamic int8's MatMulInteger takes uint8 activations, for which the CUDA provider has no kernel (its MatMulInteger
+    is int8 x int8), so each such node would fall back to the CPU with copies both ways; int4 is made for the CPU's
+    MatMulNBits kernels. They run on CUDA when --device cuda asks for it."""
+    return "CUDAExecutionProvider" in MEANT_FOR[name]
+
+
+def runtimes(variant: Variant, cuda: bool, ort_cuda: bool, cuda_asked: bool = False) -> list[tuple[str, str]]:
+    """(runtime, provider) pairs this variant runs on here; an ONNX variant not made for CUDA (ort_cuda_by_default)
+    gets ONNX Runtime's CUDA provider only when `cuda_asked`."""
     if variant.name.startswith("onnx"):
-        return [("ort", "cpu")] + ([("ort", "cuda")] if ort_cuda else [])
+        on_cuda = ort_cuda and (cuda_asked or ort_cuda_by_default(variant.name))
+        return [("ort", "cpu")] + ([("ort", "cuda")] if on_cuda else [])
     if variant.name.startswith("bnb"):
         return [("torch", "cpu")] + ([("torch", "cuda")] if cuda else [])
     return [("torch", "cpu")] + ([("torch", "cuda-fp32"), ("torch", "cuda-bf16")] if cuda else [])

@@ -13,7 +13,7 @@ from slmrec_cli.devices import device_name, resolve_device
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.tables import print_export
 from slmrec_cli.export.files import read_manifest
-from slmrec_cli.export.variants import Variant, ort_cuda_available, present, runtimes, scorer
+from slmrec_cli.export.variants import Variant, ort_cuda_available, ort_cuda_by_default, present, runtimes, scorer
 from slmrec_cli.io import read_json, write_json
 
 
@@ -38,17 +38,24 @@ def run_bench(out: Path, variants: list[Variant], batches: list[int], threads: i
               device: str | None = None) -> dict:
     """Every variant on every runtime available here (device None), or only on the CPU or only on the GPU. ONNX
     Runtime's CUDA provider runs through IOBinding, and the nodes it left to another provider are recorded
-    (`ort_placement`: export.bench)."""
-    from slmrec_cli.export.bench import bench_one, ort_placement
+    (`ort_placement`: export.bench); a row's provider says where its compute ran (export.bench.ran_on). onnx-int8
+    and onnx-int4 get the CUDA provider only when --device names a GPU (variants.ort_cuda_by_default)."""
+    from slmrec_cli.export.bench import bench_one, ort_placement, ran_on
 
     cfg = read_manifest(out)
     cuda, ort_cuda = torch.cuda.is_available() and device != "cpu", ort_cuda_available() and device != "cpu"
+    asked = device is not None and device != "cpu"
     rows, placement = [], {}
     for v in variants:
-        pairs = [(r, p) for r, p in runtimes(v, cuda, ort_cuda) if device is None or (p == "cpu") == (device == "cpu")]
+        pairs = [(r, p) for r, p in runtimes(v, cuda, ort_cuda, cuda_asked=asked)
+                 if device is None or (p == "cpu") == (device == "cpu")]
         if not pairs:
             ui.info(f"[yellow]skip {v.name}: no runtime for it on {device}[/]")
+        elif ort_cuda and not asked and v.name.startswith("onnx") and not ort_cuda_by_default(v.name):
+            ui.info(f"{v.name}: on ONNX Runtime's CPU provider, which it is made for (--device cuda benchmarks it on "
+                    "the CUDA provider)")
         for runtime, provider in pairs:
+            placed = None
             try:
                 score_all, sync = scorer(v, out, runtime, provider, threads)
             except SlmrecError as e:
@@ -61,8 +68,8 @@ def run_bench(out: Path, variants: list[Variant], batches: list[int], threads: i
                     ui.info(f"[yellow]{v.name} on ONNX Runtime's CUDA provider: {placed['elsewhere']} of "
                             f"{placed['nodes']} nodes run elsewhere ({placed['elsewhere_ops']})[/]")
             ui.info(f"bench {v.name} {runtime}/{provider}")
-            new = bench_one(v.name, runtime, provider, score_all, batches, cfg["max_len"], cfg["n_items"],
-                            sync=sync, min_seconds=min_seconds)
+            new = bench_one(v.name, runtime, ran_on(provider, placed), score_all, batches, cfg["max_len"],
+                            cfg["n_items"], sync=sync, min_seconds=min_seconds)
             for r in new:
                 r["io_binding"] = runtime == "ort" and provider == "cuda"
             rows += new

@@ -57,26 +57,30 @@ def choose_variant(model: Path, requested: str | None) -> tuple[str, str]:
     raise SlmrecError(f"{model} holds no variant recommend can serve; run `slmrec export` again")
 
 
-def serving_provider(runtime: str, device: str) -> str:
+def serving_provider(runtime: str, device: str, variant: str = "onnx-fp32") -> str:
     """The scorer's provider for --device: cpu, or cuda where the runtime can use a GPU (auto: when one is visible
-    and, for ONNX files, ONNX Runtime has its CUDA provider)."""
+    and, for ONNX files, ONNX Runtime has its CUDA provider and the variant is made for it: onnx-int8 and onnx-int4
+    stay on the CPU provider unless --device cuda asks, export.variants.ort_cuda_by_default)."""
     from slmrec_cli.devices import resolve_device
-    from slmrec_cli.export.variants import ort_cuda_available
+    from slmrec_cli.export.variants import ort_cuda_available, ort_cuda_by_default
 
     if device == "auto":
-        gpu = ort_cuda_available() if runtime == "ort" else torch.cuda.is_available()
+        gpu = (ort_cuda_available() and ort_cuda_by_default(variant)) if runtime == "ort" else torch.cuda.is_available()
         return "cuda" if gpu else "cpu"
     return "cpu" if resolve_device(device) == "cpu" else "cuda"
 
 
 def load_scorer(export: Path, requested: str | None = None, device: str = "cpu"):
     """The chosen variant's scorer (ONNX Runtime for ONNX files, torch otherwise); says which on stderr."""
-    from slmrec_cli.export.variants import FILES, Variant, scorer
+    from slmrec_cli.export.variants import FILES, Variant, ort_cuda_by_default, scorer
 
     name, why = choose_variant(export, requested)
     runtime = "ort" if name.startswith("onnx") else "torch"
-    provider = serving_provider(runtime, device)
+    provider = serving_provider(runtime, device, name)
     ui.info(f"serving {name} on {provider} ({why})")
+    if runtime == "ort" and provider == "cuda" and not ort_cuda_by_default(name):
+        ui.info(f"[yellow]{name} is made for ONNX Runtime's CPU provider: on CUDA, the nodes the CUDA provider has no "
+                "kernel for (MatMulInteger with uint8 activations) run on the CPU, with copies both ways[/]")
     return scorer(Variant(name, export / FILES[name]), export, runtime, provider)[0]
 
 
