@@ -117,3 +117,55 @@ def test_bench_keeps_int8_on_the_cpu_provider_and_labels_what_ran(exported, monk
     assert [(r["variant"], r["provider"], r["io_binding"]) for r in bench["results"]] == [
         ("onnx-int8", "cuda+cpu", True)]
     assert bench["ort_cuda_placement"]["onnx-int8"]["elsewhere_ops"]["MatMulInteger"] > 0
+
+
+def test_fp16_graph_keeps_the_norm_statistic_in_fp32(tiny_runs, tmp_path):
+    """Defect 3: with a residual stream past 256 (the up-projection scaled by 1000), Pow(x, 2) overflows fp16. The
+    fp16 graph keeps each RMSNorm's Pow → ReduceMean → Add → Sqrt → Div in fp32 with no fp16 step between them, its
+    nodes are in the topological order ONNX requires, and computed in true fp16 arithmetic (onnx's reference evaluator,
+    as the CUDA provider's fp16 kernels compute; ONNX Runtime's CPU provider runs the fp16 ops it lacks in fp32, which
+    would hide the overflow) its user vectors agree with torch's."""
+    import numpy as np
+    import onnx
+    import torch
+    from onnx.reference import ReferenceEvaluator
+
+    from slmrec_cli.export.model import merge_run
+    from slmrec_cli.export.onnx import TOLERANCES, convert_fp16, export_onnx, random_histories
+
+    _, _, run = tiny_runs
+    rec, _ = merge_run(run)
+    with torch.no_grad():
+        rec.up.weight *= 1000
+        rec.up.bias *= 1000
+    seen = []
+    hook = rec.decoder.layers[0].input_layernorm.register_forward_hook(lambda m, i, o: seen.append(i[0].abs().max()))
+    n_items = rec.id_table.shape[0] - 1
+    histories = list(random_histories(n_items, rec.max_len))
+    with torch.no_grad():
+        ref = [rec(torch.from_numpy(items)).numpy() for items in histories]
+    hook.remove()
+    assert max(seen) > 256  # x² past fp16's 65504
+
+    export_onnx(rec, tmp_path / "model.onnx")
+    info = convert_fp16(tmp_path / "model.onnx", tmp_path / "model.fp16.onnx")
+    model = onnx.load(str(tmp_path / "model.fp16.onnx"))
+    onnx.checker.check_model(model)  # topologically sorted
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    dtype = {v.name: v.type.tensor_type.elem_type for v in graph.value_info}
+    producer = {o: n for n in graph.node for o in n.output}
+    pows = [n for n in graph.node if n.op_type == "Pow"]
+    assert len(pows) == 2 * len(rec.decoder.layers) + 1 and set(info["onnx_fp16_fp32_norm_nodes"]) >= {
+        n.name for n in pows}
+    for node in graph.node:
+        if node.op_type in ("Pow", "ReduceMean", "Sqrt"):
+            assert dtype[node.input[0]] == dtype[node.output[0]] == onnx.TensorProto.FLOAT, node.name
+        if node.op_type in ("ReduceMean", "Add", "Sqrt") and node.name in info["onnx_fp16_fp32_norm_nodes"]:
+            assert producer[node.input[0]].op_type in ("Pow", "ReduceMean", "Add"), node.name  # no Cast between
+
+    fp16 = ReferenceEvaluator(model)
+    tol = TOLERANCES["onnx-fp16"]
+    for items, want in zip(histories, ref, strict=True):
+        got = fp16.run(["user"], {"items": items})[0]
+        assert np.isfinite(got).all()
+        assert np.abs(got - want).max() <= tol["atol"] + tol["rtol"] * np.abs(want).max()

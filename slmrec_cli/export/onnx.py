@@ -376,15 +376,85 @@ def matmul_nbits(src: Path, dst: Path, *, bits: int, accuracy_level: int | None,
     save_onnx(quant.model.model, Path(dst))
 
 
+def norm_statistic_nodes(graph) -> list[str]:
+    """The nodes of each RMSNorm's statistic rsqrt(mean(x²) + eps), as torch exports it: Pow → ReduceMean → Add → Sqrt
+    → Div (or Reciprocal), with the Constants they read. In fp16, Pow(x, 2) overflows once |x| passes 256 (65504 is
+    fp16's largest), and LLM residual streams go there."""
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+    out = []
+    for node in graph.node:
+        if node.op_type != "Pow":
+            continue
+        chain = [node]
+        for ops in (("ReduceMean",), ("Add",), ("Sqrt",), ("Div", "Reciprocal")):
+            after = consumers.get(chain[-1].output[0], [])
+            if len(after) != 1 or after[0].op_type not in ops:
+                break
+            chain.append(after[0])
+        if len(chain) > 1:  # a Pow that feeds a ReduceMean: a norm's statistic
+            out += [n.name for n in chain] + [constants[i].name for n in chain for i in n.input if i in constants]
+    return out
+
+
+def join_fp32_nodes(graph) -> None:
+    """Where ONNX Runtime's fp16 converter leaves two fp32 nodes back to back, it still passes the tensor through fp16
+    (a Cast to fp16 after the first, one back to fp32 before the second): the second reads the first's fp32 output
+    directly. Only the converter's own casts (named *_cast_to_fp16_node, *_cast_to_fp32_node) are touched."""
+    producer = {o: node for node in graph.node for o in node.output}
+    direct = {}
+    for node in graph.node:
+        before = producer.get(node.input[0]) if node.op_type == "Cast" else None
+        if node.name.endswith("_cast_to_fp32_node") and before is not None \
+                and before.name.endswith("_cast_to_fp16_node"):
+            direct[node.output[0]] = before.input[0]
+    for node in graph.node:
+        node.input[:] = [direct.get(name, name) for name in node.input]
+    while True:  # the casts left unread go, the one to fp32 first, then the one to fp16 it read
+        used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        kept = [node for node in graph.node if node.op_type != "Cast" or any(o in used for o in node.output)]
+        if len(kept) == len(graph.node):
+            return
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
+def sort_nodes(graph) -> None:
+    """Nodes in topological order, as ONNX requires (the fp16 converter appends the casts it inserts at the end)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            raise SlmrecError(f"the fp16 graph has a cycle or a missing input at {waiting[0].name}")
+        pending = waiting
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def convert_fp16(src: Path, dst: Path) -> dict:
     """dst ← src with its float tensors and compute in float16 (ONNX Runtime's converter), for the CUDA execution
     provider. Inputs and outputs keep their types (int64 items in, float32 user and scores out: keep_io_types), and
-    the recommender head (the up/down projections and the item scores, where the ranking is decided; int8 keeps it
-    in fp32 too) stays fp32. The converter is given the path, so its shape inference works past 2 GiB."""
+    stay fp32: the recommender head (the up/down projections and the item scores, where the ranking is decided; int8
+    keeps it in fp32 too) and each RMSNorm's statistic (norm_statistic_nodes, joined in fp32: join_fp32_nodes). The
+    converter is given the path, so its shape inference works past 2 GiB."""
+    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     kept = int8_excluded_nodes(src, outliers=False)
+    norms = norm_statistic_nodes(onnx.load(str(src), load_external_data=False).graph)
     with quiet_quantizer():
-        model = convert_float_to_float16(str(src), keep_io_types=True, node_block_list=kept)
+        model = convert_float_to_float16(str(src), keep_io_types=True, node_block_list=kept + norms)
+    join_fp32_nodes(model.graph)
+    sort_nodes(model.graph)
     save_onnx(model, Path(dst))
-    return {"onnx_fp16_fp32_nodes": kept}
+    return {"onnx_fp16_fp32_nodes": kept, "onnx_fp16_fp32_norm_nodes": norms}
