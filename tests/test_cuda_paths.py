@@ -169,3 +169,32 @@ def test_fp16_graph_keeps_the_norm_statistic_in_fp32(tiny_runs, tmp_path):
         got = fp16.run(["user"], {"items": items})[0]
         assert np.isfinite(got).all()
         assert np.abs(got - want).max() <= tol["atol"] + tol["rtol"] * np.abs(want).max()
+
+
+def test_a_failed_fp16_check_is_recorded_and_the_export_goes_on(tiny_runs, tmp_path, monkeypatch, capsys):
+    """Defect 3: onnx-fp16 past its tolerance (here made 0) no longer aborts the export: quality.json records the
+    check and the variant under `failed`, its file is left out (so nothing serves it; recommend says why), and the
+    fp32 variants are measured as usual."""
+    import json
+
+    import slmrec_cli.export.onnx as onnx_mod
+    from slmrec_cli.config.export import ExportConfig
+    from slmrec_cli.export.variants import present
+    from slmrec_cli.stages.export import export
+    from tests.helpers import run_cli
+
+    _, _, run = tiny_runs
+    monkeypatch.setitem(onnx_mod.TOLERANCES, "onnx-fp16", {"atol": 0.0, "rtol": 0.0})
+    out = tmp_path / "exp"
+    quality = export(run, out, ExportConfig(format=["onnx"], quantize=["fp16"], threads=1))["quality"]
+    assert quality["failed"] == [{"name": "onnx-fp16", "why": quality["failed"][0]["why"]}]
+    assert "onnx-fp16 disagrees with torch" in quality["failed"][0]["why"]
+    assert quality["onnx_check"]["onnx-fp16"]["passed"] is False and quality["onnx_check"]["onnx-fp32"]["passed"]
+    assert [v["name"] for v in quality["variants"]] == ["torch-fp32", "onnx-fp32"]
+    assert not (out / "model.fp16.onnx").exists() and "onnx-fp16" not in [v.name for v in present(out)]
+    assert "onnx-fp16" not in json.loads((out / "config.json").read_text())["variants"]
+    assert json.loads((out / "quality.json").read_text())["failed"] == quality["failed"]
+    assert "failed its check, left out" in (out / "README.md").read_text()
+    raw = (out / "item_map.tsv").read_text().splitlines()[1].split("\t")[1]
+    code, _, err = run_cli(["recommend", "--export", out, "--history", raw, "--variant", "onnx-fp16"], capsys)
+    assert code == 2 and "failed its check against torch at export" in err

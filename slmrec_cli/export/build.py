@@ -120,9 +120,17 @@ def free_device_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+class CheckFailed(RuntimeError):
+    """A float ONNX variant past its tolerance against torch; `check` is what was measured."""
+
+    def __init__(self, message: str, check: dict):
+        super().__init__(message)
+        self.check = check
+
+
 def checked(rec, path: Path, manifest: dict, variant: str, device: str) -> dict:
     """The ONNX-vs-torch check of a float variant (export.onnx.check_onnx) on the first execution provider that can
-    run it (export.quality.onnx_providers), refused when it fails."""
+    run it (export.quality.onnx_providers); CheckFailed when it fails."""
     from slmrec_cli.export.onnx import check_onnx
     from slmrec_cli.export.quality import onnx_providers
 
@@ -136,18 +144,19 @@ def checked(rec, path: Path, manifest: dict, variant: str, device: str) -> dict:
     else:
         raise SlmrecError("; ".join(tried))
     if not check["passed"]:
-        raise RuntimeError(f"{variant} disagrees with torch: max |onnx - torch| {check['max_abs_diff']:.2e} > "
-                           f"{check['tolerance']:.2e} (atol {check['atol']:g} + rtol {check['rtol']:g} x max |torch| "
-                           f"{check['max_abs_torch']:.3g})")
+        raise CheckFailed(f"{variant} disagrees with torch: max |onnx - torch| {check['max_abs_diff']:.2e} > "
+                          f"{check['tolerance']:.2e} (atol {check['atol']:g} + rtol {check['rtol']:g} x max |torch| "
+                          f"{check['max_abs_torch']:.3g})", check)
     return check
 
 
 def write_onnx(rec, tmp: Path, manifest: dict, quantize: list[str], data, int8_scheme: str,
                smooth_alpha: float | None, device: str = "cpu") -> dict:
-    """model.onnx (checked against torch), its int8/int4 quantizations, its fp16 conversion (checked against torch
-    where ONNX Runtime can run it), and every file's metadata_props."""
+    """model.onnx (checked against torch: the export fails when it disagrees), its int8/int4 quantizations, its fp16
+    conversion (checked against torch where ONNX Runtime can run it; one that disagrees is recorded under `failed` and
+    left out of the export, which goes on), and every file's metadata_props."""
     from slmrec_cli.export.card import onnx_metadata
-    from slmrec_cli.export.onnx import convert_fp16, export_onnx, quantize_int4, stamp
+    from slmrec_cli.export.onnx import convert_fp16, export_onnx, quantize_int4, remove_onnx, stamp
 
     ui.info("exporting ONNX")
     export_onnx(rec, tmp / FILES["onnx-fp32"])
@@ -166,6 +175,11 @@ def write_onnx(rec, tmp: Path, manifest: dict, quantize: list[str], data, int8_s
         except SlmrecError as e:  # an ONNX Runtime whose CPU provider has no fp16 kernels, and no CUDA here
             info["onnx_check"]["onnx-fp16"] = {"passed": None, "not_run": str(e)}
             ui.info(f"[yellow]onnx-fp16 is not checked against torch here: {e}[/]")
+        except CheckFailed as e:  # fp16 is an extra: the fp32 variants stand, and nothing serves a wrong file
+            info["onnx_check"]["onnx-fp16"] = e.check
+            info["failed"] = [{"name": "onnx-fp16", "why": str(e)}]
+            remove_onnx(tmp / FILES["onnx-fp16"])
+            ui.info(f"[yellow]onnx-fp16 left out of the export: {e}[/]")
     for variant in ("onnx-fp32", "onnx-int8", "onnx-int4", "onnx-fp16"):
         if (tmp / FILES[variant]).exists():
             stamp(tmp / FILES[variant], onnx_metadata(manifest, variant))

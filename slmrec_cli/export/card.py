@@ -131,6 +131,8 @@ def quality_table(quality: dict | None) -> str:
                     f"{v.get('measured_on', '')} |")
     for v in quality.get("not_measured", []):
         rows.append(f"| {v['name']} | | | | | | | not measured here: {v['why']} |")
+    for v in quality.get("failed", []):
+        rows.append(f"| {v['name']} | | | | | | | failed its check, left out: {v['why']} |")
     checks = [f"{name} max |onnx - torch| {c['max_abs_diff']:.1e} (tolerance {c['tolerance']:.1e}: atol {c['atol']:g} "
               f"+ rtol {c['rtol']:g} x max |torch|, on {c['onnx_on']})"
               for name, c in quality.get("onnx_check", {}).items() if c.get("passed") is not None]

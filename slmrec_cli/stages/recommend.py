@@ -36,8 +36,11 @@ def choose_variant(model: Path, requested: str | None) -> tuple[str, str]:
     have = [v.name for v in present(model)]
     if requested is not None:
         if requested not in have:
-            raise SlmrecError(f"{model} has no {requested} variant (it has {', '.join(have) or 'none'}); pass one of "
-                              "those to --variant, or export it with `slmrec export --quantize`")
+            failed = failed_at_export(model).get(requested)
+            raise SlmrecError(f"{model} has no {requested} variant" + (
+                f": it failed its check against torch at export ({failed})" if failed else
+                f" (it has {', '.join(have) or 'none'}); pass one of those to --variant, or export it with "
+                "`slmrec export --quantize`"))
         return requested, "asked for"
     if importlib.util.find_spec("onnxruntime") is None:  # no ONNX Runtime here: the torch module serves
         have = [n for n in have if not n.startswith("onnx")]
@@ -55,6 +58,14 @@ def choose_variant(model: Path, requested: str | None) -> tuple[str, str]:
             why = f"onnx-int8's relative MRR below {INT8_SERVES}" if "onnx-int8" in have else "onnx-int8 absent here"
             return name, why
     raise SlmrecError(f"{model} holds no variant recommend can serve; run `slmrec export` again")
+
+
+def failed_at_export(model: Path) -> dict[str, str]:
+    """{variant: why} of the variants the export left out because they failed their check (quality.json)."""
+    try:
+        return {f["name"]: f["why"] for f in json.loads((model / "quality.json").read_text()).get("failed", [])}
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return {}
 
 
 def serving_provider(runtime: str, device: str, variant: str = "onnx-fp32") -> str:
