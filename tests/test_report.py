@@ -177,3 +177,13 @@ def test_inference_cost_is_not_compared_across_thread_counts(study, tmp_path, ca
     assert code == 0, err
     line = next(x for x in out.read_text().splitlines() if "costs about half its teacher" in x)
     assert "**not compared**" in line and "cpu (7 threads)" in line and "×" not in line
+
+
+def test_dataset_row_says_when_the_log_had_no_ratings():
+    from slmrec_cli.report.sections import datasets
+
+    stats = {"users": 3, "items": 4, "interactions": 12, "density": 1.0, "mean_length": 4.0}
+    options = {"min_rating": 3.0, "k_core": 5, "num_negatives": 99, "seed": 1}
+    meta = {"name": "d", "content_hash": "h", "options": options}
+    assert "no ratings (every row kept)" in datasets({**meta, "stats": {**stats, "implicit": True}})
+    assert "rating > 3" in datasets({**meta, "stats": {**stats, "implicit": False}})

@@ -55,7 +55,8 @@ def datasets(meta: dict | None) -> str:
     if meta is None:
         return "_The dataset directory was not found; pass `--data DIR` to add its statistics._\n"
     st, op = meta["stats"], meta["options"]
-    rating = "every rating" if op.get("min_rating") is None else f"rating > {op['min_rating']:g}"
+    rating = ("no ratings (every row kept)" if st.get("implicit") else "every rating" if op.get("min_rating") is None
+              else f"rating > {op['min_rating']:g}")
     return "\n".join([
         "| dataset | users | items | interactions | density | avg length | content hash | filters |",
         "|---|---:|---:|---:|---:|---:|---|---|",
