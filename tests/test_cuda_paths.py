@@ -198,3 +198,16 @@ def test_a_failed_fp16_check_is_recorded_and_the_export_goes_on(tiny_runs, tmp_p
     raw = (out / "item_map.tsv").read_text().splitlines()[1].split("\t")[1]
     code, _, err = run_cli(["recommend", "--export", out, "--history", raw, "--variant", "onnx-fp16"], capsys)
     assert code == 2 and "failed its check against torch at export" in err
+
+
+def test_ddp_wraps_without_broadcasting_the_frozen_buffers():
+    """Defect 10: the Accelerator carries a DDP handler whose kwargs (what accelerate's prepare passes to
+    DistributedDataParallel) turn off the buffer broadcast before every forward: the frozen id table stays put."""
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    from slmrec_cli.config.train import TrainArgs
+    from slmrec_cli.train.accelerator import make_accelerator
+
+    acc = make_accelerator(TrainArgs(epochs=1))
+    assert isinstance(acc.ddp_handler, DistributedDataParallelKwargs)
+    assert acc.ddp_handler.to_kwargs() == {"broadcast_buffers": False}

@@ -4,6 +4,7 @@ or a DDP group under torchrun / accelerate launch)."""
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -69,12 +70,24 @@ def make_accelerator(args: TrainArgs, run_dir: Path | None = None, cpu_auto_bf16
                 raise SlmrecError("--log-with tensorboard needs tensorboard: pip install tensorboard") from None
         kwargs = {"log_with": args.log_with, "project_dir": str(run_dir)}
     # barriers wait for the slowest process (its share of a teacher cache, a long validation): hours, not 30 min
-    handlers = [InitProcessGroupKwargs(timeout=timedelta(hours=3))]
+    handlers = [InitProcessGroupKwargs(timeout=timedelta(hours=3)), ddp_handler()]
     # cpu=True on a CPU-only machine: without it accelerate ignores torchrun's environment and runs each process alone
     acc = Accelerator(cpu=use_cpu(), mixed_precision=mp, gradient_accumulation_steps=args.grad_accum,
                       kwargs_handlers=handlers, **kwargs)
     check_parallelism(acc)  # before any run directory is created
     return acc
+
+
+def ddp_handler():
+    """How DDP wraps a model: without broadcasting its buffers from process 0 before every forward (DDP's default).
+    Our buffers are frozen and every process loads them from the same files: the item id table (~0.5 GB a step at a
+    million items) and the prompt's token ids. torch >= 2.13 calls `broadcast_buffers` deprecated in favour of
+    `forward_sync_buffers`, which accelerate's handler cannot pass yet: its warning is silenced, and False also skips
+    the buffer sync when DDP is built, which the same files make unneeded."""
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
+    return DistributedDataParallelKwargs(broadcast_buffers=False)
 
 
 UNSUPPORTED = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed", "MEGATRON_LM": "Megatron-LM", "XLA": "XLA/TPU"}
