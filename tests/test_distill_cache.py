@@ -168,3 +168,23 @@ def test_the_cache_is_built_under_the_live_teachers_autocast(teacher, tmp_path):
     assert torch.equal(cache.rows(np.arange(16)), live) and not torch.equal(live, plain)
     # rows are read per batch, in the order asked, from the memory map
     assert torch.equal(cache.rows(np.array([5, 2])), live[[5, 2]])
+
+
+def test_a_cache_built_from_cut_batches_serves_cut_batches(teacher, tmp_path):
+    """Every-slot features of short windows: built from batches cut to their longest window (here one window a batch),
+    stored at max_len slots, read back into a training batch cut to another width: the same terms as live."""
+    model, data, t4 = _distiller(teacher, lambda_kd=1.0, align="all")
+    model.eval()
+    task = DistillTask(model, data, "causal", 16, None)
+    key = cache_key(teacher_fingerprint(t4), data.content_hash, "causal", 8, model.pairs, "history", dtype="fp32")
+    cache = load_or_build(tmp_path / "cache", key, task, features_of(model, key), 1, "cpu")
+    short = np.flatnonzero(task.lengths < task.lengths.max())[:6]
+    live = task.batch(short)
+    assert live["items"].shape[1] < 8  # the batch is cut, narrower than the cache's slots
+    task.features = cache
+    cached = task.batch(short)
+    with torch.no_grad():
+        a = model(live["items"], live["targets"])
+        b = model(cached["items"], cached["targets"], cached["teacher_feats"])
+    for k in ("ce", "d_cos", "d_norm", "l_ms", "l_kd"):
+        assert a[1][k].item() == pytest.approx(b[1][k].item(), rel=1e-5, abs=1e-6), k
