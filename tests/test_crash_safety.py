@@ -153,3 +153,38 @@ def test_resume_is_exact_with_a_short_last_accumulation_group(tiny):
     log = (tiny.parent / "accum-full" / "train_log.jsonl").read_text()
     assert log == (tiny.parent / "accum-cut" / "train_log.jsonl").read_text()
     assert [json.loads(x)["step"] for x in log.splitlines() if '"valid"' in x] == [3, 6, 9]
+
+
+def test_a_non_finite_loss_stops_training_with_one_line(tmp_path):
+    """The loss is read on the host only every log_every steps (no device sync per step), yet divergence still stops
+    the run before anything is validated or saved."""
+    import numpy as np
+    import torch
+
+    from slmrec_cli.config.train import SASRecTrain
+    from slmrec_cli.errors import SlmrecError
+    from slmrec_cli.train.engine import fit
+
+    class Diverging:
+        model = torch.nn.Linear(1, 1)
+        n_examples = 40
+        lengths = np.ones(40, dtype=np.int64)
+        calls = 0
+
+        def batch(self, indices):
+            return {"x": torch.ones(len(indices), 1)}
+
+        def loss(self, model, batch):
+            Diverging.calls += 1
+            scale = float("nan") if Diverging.calls >= 3 else 1.0
+            return model(batch["x"]).mean() * scale, {}
+
+        def validate(self, model):
+            raise AssertionError("a diverged model must not be validated")
+
+        def save_best(self, model, run_dir):
+            raise AssertionError("a diverged model must not be saved")
+
+    args = SASRecTrain(epochs=2, batch_size=4, log_every=5)
+    with pytest.raises(SlmrecError, match="diverged .* by step 5"):
+        fit(Diverging(), args, tmp_path)

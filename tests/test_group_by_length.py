@@ -64,3 +64,4 @@ def test_grouped_run_resumes_exactly(tmp_path):
         assert a == b, f
     config = json.loads((tmp_path / "full" / "config.json").read_text())
     assert config["train"]["group_by_length"] is True
+

@@ -55,7 +55,7 @@ class DistillTask(LLMRecTask):
 
     def loss(self, model, batch):
         loss, terms = model(batch["items"], batch["targets"], batch.get("teacher_feats"))
-        return loss, {k: float(v) for k, v in terms.items()}
+        return loss, terms  # detached tensors: the engine reads them on the host only when it logs
 
     def validate(self, model) -> dict:
         return super().validate(model.student)

@@ -32,7 +32,7 @@ class Task(Protocol):
     lengths: np.ndarray  # [n_examples] input items of each example: what --group-by-length sorts by
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]: ...
-    def loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
     def validate(self, model: torch.nn.Module) -> dict: ...  # protocol → SplitResult of the valid split
     def save_best(self, model: torch.nn.Module, run_dir: Path) -> None: ...
 
@@ -188,6 +188,8 @@ class _Fit:
         self.state = TrainState()
         self.best_valid = None
         self.log_path = run_dir / "train_log.jsonl"
+        self.nonfinite: torch.Tensor | None = None  # whether a loss since the last check_finite was NaN or inf
+        self.shown_loss = ""  # the progress bar's loss, updated at each logged step
 
     def batches(self, epoch: int) -> list:
         lengths = self.task.lengths if self.args.group_by_length else None
@@ -214,7 +216,15 @@ class _Fit:
             if self.args.log_with:
                 self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=self.state.step)
 
+    def check_finite(self) -> None:
+        """Stop on a non-finite loss seen since the last check (every log_every steps, before each validation and
+        checkpoint), so no diverged weights are validated or saved."""
+        if self.nonfinite is not None and bool(self.nonfinite):
+            raise SlmrecError(f"training diverged (a non-finite loss by step {self.state.step}); lower --lr")
+        self.nonfinite = None
+
     def checkpoint(self) -> None:
+        self.check_finite()
         rng = rng_states(self.acc)  # every process's RNG, gathered: a collective, so before the main-only write
         if self.acc.is_main_process:
             save_checkpoint(self.run_dir, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler,
@@ -225,6 +235,7 @@ class _Fit:
         """Score valid (identical on every process: the ranks are gathered), keep the best weights, checkpoint,
         and stop early once `patience` validations in a row found nothing better."""
         st, acc = self.state, self.acc
+        self.check_finite()
         self.model.eval()
         results = self.task.validate(acc.unwrap_model(self.model))
         metrics = results["sampled"].metrics
@@ -256,8 +267,8 @@ class _Fit:
         batch = {k: v.to(acc.device) for k, v in self.task.batch(indices).items()}
         with contextlib.nullcontext() if step_now else acc.no_sync(self.model):
             loss, terms = self.task.loss(self.model, batch)
-            if not torch.isfinite(loss):
-                raise SlmrecError(f"training diverged (loss {loss.item()}) at step {st.step}; lower --lr")
+            bad = ~torch.isfinite(loss.detach())  # read on the host only at check_finite: no sync every step
+            self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
             acc.backward(loss * (accum / group))  # backward divides by grad_accum: a mean
         st.batch += 1
         return loss, terms, step_now
@@ -270,9 +281,11 @@ class _Fit:
         self.scheduler.step()
         self.optimizer.zero_grad()
         st.step += 1
-        if st.step % args.log_every == 0:
+        if st.step % args.log_every == 0:  # the host reads the loss (a device sync) only here
+            self.check_finite()
             self.log({"event": "train", "step": st.step, "epoch": st.epoch + 1, "lr": self.scheduler.get_last_lr()[0],
-                      "loss": loss.item(), **terms})
+                      "loss": loss.item(), **{k: float(v) for k, v in terms.items()}})
+            self.shown_loss = f"{loss.item():.4f}"
         if self.on_step:
             self.on_step(st.step)
 
@@ -291,7 +304,7 @@ class _Fit:
                 if not step_now:
                     continue
                 self.optimizer_step(loss, terms)
-                bar.advance(0, loss=f"{loss.item():.4f}")
+                bar.advance(0, loss=self.shown_loss)
                 if args.eval_every and st.step % args.eval_every == 0:
                     self.validate()
                     if st.stopped_early:
