@@ -187,3 +187,19 @@ def test_dataset_row_says_when_the_log_had_no_ratings():
     meta = {"name": "d", "content_hash": "h", "options": options}
     assert "no ratings (every row kept)" in datasets({**meta, "stats": {**stats, "implicit": True}})
     assert "rating > 3" in datasets({**meta, "stats": {**stats, "implicit": False}})
+
+
+def test_sasrec_seeds_fold_into_one_row(tmp_path):
+    """A SASRec run's checksums name its own trained table (other for every seed): it must not split its seeds."""
+    import json
+
+    from slmrec_cli.report.collect import Run, fold_replicates
+
+    runs = []
+    for name, seed in (("sasrec", 42), ("sasrec-seed1", 1)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "checksums.json").write_text(json.dumps(
+            {"sha256": {"item_embeddings.safetensors": f"table-of-seed-{seed}"}}))
+        runs.append(Run(tmp_path / name, {"kind": "sasrec", "model": {"dim": 64}, "train": {"seed": seed}}))
+    rows = fold_replicates(runs)
+    assert [r.name for r in rows] == ["sasrec"] and [r.name for r in rows[0].replicates] == ["sasrec-seed1"]

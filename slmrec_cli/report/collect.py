@@ -139,7 +139,8 @@ def setting_key(run: Run) -> str:
         if section and isinstance(cfg.get(section), dict):
             cfg[section] = {k: v for k, v in cfg[section].items() if defaults.get(k, object()) != v}
     sums = run.path / "checksums.json"
-    if sums.exists():  # the frozen SASRec table a teacher or student was built on
+    if run.kind != "sasrec" and sums.exists():  # the frozen SASRec table a teacher or student was built on (a SASRec
+        # run's own table is its output, other for every seed)
         cfg["id_table_sha256"] = json.loads(sums.read_text()).get("sha256", {}).get("item_embeddings.safetensors")
     return json.dumps(cfg, sort_keys=True)
 
