@@ -104,6 +104,20 @@ def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teach
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["distill"]["teacher_cache_dtype"] == "bf16"
 
 
+def live_and_cached(model, task, cache, idx):
+    """(loss, terms) of the batch idx with the live teacher, then read from `cache`; every term must agree."""
+    live = task.batch(idx)
+    task.features = cache
+    cached = task.batch(idx)
+    task.features = None
+    with torch.no_grad():
+        a = model(live["items"], live["targets"])
+        b = model(cached["items"], cached["targets"], cached["teacher_feats"])
+    for k in ("ce", "d_cos", "d_norm", "l_ms", "l_kd"):
+        assert a[1][k].item() == pytest.approx(b[1][k].item(), rel=1e-5, abs=1e-6), k
+    return a, b
+
+
 @pytest.mark.parametrize("align", ["last", "all"])
 def test_cache_equals_live_under_causal_targets(teacher, tmp_path, align):
     model, data, t4 = _distiller(teacher, lambda_kd=1.0, align=align)
@@ -118,13 +132,7 @@ def test_cache_equals_live_under_causal_targets(teacher, tmp_path, align):
     idx = np.arange(10)
     live = task.batch(idx)
     assert live["targets"].shape == live["items"].shape  # one target per slot
-    task.features = cache
-    cached = task.batch(idx)
-    with torch.no_grad():
-        a = model(live["items"], live["targets"])
-        b = model(cached["items"], cached["targets"], cached["teacher_feats"])
-    for k in ("ce", "d_cos", "d_norm", "l_ms", "l_kd"):
-        assert a[1][k].item() == pytest.approx(b[1][k].item(), rel=1e-5, abs=1e-6), k
+    a, b = live_and_cached(model, task, cache, idx)
     assert a[0].item() == pytest.approx(b[0].item(), rel=1e-5)
     other = "last" if align == "all" else "history"  # a cache of the other alignment is refused, never misread
     with pytest.raises(SlmrecError, match="different positions"):
@@ -181,10 +189,4 @@ def test_a_cache_built_from_cut_batches_serves_cut_batches(teacher, tmp_path):
     short = np.flatnonzero(task.lengths < task.lengths.max())[:6]
     live = task.batch(short)
     assert live["items"].shape[1] < 8  # the batch is cut, narrower than the cache's slots
-    task.features = cache
-    cached = task.batch(short)
-    with torch.no_grad():
-        a = model(live["items"], live["targets"])
-        b = model(cached["items"], cached["targets"], cached["teacher_feats"])
-    for k in ("ce", "d_cos", "d_norm", "l_ms", "l_kd"):
-        assert a[1][k].item() == pytest.approx(b[1][k].item(), rel=1e-5, abs=1e-6), k
+    live_and_cached(model, task, cache, short)
