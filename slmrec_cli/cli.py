@@ -13,7 +13,8 @@ app = typer.Typer(
     help="Small LLM-based sequential recommenders (SLMRec): prepare a dataset, train SASRec (the baseline and the "
          "item ids), an LLM teacher and a distilled student, read a teacher out layer by layer (prune-probe), "
          "evaluate runs by a fixed protocol, export and benchmark a model, recommend from an export, and report the "
-         "paper's tables and figures. Every command takes --json (its result as one JSON document on stdout).",
+         "paper's tables and figures; `doctor` says what this install can run. Every command takes --json (its "
+         "result as one JSON document on stdout).",
     cls=cli_options.Group,
     rich_markup_mode="rich",
     no_args_is_help=True,
@@ -30,7 +31,7 @@ def _set_mode(opts) -> None:
 def _register() -> None:
     """Every stage's command: its options from its config class, its work in slmrec_cli.stages (imported when it
     runs): each stage's main(config) prints for people and returns the result --json prints."""
-    from slmrec_cli.config import data, evaluate, export, root, stages
+    from slmrec_cli.config import data, doctor, evaluate, export, root, stages
 
     cli_options.root(app, root.RootOptions, _set_mode)
     for name, cls, config_file in (
@@ -43,6 +44,7 @@ def _register() -> None:
         ("recommend", export.RecommendConfig, False),
         ("evaluate", evaluate.EvaluateConfig, False),
         ("report", stages.ReportConfig, False),
+        ("doctor", doctor.DoctorConfig, False),
     ):
         target = f"slmrec_cli.stages.{name.replace('-', '_')}:main"
         cli_options.command(app, name, cls, target, config_file=config_file)

@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import copy_runs, run_cli
 
 TRAINING = {"pretrain-ids", "train-teacher", "distill"}  # their --json: test_cli_snapshot.py
-COVERED = {"prepare", "evaluate", "prune-probe", "export", "recommend", "report"}
+COVERED = {"prepare", "evaluate", "prune-probe", "export", "recommend", "report", "doctor"}
 
 
 def one_document(stdout: str):
@@ -33,6 +33,11 @@ def test_every_command_is_covered():
     from slmrec_cli.cli import app
 
     assert set(typer.main.get_command(app).commands) == TRAINING | COVERED
+
+
+def test_doctor_json(capsys):
+    code, out, err = run_cli(["doctor", "--device", "cpu", "--json"], capsys)
+    assert code == 0 and one_document(out)["devices"] == ["cpu"] and "slmrec doctor" in err  # its table on stderr
 
 
 def test_prepare_json(tmp_path, capsys):

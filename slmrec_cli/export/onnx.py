@@ -211,6 +211,25 @@ def ort_providers(provider: str = "cpu", device_id: int = 0) -> list:
     return providers
 
 
+_CUDA_LIBRARIES: dict[str, str] = {}
+
+
+def load_cuda_libraries() -> str:
+    """Before the first CUDA session: ONNX Runtime's own preload_dlls() (1.21+) loads the CUDA and cuDNN libraries of
+    the nvidia-* wheels (the ones torch's CUDA build uses, and onnxruntime-gpu[cuda,cudnn] installs), so the CUDA
+    provider does not depend on which libraries torch happened to load first. Returns "" or why it could not."""
+    if "note" not in _CUDA_LIBRARIES:
+        ort = need_onnxruntime()
+        note = ""
+        if hasattr(ort, "preload_dlls"):
+            try:
+                ort.preload_dlls()
+            except Exception as e:  # a missing library shows again, with its name, when the session starts
+                note = f"preload_dlls: {first_line(e)}"
+        _CUDA_LIBRARIES["note"] = note
+    return _CUDA_LIBRARIES["note"]
+
+
 def session(path: Path, threads: int | None = None, provider: str = "cpu"):
     """An ORT session; for CUDA the provider list is checked after creation (it can silently fall back). Each
     session records which execution provider got each node (read by export.bench.node_placement)."""
@@ -220,6 +239,8 @@ def session(path: Path, threads: int | None = None, provider: str = "cpu"):
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    if provider == "cuda":
+        load_cuda_libraries()
     opts.add_session_config_entry("session.record_ep_graph_assignment_info", "1")  # ignored before ORT 1.24
     # on the current CUDA device (--device cuda:N sets it)
     providers = ort_providers(provider, torch.cuda.current_device() if provider == "cuda" else 0)

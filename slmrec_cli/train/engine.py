@@ -44,6 +44,7 @@ class FitResult:
     steps: int
     epochs_run: int
     seconds_per_epoch: float
+    seconds_per_step: float
     stopped_early: bool
     history: list = field(default_factory=list)
     # the selected step's valid results (protocol → SplitResult), so the run's valid records need no second pass;
@@ -336,6 +337,7 @@ class _Fit:
             ui.info(f"early stop: no better valid MRR in {args.patience} validations")
         return FitResult(best_mrr=st.best_mrr, best_step=st.best_step, steps=st.step, epochs_run=st.epochs_done,
                          seconds_per_epoch=st.train_seconds * self.per_epoch_steps / max(1, st.step),  # partial epochs
+                         seconds_per_step=st.train_seconds / max(1, st.step),
                          stopped_early=st.stopped_early, history=st.history,
                          best_valid=self.best_valid)
 

@@ -44,7 +44,8 @@ def train_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, *
                              valid=result.best_valid, extra=record_extra)
     if acc.is_main_process:
         write_efficiency(run_dir, best, seconds_per_epoch=result.seconds_per_epoch,
-                         inference_seconds=ev["inference_seconds"], inference_users=ev["inference_users"],
+                         seconds_per_step=result.seconds_per_step, inference_seconds=ev["inference_seconds"],
+                         inference_users=ev["inference_users"],
                          device=acc.device, params=params(best) if params else None)
         summary["records"] = list(ev["records"].values())
     return summary
@@ -78,12 +79,14 @@ def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, bat
 
 
 def write_efficiency(run_dir: Path, model, *, seconds_per_epoch: float, inference_seconds: float,
-                     inference_users: int, device, params: dict | None = None) -> dict:
+                     inference_users: int, device, params: dict | None = None,
+                     seconds_per_step: float | None = None) -> dict:
     total = sum(p.numel() for p in model.parameters())
     record = {
         "params": params or {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
                              "total": total, "inference": total},
         "train_seconds_per_epoch": float(seconds_per_epoch),
+        **({"train_seconds_per_step": float(seconds_per_step)} if seconds_per_step is not None else {}),
         "inference_seconds": float(inference_seconds),
         "inference_users": int(inference_users),
         "peak_memory_bytes": peak_memory_bytes(device),
