@@ -94,9 +94,11 @@ def _resolve_hf(folder: Path, ref: str) -> BaseModelRef:
 
 
 def load_backbone(ref: BaseModelRef | str, layers: int, *, device: str = "cpu", load_in_8bit: bool = False,
-                  load_in_4bit: bool = False, expect_hash: str | None = None) -> tuple[nn.Module, Any, BaseModelRef]:
+                  load_in_4bit: bool = False, expect_hash: str | None = None,
+                  dtype: torch.dtype | None = None) -> tuple[nn.Module, Any, BaseModelRef]:
     """Return (decoder, tokenizer, ref): the inner decoder (e.g. LlamaModel, no lm_head) holding the first
-    `layers` pretrained layers, in bfloat16 on CUDA and float32 on CPU, in eval mode, with use_cache off.
+    `layers` pretrained layers, in bfloat16 on CUDA and float32 on CPU (or `dtype`: float16 for fp16 training), in
+    eval mode, with use_cache off.
 
     Hidden states (checked on transformers 5.24): `decoder(inputs_embeds=x, attention_mask=m, position_ids=p,
     output_hidden_states=True)` gives `layers + 1` hidden_states. transformers 5 by default overwrites
@@ -117,7 +119,7 @@ def load_backbone(ref: BaseModelRef | str, layers: int, *, device: str = "cpu", 
         raise SlmrecError(f"--base-model {resolved.ref} is not the base model this run was built on (hash "
                           f"{resolved.hash[:12]}, expected {expect_hash[:12]}); pass the run's base model")
     _check_layers(resolved, layers)
-    dtype = _check_device(device, load_in_8bit, load_in_4bit)
+    dtype = dtype or _check_device(device, load_in_8bit, load_in_4bit)
     start = time.monotonic()
     quant = _bnb_config(load_in_8bit, load_in_4bit, dtype)
     if resolved.kind in (TINY, RANDOM):  # built in memory

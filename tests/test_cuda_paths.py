@@ -2,6 +2,8 @@
 ONNX Runtime gets, which provider each variant is given, what the fp16 graph keeps in fp32, what a failed check
 records, and how the DDP wrapper is built. Nothing here pretends to run CUDA."""
 
+from pathlib import Path
+
 import pytest
 
 
@@ -211,3 +213,80 @@ def test_ddp_wraps_without_broadcasting_the_frozen_buffers():
     acc = make_accelerator(TrainArgs(epochs=1))
     assert isinstance(acc.ddp_handler, DistributedDataParallelKwargs)
     assert acc.ddp_handler.to_kwargs() == {"broadcast_buffers": False}
+
+
+def test_fp16_schedule_waits_when_the_scaler_skips_a_step():
+    """Defect 6: accelerate's optimizer with a gradient scaler (fp16) skips a step whose gradients overflowed; the
+    learning-rate schedule does not move on that step (engine.step_schedule), and moves on the next real one. Run
+    with torch's CPU GradScaler, the same class CUDA's fp16 uses."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from slmrec_cli.train.engine import cosine_with_warmup, step_schedule
+
+    Accelerator(cpu=True)  # accelerate's optimizer wrapper needs its state
+    p = torch.nn.Parameter(torch.ones(3))
+    scaler = torch.amp.GradScaler("cpu")
+    optimizer = AcceleratedOptimizer(torch.optim.SGD([p], lr=0.1), device_placement=False, scaler=scaler)
+    scheduler = cosine_with_warmup(optimizer.optimizer, 2, 10)
+    lrs = [scheduler.get_last_lr()[0]]
+    for weight in (float("inf"), 1.0, 1.0):
+        optimizer.zero_grad()
+        scaler.scale((p * torch.tensor([weight, 1.0, 1.0])).sum()).backward()
+        optimizer.step()
+        step_schedule(optimizer, scheduler)
+        lrs.append(scheduler.get_last_lr()[0])
+    assert lrs[1] == lrs[0] < lrs[2] < lrs[3]  # the overflowed step left the warm-up where it was
+
+
+def test_fp16_training_loads_the_base_in_fp16_with_fp32_adapters():
+    """Defect 6: under --mixed-precision fp16 the frozen base loads in float16 (not CUDA's default bfloat16, which
+    would meet fp16 autocast); LoRA and the projections stay float32, as the gradient scaler needs."""
+    import torch
+
+    from slmrec_cli.config.models import LLMRecConfig
+    from slmrec_cli.models.build import build_model
+    from slmrec_cli.train.accelerator import base_dtype
+
+    class Acc:
+        mixed_precision = "fp16"
+
+    assert base_dtype(Acc()) == torch.float16
+    Acc.mixed_precision = "bf16"
+    assert base_dtype(Acc()) is None
+    cfg = LLMRecConfig(layers=2, max_len=8, lora_r=4, lora_alpha=8, n_items=20, id_dim=8)
+    model, _ = build_model(cfg, "tiny-random", torch.randn(21, 8), dtype=torch.float16)
+    dtypes = {n: p.dtype for n, p in model.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" not in n and not n.startswith(("up", "down"))} == \
+        {torch.float16}
+    assert {d for n, d in dtypes.items() if "lora_" in n or n.startswith(("up", "down"))} == {torch.float32}
+
+
+def test_bnb_variants_are_made_and_run_in_the_devices_compute_dtype(monkeypatch, tmp_path):
+    """Defect 5: a bitsandbytes variant is quantized on the export's device (export.build passes it) and, on CUDA,
+    nf4 computes in bfloat16 with bfloat16 activations (QLoRA's path), not fp32 as on the CPU."""
+    import torch
+
+    from slmrec_cli.export import bnb
+
+    assert bnb.config("nf4", "cuda:0").bnb_4bit_compute_dtype == torch.bfloat16
+    assert bnb.config("nf4", "cpu").bnb_4bit_compute_dtype == torch.float32
+    assert bnb.config("int8", "cuda").load_in_8bit
+    assert bnb.compute_dtype("cuda") == torch.bfloat16 and bnb.compute_dtype("cpu") == torch.float32
+    seen = {}
+
+    class Decoder:
+        def save_pretrained(self, path):
+            (Path(path) / "model.safetensors").write_bytes(b"")
+
+    def load(folder, device, **kw):
+        seen.update(device=device, **kw)
+        return Decoder()
+
+    monkeypatch.setattr(bnb, "_load", load)
+    (tmp_path / "head.safetensors").write_bytes(b"head")
+    bnb.quantize_bnb(tmp_path, "nf4", tmp_path / "bnb-nf4", device="cuda")
+    assert seen["device"] == "cuda" and seen["dtype"] == torch.bfloat16
+    assert seen["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
+    assert (tmp_path / "bnb-nf4" / "head.safetensors").read_bytes() == b"head"

@@ -24,12 +24,20 @@ def need_bnb():
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
-def _config(kind: str):
+def compute_dtype(device: str) -> torch.dtype:
+    """What a bitsandbytes variant computes in where it runs: bfloat16 on CUDA (QLoRA's nf4 compute dtype, the path
+    a GPU deployment takes: the non-quantized layers, the activations and nf4's dequantized matmuls), float32 on the
+    CPU (whose bf16 is emulated on most CPUs)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def config(kind: str, device: str):
     from transformers import BitsAndBytesConfig
 
     if kind == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_compute_dtype=compute_dtype(device))
 
 
 def _load(folder: str, device: str, **kw):
@@ -43,11 +51,14 @@ def _load(folder: str, device: str, **kw):
 
 
 def quantize_bnb(export_dir: Path, kind: str, out: Path, device: str = "cpu") -> None:
-    """OUT/ (the export's decoder/ quantized, in safetensors, + a copy of its head.safetensors)."""
+    """OUT/ (the export's decoder/ quantized, in safetensors, + a copy of its head.safetensors), quantized on the
+    device the export runs on (bitsandbytes' CUDA kernels there, its CPU backend on the CPU): nf4's compute dtype,
+    saved in the variant's config, is that device's (compute_dtype)."""
     from slmrec_cli.backbones import quiet_transformers
 
     need_bnb()
-    decoder = _load(str(Path(export_dir) / DECODER), device, quantization_config=_config(kind))
+    decoder = _load(str(Path(export_dir) / DECODER), device, quantization_config=config(kind, device),
+                    dtype=compute_dtype(device))
     with atomic_dir(out, force=True) as d, quiet_transformers():
         decoder.save_pretrained(str(d))
         shutil.copyfile(Path(export_dir) / HEAD, d / HEAD)
@@ -59,4 +70,8 @@ def load_bnb(folder: Path, max_len: int, device: str = "cpu") -> Recommender:
     from slmrec_cli.runs import load_weights
 
     folder = Path(folder)
-    return assemble(_load(str(folder), device), load_weights(folder / HEAD), max_len, folder / HEAD, device)
+    dtype = compute_dtype(device)
+    rec = assemble(_load(str(folder), device, dtype=dtype), load_weights(folder / HEAD), max_len, folder / HEAD, device)
+    # the prompt's embeddings set the activations' dtype (Recommender.forward): the device's compute dtype
+    rec.prefix, rec.suffix = rec.prefix.to(dtype), rec.suffix.to(dtype)
+    return rec

@@ -94,7 +94,7 @@ def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], 
             for q, name in (("int8", "bnb-int8"), ("int4", "bnb-nf4")):
                 if q in quantize:
                     ui.info(f"quantizing {name}")
-                    quantize_bnb(tmp, q.replace("int4", "nf4"), tmp / name)
+                    quantize_bnb(tmp, q.replace("int4", "nf4"), tmp / name, device)
         manifest["variants"] = variant_layout(tmp)  # the files of each variant, external data included
         write_json(tmp / MANIFEST, manifest)
         write_json(tmp / "export_info.json", {"source_run": str(run), **info})

@@ -20,12 +20,14 @@ PROJECTIONS = "projections.safetensors"
 
 def build_model(cfg: LLMRecConfig, base_model: str, id_table: torch.Tensor, *, device: str = "cpu",
                 load_in_8bit: bool = False, load_in_4bit: bool = False, expect_hash: str | None = None,
-                adapter_dir: Path | None = None, gradient_checkpointing: bool = False):
-    """(LLMRec, BaseModelRef): fresh LoRA, or the saved adapter in adapter_dir."""
+                adapter_dir: Path | None = None, gradient_checkpointing: bool = False,
+                dtype: torch.dtype | None = None):
+    """(LLMRec, BaseModelRef): fresh LoRA, or the saved adapter in adapter_dir. dtype: the frozen base's (default:
+    the device's, backbones.load_backbone); the LoRA and the projections stay float32 (peft keeps adapters in fp32)."""
     from slmrec_cli.backbones import load_backbone
 
     decoder, tokenizer, ref = load_backbone(base_model, cfg.layers, device=device, load_in_8bit=load_in_8bit,
-                                            load_in_4bit=load_in_4bit, expect_hash=expect_hash)
+                                            load_in_4bit=load_in_4bit, expect_hash=expect_hash, dtype=dtype)
     if load_in_8bit or load_in_4bit:
         from peft import prepare_model_for_kbit_training
 

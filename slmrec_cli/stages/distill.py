@@ -33,7 +33,7 @@ from slmrec_cli.runs import (
     run_config,
     run_quantization,
 )
-from slmrec_cli.train.accelerator import make_accelerator, precision_of
+from slmrec_cli.train.accelerator import base_dtype, make_accelerator, precision_of
 from slmrec_cli.train.lifecycle import process_sections
 from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable
 
@@ -123,7 +123,8 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     table = load_run_weights(cfg.teacher, ID_TABLE)["item_embeddings"]
     projections = load_run_weights(cfg.teacher, PROJECTIONS)
     base = {"base_model": BaseModelRef.recorded(tcfg["base_model"]), "id_table": table, "device": device,
-            "expect_hash": tcfg["base_model"]["hash"], "gradient_checkpointing": cfg.llm.gradient_checkpointing}
+            "expect_hash": tcfg["base_model"]["hash"], "gradient_checkpointing": cfg.llm.gradient_checkpointing,
+            "dtype": base_dtype(acc)}
     # seeded here, after any teacher load: the student starts the same whether the cache was built now or before
     torch.manual_seed(args.seed)
     if opts.mode == "online":  # RQ4: the teacher starts from the base model like the student, and trains alongside

@@ -18,7 +18,7 @@ from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.models.build import build_model
 from slmrec_cli.random_init import check_prompt
 from slmrec_cli.runs import load_id_table, run_config
-from slmrec_cli.train.accelerator import make_accelerator
+from slmrec_cli.train.accelerator import base_dtype, make_accelerator
 from slmrec_cli.train.lifecycle import process_sections
 from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable
 
@@ -37,7 +37,8 @@ def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
     base = resolve_base_model(cfg.base_model, random_init=cfg.random_init, ignore_weights=cfg.ignore_weights)
     check_prompt(base, model_cfg.prompt_parts())
     model, ref = build_model(model_cfg, base, table, device=device, load_in_8bit=cfg.load_in_8bit,
-                             load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.llm.gradient_checkpointing)
+                             load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.llm.gradient_checkpointing,
+                             dtype=base_dtype(acc))
     config = run_config("teacher", data, model=asdict(model_cfg), base_model=asdict(ref), train=asdict(args),
                         targets=cfg.targets, ids={"run": str(cfg.ids), "data_hash": ids_cfg["data"]["hash"]},
                         quantized={"load_in_8bit": cfg.load_in_8bit, "load_in_4bit": cfg.load_in_4bit},

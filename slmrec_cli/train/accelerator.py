@@ -45,6 +45,12 @@ def resolve_precision(requested: str, cpu_auto_bf16: bool = False) -> str:
     return requested
 
 
+def base_dtype(acc) -> torch.dtype | None:
+    """The frozen base's dtype for a run on `acc`: float16 when it trains in fp16 (the default bfloat16 base on CUDA
+    would meet fp16 autocast: two half formats, bf16's range lost on each cast), else the device's default (None)."""
+    return torch.float16 if precision_of(acc) == "fp16" else None
+
+
 def precision_of(acc) -> str:
     """The precision a run actually trained in, for its config.json: fp32, bf16 or fp16."""
     mp = str(getattr(acc.mixed_precision, "value", acc.mixed_precision))

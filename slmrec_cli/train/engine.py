@@ -52,6 +52,14 @@ class FitResult:
     best_valid: dict | None = field(default=None, repr=False)
 
 
+def step_schedule(optimizer, scheduler) -> None:
+    """The learning-rate schedule moves with the optimizer's real steps: under fp16 the gradient scaler skips a step
+    whose gradients overflowed (accelerate's optimizer says so in step_was_skipped), and the schedule waits with it,
+    as transformers' Trainer does. The scheduler is not given to accelerate.prepare (see Fit), so this is ours."""
+    if not getattr(optimizer, "step_was_skipped", False):
+        scheduler.step()
+
+
 def cosine_with_warmup(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
     def factor(step: int) -> float:
         if step < warmup:
@@ -279,7 +287,7 @@ class _Fit:
         if args.grad_clip > 0:
             self.acc.clip_grad_norm_(self.params, args.grad_clip)
         self.optimizer.step()
-        self.scheduler.step()
+        step_schedule(self.optimizer, self.scheduler)
         self.optimizer.zero_grad()
         st.step += 1
         if st.step % args.log_every == 0:  # the host reads the loss (a device sync) only here
