@@ -2,6 +2,7 @@
 ONNX Runtime gets, which provider each variant is given, what the fp16 graph keeps in fp32, what a failed check
 records, and how the DDP wrapper is built. Nothing here pretends to run CUDA."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,29 @@ def test_bnb_variants_are_made_and_run_in_the_devices_compute_dtype(monkeypatch,
     assert seen["device"] == "cuda" and seen["dtype"] == torch.bfloat16
     assert seen["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
     assert (tmp_path / "bnb-nf4" / "head.safetensors").read_bytes() == b"head"
+
+
+def test_deterministic_turns_on_deterministic_kernels_and_changes_no_cpu_result(tmp_path, monkeypatch):
+    """Defect 8: --deterministic sets torch's deterministic mode and cuBLAS's fixed workspace before training (what
+    exact resume needs on CUDA); it is recorded in the run's config, and on the CPU (already deterministic) the run
+    is the same as without it."""
+    import json
+
+    import torch
+
+    from slmrec_cli.config.train import TrainArgs
+    from tests.helpers import SASREC_TINY, make_dataset, sasrec_run
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    data = make_dataset(tmp_path)
+    plain = sasrec_run(data, tmp_path / "plain", SASREC_TINY, TrainArgs(epochs=2, batch_size=16))
+    assert not torch.are_deterministic_algorithms_enabled()
+    try:
+        exact = sasrec_run(data, tmp_path / "exact", SASREC_TINY, TrainArgs(epochs=2, batch_size=16,
+                                                                           deterministic=True))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert json.loads((tmp_path / "exact" / "config.json").read_text())["train"]["deterministic"] is True
+    assert [r["metrics"] for r in exact["records"]] == [r["metrics"] for r in plain["records"]]

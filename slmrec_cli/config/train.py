@@ -34,6 +34,10 @@ class TrainArgs:
     mixed_precision: str = opt("auto (bf16 on CUDA; on a CPU with AVX-512 BF16 or AMX, bf16 for the LLM stages; "
                                "else fp32) | no | bf16 (CUDA, or a CPU with AVX-512 BF16 or AMX) | fp16 (CUDA).",
                                "auto", panel=RUN, choices=PRECISIONS)
+    deterministic: bool = opt("Deterministic kernels only (torch.use_deterministic_algorithms, cuBLAS's fixed "
+                              "workspace, the math attention kernel on CUDA): on a GPU a resumed run then repeats the "
+                              "uninterrupted one bit for bit, at some speed (docs/reliability.md). The CPU is "
+                              "deterministic without it.", False, panel=RUN)
     log_every: int = opt("Optimizer steps between training-loss log lines.", 20, cli=False)
     log_with: str | None = opt("Also log through an accelerate tracker (tensorboard).", None, panel=RUN)
 

@@ -45,6 +45,20 @@ def resolve_precision(requested: str, cpu_auto_bf16: bool = False) -> str:
     return requested
 
 
+def use_deterministic_kernels() -> None:
+    """--deterministic: every op either runs a deterministic kernel or raises (torch.use_deterministic_algorithms);
+    cuBLAS gets the fixed workspace it needs for that (CUBLAS_WORKSPACE_CONFIG, read when cuBLAS starts, so set before
+    the first CUDA matmul; a value the user set is kept); cuDNN does not autotune; attention on CUDA takes the math
+    kernel (the flash and memory-efficient backward passes accumulate with atomics, in no fixed order)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    if torch.cuda.is_available():
+        torch.backends.cuda.enable_flash_sdp(False)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+
+
 def base_dtype(acc) -> torch.dtype | None:
     """The frozen base's dtype for a run on `acc`: float16 when it trains in fp16 (the default bfloat16 base on CUDA
     would meet fp16 autocast: two half formats, bf16's range lost on each cast), else the device's default (None)."""
@@ -67,6 +81,8 @@ def make_accelerator(args: TrainArgs, run_dir: Path | None = None, cpu_auto_bf16
     from slmrec_cli.distributed import use_cpu
 
     mp = resolve_precision(args.mixed_precision, cpu_auto_bf16)
+    if args.deterministic:
+        use_deterministic_kernels()
     kwargs = {}
     if args.log_with:
         if args.log_with == "tensorboard":
