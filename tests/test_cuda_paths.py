@@ -317,3 +317,25 @@ def test_deterministic_turns_on_deterministic_kernels_and_changes_no_cpu_result(
         torch.use_deterministic_algorithms(False)
     assert json.loads((tmp_path / "exact" / "config.json").read_text())["train"]["deterministic"] is True
     assert [r["metrics"] for r in exact["records"]] == [r["metrics"] for r in plain["records"]]
+
+
+def test_evaluation_scores_are_fp32_inside_autocast(tiny_runs):
+    """Defect 9: what evaluation ranks by (score_all) is an fp32 matmul even inside a bf16 autocast region, for the
+    LLM models and SASRec alike (under autocast the matmul would run in bf16 and tie close items)."""
+    import torch
+
+    from slmrec_cli.runs import load_model
+
+    data, sasrec, teacher = tiny_runs
+    items = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    for run in (sasrec, teacher):
+        _, model = load_model(run, "cpu")
+        with torch.no_grad():
+            plain = model.score_all(items)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                users = model.user_vectors(items)
+                scores = model.score_all(items)
+        assert scores.dtype == torch.float32
+        expected = users.float() @ (model.id_table if hasattr(model, "id_table") else model.item_table()).float().T
+        torch.testing.assert_close(scores, expected)
+        assert plain.dtype == torch.float32

@@ -37,7 +37,15 @@ def test_auto_trains_in_fp32_on_cpu_and_records_it(tmp_path):
 def test_auto_on_cpu_is_bf16_only_for_llm_stages_where_native(monkeypatch, native, allowed, llm, expected):
     monkeypatch.setattr(accelerator, "cpu_bf16_supported", lambda: native)
     monkeypatch.setenv("SLMREC_CPU_AUTO_BF16", allowed)
-    assert accelerator.resolve_precision("auto", cpu_auto_bf16=llm) == expected
+    assert accelerator.resolve_precision("auto", auto_bf16=llm) == expected
+
+
+@pytest.mark.parametrize("llm, expected", [(True, "bf16"), (False, "no")])
+def test_auto_on_cuda_is_bf16_for_llm_stages_and_fp32_for_sasrec(monkeypatch, llm, expected):
+    """Defect 9 of issue 29: SASRec, the fixed baseline, trained in bf16 on CUDA at auto while the study's was fp32."""
+    monkeypatch.setattr(accelerator.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(accelerator.torch.cuda, "is_bf16_supported", lambda: True)
+    assert accelerator.resolve_precision("auto", auto_bf16=llm) == expected
 
 
 def test_a_teacher_at_auto_on_a_bf16_cpu_trains_in_bf16_and_records_it(tiny_runs, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from torch import nn
 
 from slmrec_cli.config.models import LLMRecConfig
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.models.scoring import next_item_ce
+from slmrec_cli.models.scoring import all_scores, next_item_ce
 
 
 def add_lora(decoder: nn.Module, cfg: LLMRecConfig) -> nn.Module:
@@ -107,7 +107,7 @@ class LLMRec(nn.Module):
         return self.down(self.hidden(items).to(self.down.weight.dtype))
 
     def score_all(self, items: torch.Tensor) -> torch.Tensor:
-        return self.user_vectors(items) @ self.id_table.T
+        return all_scores(self.user_vectors(items), self.id_table)
 
     def forward(self, items: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Full-softmax cross-entropy of the next item (paper Eq. 1); column 0 (padding) is never a class.

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slmrec_cli.config.models import SASRecConfig
-from slmrec_cli.models.scoring import next_item_ce
+from slmrec_cli.models.scoring import all_scores, next_item_ce
 
 
 class Block(nn.Module):
@@ -68,7 +68,7 @@ class SASRec(nn.Module):
         return self.encode(items[:, -self.cfg.max_len :])[:, -1]
 
     def score_all(self, items: torch.Tensor) -> torch.Tensor:
-        return self.user_vectors(items) @ self.item_table().T
+        return all_scores(self.user_vectors(items), self.item_table())
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Full-softmax cross-entropy over all items at every non-padding position; item scores are computed at those

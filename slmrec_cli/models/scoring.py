@@ -33,6 +33,13 @@ def _fp32(device: torch.device):
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def all_scores(users: torch.Tensor, id_table: torch.Tensor) -> torch.Tensor:
+    """What evaluation ranks by: every item's score [B, n_items + 1] in fp32, inside an autocast region too (a bf16
+    matmul would tie close items and move ranks)."""
+    with _fp32(users.device):
+        return users.float() @ id_table.float().T
+
+
 def item_logits(users: torch.Tensor, id_table: torch.Tensor) -> torch.Tensor:
     """Scores of every item [K, n_items + 1] for user vectors [K, d0], in fp32; column 0 (padding) is -inf, so it is
     never a class."""

@@ -97,7 +97,7 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     pairs = block_layers(m, opts.student_layers, opts.blocks)
     t_hash = teacher_fingerprint(cfg.teacher)
     prepare_run_dir(cfg.run.out, resume=cfg.run.resume, force=cfg.run.force, create=False)  # before a long build
-    acc = make_accelerator(args, Path(cfg.run.out), cpu_auto_bf16=True)
+    acc = make_accelerator(args, Path(cfg.run.out), auto_bf16=True)
     device = str(acc.device)
     student_cfg = replace(LLMRecConfig(**tcfg["model"]), layers=opts.student_layers)
     t_quant = "8bit" if cfg.load_in_8bit else "4bit" if cfg.load_in_4bit else run_quantization(tcfg)

@@ -30,7 +30,7 @@ def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
     check_prompt_for_targets(cfg.model.prompt, cfg.targets)
     data = load_dataset(cfg.data)
     table, ids_cfg = load_id_table(cfg.ids, data)
-    acc = make_accelerator(args, Path(cfg.run.out), cpu_auto_bf16=True)
+    acc = make_accelerator(args, Path(cfg.run.out), auto_bf16=True)
     device = str(acc.device)
     model_cfg = replace(cfg.model, n_items=data.n_items, id_dim=table.shape[1])
     torch.manual_seed(args.seed)

@@ -26,16 +26,19 @@ def cpu_auto_bf16_allowed() -> bool:
     return os.environ.get("SLMREC_CPU_AUTO_BF16", "1") != "0"
 
 
-def resolve_precision(requested: str, cpu_auto_bf16: bool = False) -> str:
-    """accelerate's mixed_precision for --mixed-precision. auto = bf16 on a CUDA GPU that has it; on a CPU, bf16 when
-    the stage asks for it (cpu_auto_bf16: the LLM stages) and the CPU computes bf16 natively (AVX-512 BF16 or AMX:
-    0.8x the fp32 step time, 0.5x the inference time, validation MRR within the seed spread; docs/findings.md), else
-    fp32 ("no"). An explicit bf16 on CPU needs native support; fp16 needs CUDA."""
+def resolve_precision(requested: str, auto_bf16: bool = False) -> str:
+    """accelerate's mixed_precision for --mixed-precision. auto = fp32 ("no") for a stage that does not ask for bf16
+    (SASRec, the fixed baseline, trains in fp32 on every device, as the study measured it); for the LLM stages
+    (auto_bf16) bf16 on a CUDA GPU that has it, and on a CPU that computes bf16 natively (AVX-512 BF16 or AMX: 0.8x
+    the fp32 step time, 0.5x the inference time, validation MRR within the seed spread; docs/findings.md), else fp32.
+    An explicit bf16 on CPU needs native support; fp16 needs CUDA."""
     cuda = torch.cuda.is_available()
     if requested == "auto":
+        if not auto_bf16:
+            return "no"
         if cuda:
             return "bf16" if torch.cuda.is_bf16_supported() else "no"
-        return "bf16" if cpu_auto_bf16 and cpu_auto_bf16_allowed() and cpu_bf16_supported() else "no"
+        return "bf16" if cpu_auto_bf16_allowed() and cpu_bf16_supported() else "no"
     if requested == "fp16" and not cuda:
         raise SlmrecError("--mixed-precision fp16 needs a CUDA GPU and none is visible; use --mixed-precision no "
                           "(or bf16 on a CPU with AVX-512 BF16 or AMX)")
@@ -71,16 +74,16 @@ def precision_of(acc) -> str:
     return "fp32" if mp == "no" else mp
 
 
-def make_accelerator(args: TrainArgs, run_dir: Path | None = None, cpu_auto_bf16: bool = False):
+def make_accelerator(args: TrainArgs, run_dir: Path | None = None, auto_bf16: bool = False):
     """accelerate's Accelerator; under torchrun / accelerate launch it joins the process group (gloo on CPU).
-    cpu_auto_bf16: `auto` may pick bf16 on a CPU that has it (the LLM stages; SASRec, the fixed baseline, stays
-    fp32)."""
+    auto_bf16: `auto` may pick bf16, on CUDA or a CPU that has it (the LLM stages; SASRec, the fixed baseline, stays
+    fp32 on every device)."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
     from slmrec_cli.distributed import use_cpu
 
-    mp = resolve_precision(args.mixed_precision, cpu_auto_bf16)
+    mp = resolve_precision(args.mixed_precision, auto_bf16)
     if args.deterministic:
         use_deterministic_kernels()
     kwargs = {}
