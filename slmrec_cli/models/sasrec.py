@@ -53,9 +53,12 @@ class SASRec(nn.Module):
         pos = torch.arange(self.cfg.max_len - t, self.cfg.max_len, device=items.device)
         x = self.item_emb(items) * self.cfg.dim**0.5 + self.pos_emb(pos)[None]
         x = self.drop(x) * (items != 0).unsqueeze(-1)
-        causal = torch.ones(t, t, dtype=torch.bool, device=items.device).tril()
+        # comparisons of positions, not tril/eye of a bool tensor: ONNX Runtime has no bool EyeLike (the ONNX graph of
+        # benchmarks/serving_latency.py traces this)
+        i = torch.arange(t, device=items.device)
+        causal = i[:, None] >= i[None, :]
         keep = causal[None] & (items != 0)[:, None, :]
-        keep = keep | torch.eye(t, dtype=torch.bool, device=items.device)[None]  # padding rows attend to self
+        keep = keep | (i[:, None] == i[None, :])[None]  # padding rows attend to self
         mask = keep[:, None]
         for block in self.blocks:
             x = block(x, mask)
