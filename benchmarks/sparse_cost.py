@@ -1,6 +1,7 @@
 """What padding costs on sparse data, measured in ONE process: the padded path slmrec took before (every batch padded
 to --max-len, SASRec scoring the whole catalogue at every slot) against the padding-free one (batches cut to their
-longest real row, item scores at real slots only, in bounded chunks), on the same batches, then with --group-by-length.
+longest real row, item scores at real slots only, in bounded chunks), on the same batches, then with --group-by-length,
+and for the LLM teacher packed (its real tokens only, several windows to a row: models/packing.py, the default).
 
 python benchmarks/sparse_cost.py --data data/beauty [--base-model smollm2-135m] [--threads 2] [--out cost.json]
 
@@ -28,7 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-PATHS = ("padded", "trimmed", "trimmed+grouped")
+PATHS = ("padded", "trimmed", "trimmed+grouped", "packed")  # packed: the LLM's default; SASRec has no such path
+
+
+def paths_for(kind: str) -> tuple[str, ...]:
+    return PATHS if kind == "llm" else PATHS[:3]
 
 
 def _status_mib(field: str) -> float:
@@ -89,6 +94,8 @@ def batches_for(task, path: str, batch_size: int) -> list:
 def step_fn(task, kind: str, path: str, autocast):
     """One training step (forward, backward, AdamW) of this path on a batch of example indices."""
     model = copy.deepcopy(task.model) if path != "padded" else task.model
+    if kind == "llm":
+        model.packed = path == "packed"
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3)
 
@@ -111,11 +118,12 @@ def step_fn(task, kind: str, path: str, autocast):
 
 def time_paths(task, kind: str, batch_size: int, steps: int, autocast) -> dict:
     """Mean s per step of each path over `steps` batches (after one warm-up), steps interleaved across paths."""
-    fns = {p: step_fn(task, kind, p, autocast) for p in PATHS}
-    order = {p: batches_for(task, p, batch_size) for p in PATHS}
-    times = {p: [] for p in PATHS}
+    paths = paths_for(kind)
+    fns = {p: step_fn(task, kind, p, autocast) for p in paths}
+    order = {p: batches_for(task, p, batch_size) for p in paths}
+    times = {p: [] for p in paths}
     for i in range(steps + 1):
-        for p in PATHS:
+        for p in paths:
             t0 = time.perf_counter()
             fns[p](order[p][i])
             if i:
@@ -138,7 +146,8 @@ def validation_cost(task, users: int, eval_batch: int, autocast) -> dict:
 
     out = {}
     with torch.no_grad(), autocast():
-        for path, score in (("padded", padded), ("trimmed", model.score_all)):
+        for path, score in (("padded", padded), ("trimmed", model.score_all), ("packed", model.score_all)):
+            model.packed = path == "packed"
             t0 = time.perf_counter()
             rank_split(score, data, "valid", max_len=max_len, batch_size=eval_batch, users=chosen, desc=path)
             out[path] = (time.perf_counter() - t0) * 1000 / len(chosen)
@@ -184,7 +193,7 @@ def autocast_for(kind: str):
 
     from slmrec_cli.train.accelerator import resolve_precision
 
-    if kind != "sasrec" and resolve_precision("auto", cpu_auto_bf16=True) == "bf16":
+    if kind != "sasrec" and resolve_precision("auto", auto_bf16=True) == "bf16":
         return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext
 
@@ -221,7 +230,7 @@ def main() -> None:
     report["teacher"] = time_paths(llm, "llm", 32, args.llm_steps, autocast_for("llm"))
     report["teacher_validation_s_per_1000_users"] = validation_cost(llm, args.eval_users, 32, autocast_for("llm"))
     del llm
-    report["memory_mib"] = {kind: {p: run_child(args, kind, p) for p in PATHS} for kind in ("sasrec", "llm")}
+    report["memory_mib"] = {kind: {p: run_child(args, kind, p) for p in paths_for(kind)} for kind in ("sasrec", "llm")}
     report["big_catalogue"] = {"items": args.big_items, "batch": "128 x 50", **run_child(args, "big", "trimmed"),
                                "padded_logits_gb": 128 * 50 * (args.big_items + 1) * 4 / 1e9}
     print(table(report))
@@ -234,21 +243,22 @@ def table(r: dict) -> str:
         return f"{a / b:.2f}"
 
     s, t, v, m = r["sasrec"], r["teacher"], r["teacher_validation_s_per_1000_users"], r["memory_mib"]
-    mem = {k: {p: m[k][p]["peak_rss_mib"] - m[k][p]["before_mib"] for p in PATHS} for k in m}
-    lines = ["| | padded (before) | trimmed | trimmed + grouped | ratio trimmed | ratio grouped |",
-             "|---|---:|---:|---:|---:|---:|"]
-    rows = (("SASRec s/epoch", s, "s_per_epoch", "{:.1f}"), ("SASRec s/step", s, "s_per_step", "{:.3f}"),
-            ("teacher s/step", t, "s_per_step", "{:.3f}"), ("teacher s/epoch", t, "s_per_epoch", "{:.0f}"))
-    for name, d, key, fmt in rows:
-        vals = [d[p][key] for p in PATHS]
-        lines.append(f"| {name} | " + " | ".join(fmt.format(x) for x in vals)
-                     + f" | {ratio(vals[1], vals[0])} | {ratio(vals[2], vals[0])} |")
-    lines.append(f"| teacher validation s/1000 users | {v['padded']:.1f} | {v['trimmed']:.1f} | (same) | "
-                 f"{ratio(v['trimmed'], v['padded'])} | |")
+    mem = {k: {p: m[k][p]["peak_rss_mib"] - m[k][p]["before_mib"] for p in m[k]} for k in m}
+    lines = ["| | padded (before) | trimmed | trimmed + grouped | packed (LLM default) | ratio trimmed | ratio grouped "
+             "| ratio packed |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def row(name: str, vals: dict, fmt: str) -> str:
+        cells = [fmt.format(vals[p]) if p in vals else "" for p in PATHS]
+        ratios = [ratio(vals[p], max(vals["padded"], 1e-9)) if p in vals else "" for p in PATHS[1:]]
+        return f"| {name} | " + " | ".join(cells + ratios) + " |"
+
+    timed = (("SASRec s/epoch", s, "s_per_epoch", "{:.1f}"), ("SASRec s/step", s, "s_per_step", "{:.3f}"),
+             ("teacher s/step", t, "s_per_step", "{:.3f}"), ("teacher s/epoch", t, "s_per_epoch", "{:.0f}"))
+    for name, d, key, fmt in timed:
+        lines.append(row(name, {p: d[p][key] for p in d}, fmt))
+    lines.append(row("teacher validation s/1000 users", v, "{:.1f}"))
     for k, name in (("sasrec", "SASRec"), ("llm", "teacher")):
-        vals = [mem[k][p] for p in PATHS]
-        lines.append(f"| {name} step memory above setup, MiB | " + " | ".join(f"{x:.0f}" for x in vals)
-                     + f" | {ratio(vals[1], max(vals[0], 1))} | {ratio(vals[2], max(vals[0], 1))} |")
+        lines.append(row(f"{name} step memory above setup, MiB", mem[k], "{:.0f}"))
     b = r["big_catalogue"]
     lines.append(f"\nSASRec at {b['items']:,} items, one step of batch {b['batch']}: peak RSS "
                  f"{b['peak_rss_mib']:.0f} MiB ({b['step_s']:.1f} s); the padded path's logits alone would be "

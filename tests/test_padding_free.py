@@ -17,6 +17,7 @@ from slmrec_cli.distill.model import Distiller
 from slmrec_cli.evaluation.evaluate import eval_batches, rank_split
 from slmrec_cli.evaluation.ranking import pessimistic_ranks
 from slmrec_cli.models.build import build_model
+from slmrec_cli.models.packing import pack_layout
 from slmrec_cli.models.sasrec import SASRec
 from slmrec_cli.models.scoring import item_logits, next_item_ce
 from tests.helpers import make_dataset
@@ -101,6 +102,63 @@ def test_student_with_every_term_trimmed_equals_padded(align):
         return total
 
     assert_same(loss_and_grads(model, loss, trim_windows(w)), loss_and_grads(model, loss, w))
+
+
+def unpacked(*models):
+    """The left-padded decoder batch (the path before packing) for these LLM models."""
+    for m in models:
+        m.packed = False
+
+
+def test_teacher_packed_equals_left_padded():
+    """Packing (the decoder on real tokens only, several windows to a row) gives the left-padded batch's losses and
+    gradients, for causal targets and the last-token target alike."""
+    table = torch.randn(21, 16, generator=torch.Generator().manual_seed(1))
+    model = tiny_llm(2, 0, table).train()
+    w = padded_windows()
+    inputs, targets = window_inputs_targets(w)
+    assert len(pack_layout((inputs != 0).sum(1).tolist(), inputs.shape[1], 1, 0).src) < len(inputs)  # rows shared
+    packed = loss_and_grads(model, model, trim_windows(w))
+    packed_last = loss_and_grads(model, lambda i, t: model(i, t[:, -1]), w)
+    unpacked(model)
+    assert_same(packed, loss_and_grads(model, model, w))
+    assert_same(packed_last, loss_and_grads(model, lambda i, t: model(i, t[:, -1]), w))
+
+
+@pytest.mark.parametrize("align", ["last", "all"])
+def test_student_with_every_term_packed_equals_left_padded(align):
+    table = torch.randn(21, 16, generator=torch.Generator().manual_seed(1))
+    teacher, student = tiny_llm(4, 0, table).eval(), tiny_llm(2, 1, table)
+    opts = DistillOptions(student_layers=2, blocks=2, lambda_cos=1.0, lambda_norm=0.1, lambda_ms=0.1, lambda_kd=0.5,
+                          align=align)
+    model = Distiller(student, teacher, block_layers(4, 2, 2), opts).train()
+    w = padded_windows()
+
+    def loss(items, targets):
+        return model(items, targets)[0]
+
+    packed = loss_and_grads(model, loss, trim_windows(w))
+    unpacked(teacher, student)
+    assert_same(packed, loss_and_grads(model, loss, w))
+
+
+def test_pack_layout_places_every_real_token_once():
+    lengths, t, p_len, s_len = [5, 2, 3, 4, 1, 1], 6, 2, 1
+    a, b = pack_layout(lengths, t, p_len, s_len), pack_layout(lengths, t, p_len, s_len)
+    for name in ("src", "pos", "last", "history"):  # a pure function of the lengths
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    cap = p_len + max(lengths) + s_len
+    assert a.src.shape[1] == cap and a.src.shape[0] < len(lengths)
+    width = p_len + t + s_len
+    flat_src, flat_pos = a.src.reshape(-1), a.pos.reshape(-1)
+    for ex, length in enumerate(lengths):
+        real = [ex * width + j for j in range(p_len)] + [ex * width + p_len + t - length + j for j in range(length)] \
+            + [ex * width + p_len + t + j for j in range(s_len)]
+        slots = [int(i) for i in (flat_src[:, None] == torch.tensor(real)[None]).any(1).nonzero()]
+        placed = [int(flat_src[i]) for i in slots if int(flat_pos[i]) < len(real) and int(flat_src[i]) in real]
+        assert sorted(set(placed)) == real  # every real token of the example is in the packed batch
+        assert int(flat_src[a.last[ex]]) == real[-1] and int(flat_pos[a.last[ex]]) == len(real) - 1
+        assert [int(flat_src[i]) for i in a.history[ex, t - length:]] == real[p_len:p_len + length]
 
 
 def test_chunked_ce_equals_one_chunk(monkeypatch):

@@ -10,6 +10,7 @@ from torch import nn
 
 from slmrec_cli.config.models import LLMRecConfig
 from slmrec_cli.errors import SlmrecError
+from slmrec_cli.models.packing import pack_layout
 from slmrec_cli.models.scoring import all_scores, next_item_ce
 
 
@@ -62,6 +63,7 @@ class LLMRec(nn.Module):
         suf = list(tokenizer(suffix, add_special_tokens=False)["input_ids"])
         self.register_buffer("prefix_ids", torch.tensor(pre, dtype=torch.long), persistent=False)
         self.register_buffer("suffix_ids", torch.tensor(suf, dtype=torch.long), persistent=False)
+        self.packed = True  # the decoder sees real tokens only (hidden); False: the left-padded batch
 
     # -- the inner pieces of the base model, whether or not peft wraps it
     def _base(self) -> nn.Module:
@@ -78,18 +80,26 @@ class LLMRec(nn.Module):
 
     def hidden(self, items: torch.Tensor, all_layers: bool = False, positions: str = "last"):
         """States after the final norm. positions="last": the last token's [B, d1]; "history": every history slot's
-        [B, T, d1], slot i holding the state that reads items[:, :i + 1] (causal attention). With all_layers, also
-        every decoder layer's output at the same positions, before the final norm, [L, B, d1] or [L, B, T, d1]
-        (read by hooks: unambiguous across versions)."""
+        [B, T, d1], slot i holding the state that reads items[:, :i + 1] (causal attention; slots of left padding hold
+        a state nobody reads). With all_layers, also every decoder layer's output at the same positions, before the
+        final norm, [L, B, d1] or [L, B, T, d1] (read by hooks: unambiguous across versions). The decoder runs on the
+        real tokens only (models.packing; self.packed = False: on the left-padded batch, the same states)."""
         items = items[:, -self.cfg.max_len :]
-        x, mask, pos = self.inputs(items)
-        p_len = self.prefix_ids.shape[0]
-        cut = slice(p_len, p_len + items.shape[1]) if positions == "history" else -1  # items[:, i] sits at p_len + i
+        if self.packed:
+            x, pos, take = self._packed(items, positions)
+            mask = None  # transformers reads the packing from the position ids
+        else:
+            x, mask, pos = self.inputs(items)
+            p_len = self.prefix_ids.shape[0]
+            cut = slice(p_len, p_len + items.shape[1]) if positions == "history" else -1  # items[:, i] at p_len + i
+
+            def take(states: torch.Tensor) -> torch.Tensor:
+                return states[:, cut]
         captured: list[torch.Tensor] = []
         hooks = []
         if all_layers:
             def grab(module, args, output):
-                captured.append((output[0] if isinstance(output, tuple) else output)[:, cut])
+                captured.append(take(output[0] if isinstance(output, tuple) else output))
 
             hooks = [layer.register_forward_hook(grab) for layer in self._base().layers]
         try:
@@ -97,8 +107,26 @@ class LLMRec(nn.Module):
         finally:
             for h in hooks:
                 h.remove()
-        final = out.last_hidden_state[:, cut]
+        final = take(out.last_hidden_state)
         return (final, torch.stack(captured)) if all_layers else final
+
+    def _packed(self, items: torch.Tensor, positions: str):
+        """(packed embeddings [R, cap, d1], position ids [R, cap], take: packed states → [B, d1] or [B, T, d1])."""
+        embed = self._base().get_input_embeddings()
+        dtype = embed.weight.dtype
+        b, t = items.shape
+        hist = self.up(self.id_table[items].to(self.up.weight.dtype)).to(dtype)
+        prefix, suffix = embed(self.prefix_ids).to(dtype), embed(self.suffix_ids).to(dtype)
+        table = torch.cat([prefix.expand(b, -1, -1), hist, suffix.expand(b, -1, -1)], dim=1)
+        lengths = (items != 0).sum(1).tolist()  # the one host read: the layout is planned on the CPU
+        layout = pack_layout(lengths, t, prefix.shape[0], suffix.shape[0]).to(items.device)
+        x = table.reshape(-1, table.shape[-1])[layout.src]
+        index = layout.history if positions == "history" else layout.last
+
+        def take(states: torch.Tensor) -> torch.Tensor:
+            return states.reshape(-1, states.shape[-1])[index]
+
+        return x, layout.pos, take
 
     def final_norm(self) -> nn.Module:
         return self._base().norm
