@@ -13,7 +13,8 @@ QUANTIZE = ("none", "int8", "int4", "fp16")
 INT8_SCHEMES = ("smooth", "block", "dynamic")
 # what an export may hold
 VARIANTS = ("torch-fp32", "onnx-fp32", "onnx-int8", "onnx-int4", "onnx-fp16", "bnb-int8", "bnb-nf4")
-INT8_SERVES = 0.99  # the relative MRR at which `recommend` serves onnx-int8 by default
+INT8_SERVES = 0.99  # the relative MRR at which `recommend` serves onnx-int8 by default (or its interval reaches it)
+INT8_FLOOR = 0.97  # below this relative MRR onnx-int8 never serves by default, whatever its interval
 
 
 def check_names(values: list[str], allowed: tuple[str, ...], option: str) -> list[str]:
@@ -92,8 +93,9 @@ class RecommendConfig:
     jsonl: bool = opt("Stream one JSON object per history on stdout as each is scored (JSON Lines; --json prints "
                       "one document at the end).", False, decls=("--jsonl",))
     variant: str | None = opt("The exported variant that serves (default: onnx-int8 when the export has it and "
-                              f"quality.json puts its relative MRR at ≥ {INT8_SERVES}, else onnx-fp32, else "
-                              "torch-fp32).", None, choices=VARIANTS)
+                              f"quality.json puts its relative MRR at ≥ {INT8_SERVES}, or at ≥ {INT8_FLOOR} with a "
+                              f"paired 95 % interval that reaches {INT8_SERVES}; else onnx-fp32, else torch-fp32).",
+                              None, choices=VARIANTS)
     device: str = device_opt("Where the variant runs: auto (a CUDA GPU when one is visible and the variant's runtime "
                              "can use it, else the CPU) | cpu | cuda | cuda:N.")
 
