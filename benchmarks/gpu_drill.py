@@ -8,7 +8,7 @@ each a real `slmrec` command, timed, PASS or FAIL, into OUT/gpu_drill.json and O
 Paths: bf16 training of an 8-layer teacher and a 4-layer student (step times side by side), fp16 and 8-/4-bit teacher
 loading, distillation from a teacher cache and live, prune-probe, evaluate --quantization 8bit|4bit, export with every
 variant, --bench-only at batch 1 and 512 on ONNX Runtime CUDA and torch bf16, recommend per variant, and the nodes
-that fell off the GPU (bench.json's ort_placement). STEPS (env, default 40) sets the training steps of each stage.
+that fell off the GPU (bench.json's ort_cuda_placement). STEPS (env, default 40) sets the training steps of each stage.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def numbers(out: Path) -> dict:
     bench = read(out / "exports" / "s4" / "bench.json")
     rows = [{k: r.get(k) for k in ("variant", "runtime", "provider", "batch", "users_per_s", "p50_ms", "p95_ms")}
             for r in bench.get("results", [])]
-    return {"seconds_per_step": step, "bench": rows, "ort_placement": bench.get("ort_placement", {}),
+    return {"seconds_per_step": step, "bench": rows, "ort_placement": bench.get("ort_cuda_placement", {}),
             "quality": read(out / "exports" / "s4" / "quality.json")}
 
 

@@ -114,3 +114,19 @@ def test_gpu_drill_writes_its_tables(tmp_path):
     text = module.markdown(result)
     assert "| doctor | PASS | 3.0 |" in text and "t8 0.031, s4 0.017" in text and "t-fp16" not in text
     assert "| onnx-fp32 | ort | cuda | 512 | 90000 | 5.60 | 6.00 |" in text and "CPUExecutionProvider" in text
+
+
+def test_gpu_drill_reads_what_the_stages_write(tmp_path):
+    """numbers() reads the keys slmrec writes: efficiency.json's train_seconds_per_step, bench.json's results and
+    ort_cuda_placement (as stages/export.run_bench names them)."""
+    module = drill()
+    (tmp_path / "runs" / "t8").mkdir(parents=True)
+    (tmp_path / "runs" / "t8" / "efficiency.json").write_text(json.dumps({"train_seconds_per_step": 0.03}))
+    (tmp_path / "exports" / "s4").mkdir(parents=True)
+    bench = {"results": [{"variant": "onnx-fp32", "runtime": "ort", "provider": "cuda", "batch": 1, "users_per_s": 9.0,
+                          "p50_ms": 1.0, "p95_ms": 2.0, "calls": 3}],
+             "ort_cuda_placement": {"onnx-int8": {"nodes": 10, "elsewhere": 4}}}
+    (tmp_path / "exports" / "s4" / "bench.json").write_text(json.dumps(bench))
+    got = module.numbers(tmp_path)
+    assert got["seconds_per_step"]["t8"] == 0.03 and got["seconds_per_step"]["s4"] is None
+    assert got["bench"][0]["users_per_s"] == 9.0 and got["ort_placement"] == bench["ort_cuda_placement"]
