@@ -87,13 +87,18 @@ def test_teacher_trimmed_equals_padded():
     assert_same(loss_and_grads(model, model, trim_windows(w)), loss_and_grads(model, model, w))
 
 
-@pytest.mark.parametrize("align", ["last", "all"])
-def test_student_with_every_term_trimmed_equals_padded(align):
+def distiller(align: str) -> Distiller:
+    """A 2-layer student distilled from a 4-layer teacher with every term on."""
     table = torch.randn(21, 16, generator=torch.Generator().manual_seed(1))
     teacher, student = tiny_llm(4, 0, table).eval(), tiny_llm(2, 1, table)
     opts = DistillOptions(student_layers=2, blocks=2, lambda_cos=1.0, lambda_norm=0.1, lambda_ms=0.1, lambda_kd=0.5,
                           align=align)
-    model = Distiller(student, teacher, block_layers(4, 2, 2), opts).train()
+    return Distiller(student, teacher, block_layers(4, 2, 2), opts).train()
+
+
+@pytest.mark.parametrize("align", ["last", "all"])
+def test_student_with_every_term_trimmed_equals_padded(align):
+    model = distiller(align)
     w = padded_windows()
 
     def loss(items, targets):
@@ -127,18 +132,14 @@ def test_teacher_packed_equals_left_padded():
 
 @pytest.mark.parametrize("align", ["last", "all"])
 def test_student_with_every_term_packed_equals_left_padded(align):
-    table = torch.randn(21, 16, generator=torch.Generator().manual_seed(1))
-    teacher, student = tiny_llm(4, 0, table).eval(), tiny_llm(2, 1, table)
-    opts = DistillOptions(student_layers=2, blocks=2, lambda_cos=1.0, lambda_norm=0.1, lambda_ms=0.1, lambda_kd=0.5,
-                          align=align)
-    model = Distiller(student, teacher, block_layers(4, 2, 2), opts).train()
+    model = distiller(align)
     w = padded_windows()
 
     def loss(items, targets):
         return model(items, targets)[0]
 
     packed = loss_and_grads(model, loss, trim_windows(w))
-    unpacked(teacher, student)
+    unpacked(model.teacher, model.student)
     assert_same(packed, loss_and_grads(model, loss, w))
 
 
