@@ -45,11 +45,14 @@ def torch_checks(devices: list[str]) -> list[dict]:
     return out
 
 
+W = np.linspace(-1, 1, 64 * 32, dtype=np.float32).reshape(64, 32)  # the tiny graph's weight
+
+
 def tiny_graph() -> bytes:
     """y = x @ w (fp32, [4, 64] @ [64, 32]): the smallest graph that runs a MatMul kernel."""
     from onnx import TensorProto, helper, numpy_helper
 
-    w = numpy_helper.from_array(np.linspace(-1, 1, 64 * 32, dtype=np.float32).reshape(64, 32), "w")
+    w = numpy_helper.from_array(W, "w")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "doctor",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 32])], [w])
@@ -87,7 +90,7 @@ def ort_checks(devices: list[str]) -> list[dict]:
             sess = ort.InferenceSession(model, providers=ort_providers(provider))
             ran = sess.get_providers()[0]
             y = sess.run(None, {"x": x})[0]
-            err = float(np.abs(y - x @ np.linspace(-1, 1, 64 * 32, dtype=np.float32).reshape(64, 32)).max())
+            err = float(np.abs(y - x @ W).max())
         except Exception as e:  # ONNX Runtime raises plain Exceptions
             out.append(check(name, "problem", f"does not start: {first_line(e)}"))
             continue
