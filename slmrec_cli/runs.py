@@ -125,9 +125,18 @@ def _flat(section: dict, prefix: str = "") -> dict:
     return out
 
 
+def _as_json(value):
+    """value as it reads back from JSON (tuples become lists), so a recorded option compares equal to its live one."""
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_json(v) for v in value]
+    return value
+
+
 def resume_changes(old: dict, new: dict) -> tuple[list[str], list[str]]:
     """(what differs, as 'option old → new'; options the old run does not record, written before they existed)."""
-    a, b = _flat(old), _flat(new)
+    a, b = _flat(_as_json(old)), _flat(_as_json(new))
     keys = sorted(k for k in set(b) - set(RESUME_MAY_CHANGE) - set(INCIDENTAL)
                   if not k.startswith(("software.", f"{FROM_RUN}.")))
     unrecorded = [k for k in keys if k not in a]

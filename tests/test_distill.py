@@ -15,7 +15,7 @@ from slmrec_cli.distill.model import Distiller
 from slmrec_cli.models.build import build_model
 from slmrec_cli.runs import load_llmrec_run
 from slmrec_cli.stages.distill import DistillTask
-from tests.helpers import make_dataset, run_cli, student_run
+from tests.helpers import eval_records, make_dataset, run_cli, student_run
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,25 @@ def test_student_works_with_evaluate_and_probe(teacher, tmp_path, capsys):
     assert code == 0, err
     assert json.loads(stdout)[0]["metrics"] == json.loads((out / "eval/test-sampled.json").read_text())["metrics"]
     assert run_cli(["prune-probe", out], capsys)[0] == 0
+
+
+def test_an_interrupted_student_resumes_to_the_same_numbers(teacher, tmp_path):
+    """Stop mid-run, resume (the recorded block pairs read back from JSON as lists), same metrics and log."""
+    from slmrec_cli.errors import Interrupted
+    from slmrec_cli.train import engine
+
+    _, _, t4 = teacher
+    student_run(t4, tmp_path / "full", 2, args(), blocks=2)
+
+    def stop(step):
+        if step == 3:
+            engine.request_stop()
+
+    with pytest.raises(Interrupted):
+        student_run(t4, tmp_path / "cut", 2, args(), blocks=2, on_step=stop)
+    student_run(t4, tmp_path / "cut", 2, args(), blocks=2, resume=True)
+    assert eval_records(tmp_path / "cut") == eval_records(tmp_path / "full")
+    assert (tmp_path / "cut" / "train_log.jsonl").read_text() == (tmp_path / "full" / "train_log.jsonl").read_text()
 
 
 def _distiller(teacher, **kw):
