@@ -21,17 +21,18 @@ import torch
 def measure(run: Path, steps: int, batch: int) -> dict:
     from slmrec_cli.data import load_dataset
     from slmrec_cli.evaluation.evaluate import rank_split
-    from slmrec_cli.runs import load_model
+    from slmrec_cli.runs import Run, RunKind
 
-    cfg, model = load_model(run)
-    data = load_dataset(cfg["data"]["path"])
+    loaded = Run.load(run)
+    model = loaded.load_model()
+    data = load_dataset(loaded.data.path)
     eval_batch = 64
     rank_split(model.score_all, data, "test", ("sampled",), max_len=model.cfg.max_len, batch_size=eval_batch,
                users=np.arange(min(64, data.n_users)))  # warm-up
     t0 = time.perf_counter()
     rank_split(model.score_all, data, "test", ("sampled",), max_len=model.cfg.max_len, batch_size=eval_batch)
     inference = time.perf_counter() - t0
-    if cfg["kind"] == "sasrec":
+    if loaded.kind is RunKind.SASREC:
         from slmrec_cli.stages.pretrain_ids import SASRecTask
 
         task = SASRecTask(model, data, model.cfg.max_len)
@@ -40,7 +41,7 @@ def measure(run: Path, steps: int, batch: int) -> dict:
 
         for name, p in model.named_parameters():  # train LoRA + projections, as the trainers do
             p.requires_grad_("lora_" in name or name.startswith(("up.", "down.")))
-        task = LLMRecTask(model, data, cfg.get("targets", "last"))
+        task = LLMRecTask(model, data, loaded.targets)
     model.train()
     rng = np.random.default_rng(0)
     times = []
@@ -54,7 +55,7 @@ def measure(run: Path, steps: int, batch: int) -> dict:
             times.append(time.perf_counter() - t0)
     total = sum(p.numel() for p in model.parameters())
     eff = json.loads((run / "efficiency.json").read_text())
-    return {"run": str(run), "kind": cfg["kind"], "layers": cfg["model"]["layers"],
+    return {"run": str(run), "kind": loaded.kind.value, "layers": loaded.layers,
             "inference_seconds": inference, "users": data.n_users, "train_step_seconds": float(np.median(times)),
             "params_trainable": eff["params"]["trainable"], "params_inference": eff["params"]["inference"],
             "params_total": total}

@@ -22,12 +22,12 @@ def user_ranks(run: Path, split: str, protocol: str, batch: int) -> tuple[np.nda
     """Per-user 0-based ranks of the target (pessimistic ties) and the dataset's content hash."""
     from slmrec_cli.data import load_dataset
     from slmrec_cli.evaluation.evaluate import rank_split
-    from slmrec_cli.runs import check_same_data, load_model, load_run_config
+    from slmrec_cli.runs import Run
 
-    cfg = load_run_config(run)
-    ds = load_dataset(cfg["data"]["path"])
-    check_same_data(cfg, ds, run)
-    _, model = load_model(run, "cpu", "run")
+    loaded = Run.load(run)
+    ds = load_dataset(loaded.data.path)
+    loaded.check_data(ds)
+    model = loaded.load_model("cpu")
     res = rank_split(model.score_all, ds, split, (protocol,), max_len=model.cfg.max_len, batch_size=batch)[protocol]
     return np.asarray(res.ranks)[np.argsort(res.user_ids)], ds.content_hash  # in user order, to pair
 

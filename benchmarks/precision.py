@@ -32,19 +32,20 @@ def autocast(bf16: bool):
 def measure(run: Path, steps: int, users: int) -> dict:
     from slmrec_cli.data import load_dataset
     from slmrec_cli.evaluation.evaluate import rank_split
-    from slmrec_cli.runs import load_model
+    from slmrec_cli.runs import Run
     from slmrec_cli.train.llm_task import LLMRecTask
 
-    cfg, model = load_model(run)
-    data = load_dataset(cfg["data"]["path"])
+    loaded = Run.load(run)
+    model = loaded.load_model()
+    data = load_dataset(loaded.data.path)
     for name, p in model.named_parameters():  # train LoRA + projections, as the trainers do
         p.requires_grad_("lora_" in name or name.startswith(("up.", "down.")))
-    task = LLMRecTask(model, data, cfg.get("targets", "last"))
+    task = LLMRecTask(model, data, loaded.targets)
     rng = np.random.default_rng(0)
     batches = [task.batch(rng.choice(task.n_examples, size=min(32, task.n_examples), replace=False))
                for _ in range(steps + 1)]
     pick = np.arange(min(users, data.n_users))
-    out = {"run": str(run), "layers": cfg["model"]["layers"], "targets": cfg.get("targets")}
+    out = {"run": str(run), "layers": loaded.layers, "targets": loaded.targets}
     for bf16 in (False, True):
         model.train()
         times = []
@@ -90,11 +91,13 @@ def time_cmd(args) -> None:
 
 
 def mrr_cmd(args) -> None:
+    from slmrec_cli.runs import Run
+
     groups: dict[tuple[int, str], list[float]] = {}
     for r in args.runs:
-        cfg = json.loads((Path(r) / "config.json").read_text())
+        run = Run.load(r)
         rec = json.loads((Path(r) / "eval" / "valid-sampled.json").read_text())
-        groups.setdefault((cfg["model"]["layers"], cfg.get("precision", "fp32")), []).append(rec["metrics"]["MRR"])
+        groups.setdefault((run.layers, run.precision), []).append(rec["metrics"]["MRR"])
     print("| layers | precision | seeds | valid MRR % mean ± sd |")
     print("|---:|---|---:|---|")
     for (layers, prec), v in sorted(groups.items()):

@@ -17,15 +17,15 @@ import sys
 from pathlib import Path
 
 from slmrec_cli.evaluation.ranking import METRIC_NAMES
-from slmrec_cli.report.collect import label, load_run
+from slmrec_cli.report.collect import label, load_result
 from slmrec_cli.report.sections import mean_sd
 
 
 def by_seed(paths: list[Path], split: str, protocol: str, metric: str) -> dict[int, float]:
     out: dict[int, float] = {}
     for p in paths:
-        run = load_run(p)
-        seed = run.cfg["train"]["seed"]
+        run = load_result(p)
+        seed = run.seed
         if seed in out:
             sys.exit(f"error: two runs with seed {seed} in one setting ({p}); give one run per seed")
         value = run.metric(metric, protocol, split)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     b = by_seed(args.b, args.split, args.protocol, args.metric)
     if set(a) != set(b):
         sys.exit(f"error: the settings hold different seeds (A {sorted(a)}, B {sorted(b)}); pair every seed")
-    names = (f"A: {label(load_run(args.a[0]))}", f"B: {label(load_run(args.b[0]))}")
+    names = (f"A: {label(load_result(args.a[0]))}", f"B: {label(load_result(args.b[0]))}")
     print(f"{args.split} split, {args.protocol} protocol (PROTOCOL.md), runs' own eval files\n")
     print("\n".join(table(a, b, names, args.metric)))
 

@@ -27,10 +27,11 @@ def sasrec_rows(run: Path, batches: list[int], threads: int, min_seconds: float)
     from slmrec_cli.export.bench import bench_one, random_histories
     from slmrec_cli.export.onnx import onnx_scorer, session
     from slmrec_cli.export.sasrec import export_sasrec_onnx
-    from slmrec_cli.runs import load_model
+    from slmrec_cli.runs import Run
 
-    cfg, model = load_model(run, "cpu")
-    n_items, max_len = cfg["model"]["n_items"], cfg["model"]["max_len"]
+    loaded = Run.load(run)
+    model = loaded.load_model("cpu")
+    n_items, max_len = loaded.model.n_items, loaded.model.max_len
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "sasrec.onnx"
         check = export_sasrec_onnx(run, path, random_histories(8, max_len, n_items, seed=1))

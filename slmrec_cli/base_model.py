@@ -32,11 +32,6 @@ class BaseModelRef:
     layers_total: int  # depth of the full model
     hidden_size: int
 
-    @classmethod
-    def recorded(cls, section: dict[str, Any]) -> BaseModelRef:
-        """The ref a run's config.json recorded (its base_model section)."""
-        return cls(**{k: section[k] for k in cls.__dataclass_fields__})
-
 
 def base_label(base: BaseModelRef | dict[str, Any]) -> str:
     """How reports name a base model's weights: "" when pretrained, else what they are instead."""

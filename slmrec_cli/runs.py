@@ -6,13 +6,17 @@ import copy
 import os
 import shutil
 import time
+from dataclasses import dataclass, fields
+from enum import Enum
 from pathlib import Path
 
 import torch
 
 from slmrec_cli import __version__, provenance
 from slmrec_cli.base_model import BaseModelRef
+from slmrec_cli.config.distill import DistillOptions
 from slmrec_cli.config.models import LLMRecConfig, SASRecConfig
+from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.io import file_sha256, read_json, write_json
 from slmrec_cli.models.build import (
@@ -63,10 +67,10 @@ def open_run_dir(acc, out: Path, *, resume: bool, force: bool) -> Path:
     return Path(out)
 
 
-def run_config(kind: str, data, **sections) -> dict:
+def run_config(kind: RunKind, data, **sections) -> dict:
     import shlex
 
-    return {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "kind": kind, "version": __version__,
+    return {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "kind": kind.value, "version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "software": provenance.software(),
             "command": shlex.join(provenance.COMMAND) if provenance.COMMAND else None,
             "data": {"name": data.name, "path": str(data.path), "hash": data.content_hash}, **sections}
@@ -90,7 +94,8 @@ def portable(config: dict, run_dir: Path) -> dict:
     out, rel = copy.deepcopy(config), {}
     for name in RUN_PATHS:
         section, key = name.split(".")
-        value = out.get(section).get(key) if isinstance(out.get(section), dict) else None
+        part = out.get(section)
+        value = part.get(key) if isinstance(part, dict) else None
         if isinstance(value, str) and value:
             out[section][key] = os.path.abspath(value)
             try:
@@ -186,14 +191,13 @@ def load_run_config(run: Path) -> dict:
         raise SlmrecError(f"{path} has a run format version {version!r}, not a number; the run is damaged, retrain it")
     if version > RUN_FORMAT_VERSION:
         raise SlmrecError(f"{run} was written by a newer slmrec (run format {version}); upgrade slmrec")
-    data = cfg.get("data")
-    sections = [("kind", str), ("model", dict), ("data", dict)]
-    if cfg.get("kind") in ("teacher", "student"):
+    sections: list[tuple[str, type]] = [("kind", str), ("model", dict), ("data", dict)]
+    if cfg.get("kind") != RunKind.SASREC.value:
         sections.append(("base_model", dict))
     for key, kind in sections:
         if not isinstance(cfg.get(key), kind):
             raise SlmrecError(f"{path} has no valid '{key}' section; the run is damaged or incomplete, retrain it")
-    if not all(isinstance(data.get(k), str) for k in ("name", "path", "hash")):
+    if not all(isinstance(cfg["data"].get(k), str) for k in ("name", "path", "hash")):
         raise SlmrecError(f"{path} does not record its dataset (name, path, hash); the run is damaged, retrain it")
     return located(cfg, run)
 
@@ -247,82 +251,196 @@ def load_run_weights(run_dir: Path, name: str) -> dict[str, torch.Tensor]:
 QUANTIZATIONS = ("run", "none", "8bit", "4bit")  # how a later stage loads an LLM run's base: "run" = as it trained
 
 
-def run_quantization(config: dict) -> str:
-    """How an LLM run's base model was loaded when it trained: none, 8bit or 4bit (bitsandbytes)."""
-    q = config.get("quantized") or {}
-    return "8bit" if q.get("load_in_8bit") else "4bit" if q.get("load_in_4bit") else "none"
+def quantization_of(load_in_8bit: bool, load_in_4bit: bool) -> str:
+    """The one value for the two --load-in flags: none, 8bit or 4bit (bitsandbytes)."""
+    return "8bit" if load_in_8bit else "4bit" if load_in_4bit else "none"
 
 
-def load_model(run: Path, device: str = "cpu", quantization: str = "run"):
-    """(config, model) for any run kind; the model has .score_all(histories) and .cfg.max_len. An LLM run's base is
-    loaded as the run trained (8-bit or 4-bit runs stay so) unless `quantization` says otherwise."""
-    cfg = load_run_config(run)
-    kind = cfg.get("kind")
-    if kind == "sasrec":
-        try:
-            model = SASRec(SASRecConfig(**cfg["model"]))
-        except (TypeError, ValueError) as e:
-            raise SlmrecError(f"{run}/config.json has a model section this slmrec cannot build ({first_line(e)}); "
-                              "retrain the run") from None
-        state = load_run_weights(run, "model.safetensors")
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise SlmrecError(f"{run}/model.safetensors does not match its config.json ({str(e).splitlines()[0]}); "
-                              "retrain the run") from None
-        return cfg, model.to(device).eval()
-    if kind in ("teacher", "student"):
-        return cfg, load_llmrec_run(Path(run), cfg, device, quantization)
-    raise SlmrecError(f"{run} is a '{kind}' run, which this version of slmrec cannot load; upgrade slmrec")
+class RunKind(str, Enum):
+    """What wrote a run: pretrain-ids (SASRec), train-teacher or distill."""
+
+    SASREC = "sasrec"
+    TEACHER = "teacher"
+    STUDENT = "student"
+
+    @property
+    def llm(self) -> bool:
+        return self is not RunKind.SASREC
 
 
-def check_same_data(cfg: dict, data, run: Path) -> None:
-    if cfg["data"]["hash"] != data.content_hash:
-        raise SlmrecError(f"{run} was trained on data {cfg['data']['hash'][:12]} ({cfg['data']['name']}) but "
-                          f"{data.path} has hash {data.content_hash[:12]}; pass the dataset the run was trained on")
+LLM_KINDS = (RunKind.TEACHER, RunKind.STUDENT)
 
 
-def load_id_table(ids_run: Path, data) -> tuple[torch.Tensor, dict]:
-    """The frozen SASRec table of a pretrain-ids run, checked against the dataset and its own config."""
-    cfg = load_run_config(ids_run)
-    if cfg.get("kind") != "sasrec":
-        raise SlmrecError(f"--ids {ids_run} is a '{cfg.get('kind')}' run; pass a run from `slmrec pretrain-ids`")
-    check_same_data(cfg, data, ids_run)
-    table = load_run_weights(ids_run, ID_TABLE).get("item_embeddings")
-    if table is None or table.ndim != 2:
-        raise SlmrecError(f"{ids_run}/{ID_TABLE} has no [n_items + 1, dim] 'item_embeddings' tensor; retrain it")
-    if table.shape[1] != cfg["model"]["dim"]:
-        raise SlmrecError(f"{ids_run}/{ID_TABLE} is {table.shape[1]} wide but its config says dim "
-                          f"{cfg['model']['dim']}; the run is damaged, retrain it")
-    if table.shape[0] != data.n_items + 1:
-        raise SlmrecError(f"{ids_run}/{ID_TABLE} has {table.shape[0]} rows, the dataset needs {data.n_items + 1}")
-    return table, cfg
+@dataclass(frozen=True)
+class DataRecord:
+    """The dataset a run trained on: its name, where it is (resolved) and its content hash."""
+
+    name: str
+    path: Path
+    hash: str
 
 
-def load_llmrec_run(run: Path, config: dict, device: str = "cpu", quantization: str = "run"):
-    """A teacher or student run, every file checked: present, unaltered (checksums.json), and of the right shape; its
-    base loaded as the run trained (quantization "run") or as `quantization` says (none, 8bit, 4bit)."""
-    run = Path(run)
+@dataclass(frozen=True)
+class DistillRecord:
+    """A student's distillation: its options and what the stage derived from the teacher."""
+
+    options: DistillOptions
+    teacher: Path
+    teacher_hash: str
+    teacher_layers: int
+    pairs: tuple[tuple[int, int], ...]
+    teacher_cache: Path | None = None
+
+
+def _typed(cls, section: dict, what: str, strict: bool = True):
+    """A recorded section as its config class; strict: a key the class lacks means the run is newer than this code."""
+    known = {f.name for f in fields(cls)}
+    if strict and (extra := sorted(set(section) - known)):
+        raise SlmrecError(f"{what} records {extra[0]!r}, which this slmrec does not know; upgrade slmrec")
     try:
-        cfg = LLMRecConfig(**config["model"])
-    except (TypeError, SlmrecError) as e:
-        raise SlmrecError(f"{run}/config.json has a model section this slmrec cannot build ({first_line(e)}); "
-                          "retrain the run") from None
-    table = load_run_weights(run, ID_TABLE).get("item_embeddings")
-    if table is None or tuple(table.shape) != (cfg.n_items + 1, cfg.id_dim):
-        shape = None if table is None else tuple(table.shape)
-        raise SlmrecError(f"{run}/{ID_TABLE} holds {shape}, config.json needs ({cfg.n_items + 1}, {cfg.id_dim}); "
-                          "the run is damaged, retrain it")
-    for name in ADAPTER_FILES:
-        if not (run / name).exists():
-            raise SlmrecError(f"{run / name} is missing; the run has no trained weights yet (train or --resume it)")
-        verify_checksum(run, name)
-    quant = run_quantization(config) if quantization == "run" else quantization
-    model, _ = build_model(cfg, BaseModelRef.recorded(config["base_model"]), table, device=device,
-                           load_in_8bit=quant == "8bit", load_in_4bit=quant == "4bit",
-                           expect_hash=config["base_model"]["hash"], adapter_dir=run / ADAPTER)
-    load_projections(model, load_run_weights(run, PROJECTIONS), run / PROJECTIONS)
-    return model.to(device).eval()
+        return cls(**{k: v for k, v in section.items() if k in known})
+    except (TypeError, ValueError, SlmrecError) as e:
+        raise SlmrecError(f"{what} cannot be read ({first_line(e)}); retrain the run") from None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory, loaded once and typed: every stage, the report and the export read a run through this."""
+
+    path: Path
+    kind: RunKind
+    model: SASRecConfig | LLMRecConfig
+    data: DataRecord
+    train: TrainArgs
+    targets: str
+    quantization: str  # how an LLM run's base model was loaded as it trained: none | 8bit | 4bit ("none" for SASRec)
+    base_model: BaseModelRef | None  # LLM runs
+    distill: DistillRecord | None  # students
+    precision: str  # the training precision: fp32 | bf16 | fp16
+    config: dict  # config.json as written (paths resolved): provenance, and the report's setting comparisons
+
+    @classmethod
+    def load(cls, path: Path | str) -> Run:
+        """The run in directory `path`: config.json checked (load_run_config), every section typed."""
+        return cls.from_config(Path(path), load_run_config(Path(path)))
+
+    @classmethod
+    def from_config(cls, path: Path, cfg: dict) -> Run:
+        """The run whose (checked, located) config.json is `cfg`."""
+        where = f"{path / 'config.json'}"
+        try:
+            kind = RunKind(cfg["kind"])
+        except ValueError:
+            raise SlmrecError(f"{path} is a '{cfg['kind']}' run, which this version of slmrec cannot load; "
+                              "upgrade slmrec") from None
+        model_cls = SASRecConfig if kind is RunKind.SASREC else LLMRecConfig
+        model = _typed(model_cls, cfg["model"], f"{where}'s model section")
+        base = (_typed(BaseModelRef, cfg["base_model"], f"{where}'s base_model section", strict=False)
+                if kind.llm else None)
+        distill = None
+        if kind is RunKind.STUDENT:
+            d = cfg.get("distill")
+            if not isinstance(d, dict) or not all(k in d for k in ("teacher", "teacher_hash", "teacher_layers",
+                                                                     "pairs")):
+                raise SlmrecError(f"{where} has no valid 'distill' section; the run is damaged, retrain it")
+            distill = DistillRecord(
+                options=_typed(DistillOptions, d, f"{where}'s distill section", strict=False),
+                teacher=Path(d["teacher"]), teacher_hash=d["teacher_hash"], teacher_layers=d["teacher_layers"],
+                pairs=tuple((int(t), int(s)) for t, s in d["pairs"]),
+                teacher_cache=Path(d["teacher_cache"]) if d.get("teacher_cache") else None)
+        q = cfg.get("quantized") or {}
+        data = cfg["data"]
+        return cls(path=path, kind=kind, model=model, data=DataRecord(data["name"], Path(data["path"]), data["hash"]),
+                   train=_typed(TrainArgs, cfg.get("train") or {}, f"{where}'s train section", strict=False),
+                   targets=cfg.get("targets", "all" if kind is RunKind.SASREC else "last"),
+                   quantization=quantization_of(bool(q.get("load_in_8bit")), bool(q.get("load_in_4bit"))),
+                   base_model=base, distill=distill, precision=cfg.get("precision", "fp32"), config=cfg)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def layers(self) -> int:
+        return self.model.layers
+
+    @property
+    def llm_model(self) -> LLMRecConfig:
+        """A teacher's or student's model section (after `require` of an LLM kind)."""
+        if not isinstance(self.model, LLMRecConfig):
+            raise SlmrecError(f"{self.path} is a SASRec run; pass a run from train-teacher or distill")
+        return self.model
+
+    @property
+    def llm_base(self) -> BaseModelRef:
+        """A teacher's or student's base model (after `require` of an LLM kind)."""
+        if self.base_model is None:
+            raise SlmrecError(f"{self.path} is a SASRec run; pass a run from train-teacher or distill")
+        return self.base_model
+
+    def require(self, *kinds: RunKind, hint: str, option: str = "") -> Run:
+        """This run, when its kind is one of `kinds`; else one line: the option that took it, and `hint`."""
+        if self.kind not in kinds:
+            raise SlmrecError(f"{option + ' ' if option else ''}{self.path} is a '{self.kind.value}' run; {hint}")
+        return self
+
+    def check_data(self, data) -> None:
+        """Refuse a dataset other than the one this run trained on."""
+        if self.data.hash != data.content_hash:
+            raise SlmrecError(f"{self.path} was trained on data {self.data.hash[:12]} ({self.data.name}) but "
+                              f"{data.path} has hash {data.content_hash[:12]}; pass the dataset the run was trained on")
+
+    def weights(self, name: str) -> dict[str, torch.Tensor]:
+        """One of the run's safetensors files, checked against its recorded sha256 first."""
+        return load_run_weights(self.path, name)
+
+    def load_model(self, device: str = "cpu", quantization: str = "run"):
+        """The model, with .score_all(histories) and .cfg.max_len. An LLM run's base is loaded as the run trained
+        (8-bit or 4-bit runs stay so) unless `quantization` (none, 8bit, 4bit) says otherwise."""
+        if isinstance(self.model, SASRecConfig):
+            model = SASRec(self.model)
+            try:
+                model.load_state_dict(self.weights("model.safetensors"))
+            except RuntimeError as e:
+                raise SlmrecError(f"{self.path}/model.safetensors does not match its config.json "
+                                  f"({str(e).splitlines()[0]}); retrain the run") from None
+            return model.to(device).eval()
+        return self._load_llmrec(device, self.quantization if quantization == "run" else quantization)
+
+    def id_table(self, data) -> torch.Tensor:
+        """The frozen SASRec table of a pretrain-ids run (for --ids), checked against the dataset and the config."""
+        self.require(RunKind.SASREC, option="--ids", hint="pass a run from `slmrec pretrain-ids`")
+        self.check_data(data)
+        assert isinstance(self.model, SASRecConfig)
+        table = self.weights(ID_TABLE).get("item_embeddings")
+        if table is None or table.ndim != 2:
+            raise SlmrecError(f"{self.path}/{ID_TABLE} has no [n_items + 1, dim] 'item_embeddings' tensor; retrain it")
+        if table.shape[1] != self.model.dim:
+            raise SlmrecError(f"{self.path}/{ID_TABLE} is {table.shape[1]} wide but its config says dim "
+                              f"{self.model.dim}; the run is damaged, retrain it")
+        if table.shape[0] != data.n_items + 1:
+            raise SlmrecError(f"{self.path}/{ID_TABLE} has {table.shape[0]} rows, the dataset needs "
+                              f"{data.n_items + 1}")
+        return table
+
+    def _load_llmrec(self, device: str, quantization: str):
+        """A teacher or student, every file checked: present, unaltered (checksums.json), and of the right shape."""
+        cfg, run = self.llm_model, self.path
+        table = self.weights(ID_TABLE).get("item_embeddings")
+        if table is None or tuple(table.shape) != (cfg.n_items + 1, cfg.id_dim):
+            shape = None if table is None else tuple(table.shape)
+            raise SlmrecError(f"{run}/{ID_TABLE} holds {shape}, config.json needs ({cfg.n_items + 1}, {cfg.id_dim}); "
+                              "the run is damaged, retrain it")
+        for name in ADAPTER_FILES:
+            if not (run / name).exists():
+                raise SlmrecError(f"{run / name} is missing; the run has no trained weights yet (train or --resume "
+                                  "it)")
+            verify_checksum(run, name)
+        model, _ = build_model(cfg, self.llm_base, table, device=device, load_in_8bit=quantization == "8bit",
+                               load_in_4bit=quantization == "4bit", expect_hash=self.llm_base.hash,
+                               adapter_dir=run / ADAPTER)
+        load_projections(model, self.weights(PROJECTIONS), run / PROJECTIONS)
+        return model.to(device).eval()
 
 
 def save_llmrec_weights(model, run_dir: Path) -> None:

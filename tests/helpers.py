@@ -176,3 +176,30 @@ def eval_records(run: Path) -> dict[str, dict]:
 
     return {f.name: {k: v for k, v in json.loads(f.read_text()).items() if k != "run"}
             for f in sorted((Path(run) / "eval").glob("*.json"))}
+
+
+def fake_run_config(kind: str, seed: int = 42, **sections) -> dict:
+    """A complete config.json of a run of `kind` (sasrec, teacher, student) that was never trained, for tests of
+    what reads runs (the report); `sections` update its sections (a dict updates that section's keys)."""
+    data = {"name": "tiny", "path": "/nowhere", "hash": "h"}
+    if kind == "sasrec":
+        cfg = {"model": {"n_items": 40, "dim": 64}}
+    else:
+        cfg = {"model": {"n_items": 40, "id_dim": 16, "hidden": 64, "layers": 2},
+               "base_model": {"ref": "tiny-random", "kind": "tiny-random", "path": None, "hash": "b",
+                              "pretrained": False, "layers_total": 4, "hidden_size": 64}}
+    if kind == "student":
+        cfg["distill"] = {"teacher": "/nowhere/t4", "teacher_hash": "t", "teacher_layers": 4,
+                          "pairs": [[2, 1], [4, 2]], "student_layers": 2, "blocks": 2}
+    cfg = {"format": "slmrec-run", "format_version": 1, "kind": kind, "data": data, "train": {"seed": seed}, **cfg}
+    for key, value in sections.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+    return cfg
+
+
+def fake_result(path: Path, kind: str, seed: int = 42, **sections):
+    """A report Result of a fake run (fake_run_config) in `path` (not created)."""
+    from slmrec_cli.report.collect import Result
+    from slmrec_cli.runs import Run
+
+    return Result(Run.from_config(Path(path), fake_run_config(kind, seed, **sections)))

@@ -135,9 +135,10 @@ def test_fp16_graph_keeps_the_norm_statistic_in_fp32(tiny_runs, tmp_path):
 
     from slmrec_cli.export.model import merge_run
     from slmrec_cli.export.onnx import TOLERANCES, convert_fp16, export_onnx, random_histories
+    from slmrec_cli.runs import Run
 
     _, _, run = tiny_runs
-    rec, _ = merge_run(run)
+    rec = merge_run(Run.load(run))
     with torch.no_grad():
         rec.up.weight *= 1000
         rec.up.bias *= 1000
@@ -324,12 +325,12 @@ def test_evaluation_scores_are_fp32_inside_autocast(tiny_runs):
     LLM models and SASRec alike (under autocast the matmul would run in bf16 and tie close items)."""
     import torch
 
-    from slmrec_cli.runs import load_model
+    from slmrec_cli.runs import Run
 
     data, sasrec, teacher = tiny_runs
     items = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
     for run in (sasrec, teacher):
-        _, model = load_model(run, "cpu")
+        model = Run.load(run).load_model("cpu")
         with torch.no_grad():
             plain = model.score_all(items)
             with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -13,7 +13,7 @@ from slmrec_cli.distill.blocks import block_layers
 from slmrec_cli.distill.cache import cache_key, load_or_build, teacher_fingerprint
 from slmrec_cli.distill.model import Distiller
 from slmrec_cli.models.build import build_model
-from slmrec_cli.runs import load_llmrec_run
+from slmrec_cli.runs import Run, RunKind
 from slmrec_cli.stages.distill import DistillTask
 from tests.helpers import eval_records, make_dataset, run_cli, student_run
 
@@ -79,7 +79,7 @@ def test_an_interrupted_student_resumes_to_the_same_numbers(teacher, tmp_path):
 def _distiller(teacher, **kw):
     data_dir, _, t4 = teacher
     tcfg = json.loads((t4 / "config.json").read_text())
-    t = load_llmrec_run(t4, tcfg)
+    t = Run.load(t4).load_model()
     scfg = LLMRecConfig(**{**tcfg["model"], "layers": 2})
     torch.manual_seed(0)
     s, _ = build_model(scfg, "tiny-random", t.id_table)
@@ -131,9 +131,8 @@ def test_a_student_identical_to_its_live_teacher_is_perfectly_aligned(teacher):
     """The teacher run loaded twice, once as the student: the live teacher path and the student's block states must
     meet at the same layers and positions, so D_cos is 1 and D_norm 0; any other layer pairing breaks that."""
     data_dir, _, t4 = teacher
-    tcfg = json.loads((t4 / "config.json").read_text())
     opts = DistillOptions(student_layers=4, blocks=2, lambda_ms=0.0, norm_loss="squared")
-    model = Distiller(load_llmrec_run(t4, tcfg), load_llmrec_run(t4, tcfg), [(2, 2), (4, 4)], opts).eval()
+    model = Distiller(Run.load(t4).load_model(), Run.load(t4).load_model(), [(2, 2), (4, 4)], opts).eval()
     batch = DistillTask(model, load_dataset(data_dir), "last", 16, None).batch(np.arange(8))
     with torch.no_grad():
         _, terms = model(batch["items"], batch["targets"])
@@ -231,7 +230,7 @@ def test_gradient_checkpointing_changes_neither_loss_nor_gradients(teacher):
     student's gradients must be those of the plain run."""
     data_dir, _, t4 = teacher
     tcfg = json.loads((t4 / "config.json").read_text())
-    t = load_llmrec_run(t4, tcfg)
+    t = Run.load(t4).load_model()
     data = load_dataset(data_dir)
     runs = {}
     for checkpointing in (False, True):
@@ -259,7 +258,7 @@ def test_online_student_starts_from_the_trained_teachers_projections(teacher, tm
     import slmrec_cli.stages.distill as stage
 
     _, _, t4 = teacher
-    trained = load_llmrec_run(t4, json.loads((t4 / "config.json").read_text()))
+    trained = Run.load(t4).load_model()
     seen = {}
 
     class Spy(Distiller):
@@ -272,7 +271,7 @@ def test_online_student_starts_from_the_trained_teachers_projections(teacher, tm
     student_run(t4, out, 2, args(epochs=1, max_steps=1), blocks=2, mode="online", init_projections="teacher")
     assert torch.equal(seen["up"], trained.up.weight)
     params = json.loads((out / "efficiency.json").read_text())["params"]
-    student = load_llmrec_run(out, json.loads((out / "config.json").read_text()))
+    student = Run.load(out).load_model()
     lora_and_projections = sum(p.numel() for n, p in student.named_parameters() if "lora_" in n or n.startswith(
         ("up.", "down.")))
     assert params["trainable"] == lora_and_projections
@@ -292,10 +291,15 @@ def test_trackers_write_into_the_run_directory(teacher, tmp_path, monkeypatch):
 
 
 def test_with_no_term_reading_the_teacher_it_is_never_loaded(teacher, tmp_path, monkeypatch):
-    import slmrec_cli.stages.distill as stage
 
     _, _, t4 = teacher
-    monkeypatch.setattr(stage, "load_llmrec_run", lambda *a, **k: pytest.fail("the teacher was loaded"))
+    real = Run.load_model
+
+    def no_teacher(run, *a, **k):
+        assert run.kind is not RunKind.TEACHER, "the teacher was loaded"
+        return real(run, *a, **k)
+
+    monkeypatch.setattr(Run, "load_model", no_teacher)
     student_run(t4, tmp_path / "s", 2, args(epochs=1), blocks=2, lambda_cos=0, lambda_norm=0,
                 teacher_cache=tmp_path / "cache")
     log = [json.loads(x) for x in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]

@@ -9,7 +9,7 @@ import torch
 from slmrec_cli.distill.blocks import block_layers
 from slmrec_cli.distill.cache import cache_key, load_or_build, teacher_fingerprint
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.runs import load_llmrec_run
+from slmrec_cli.runs import Run, RunKind
 from slmrec_cli.stages.distill import DistillTask
 from tests.helpers import student_run
 from tests.test_distill import _distiller, args, features_of
@@ -67,7 +67,6 @@ def test_a_cache_with_more_teacher_layers_serves_fewer_blocks(teacher, tmp_path)
 
 
 def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teacher, tmp_path, monkeypatch):
-    import slmrec_cli.stages.distill as stage
     import slmrec_cli.train.lifecycle as lifecycle
     from slmrec_cli.train.engine import fit
 
@@ -78,12 +77,15 @@ def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teach
         seen.append(task.model.teacher)
         return fit(task, *a, **k)
 
-    def load_spy(*a, **k):
-        loads.append(a[0])
-        return load_llmrec_run(*a, **k)
+    real = Run.load_model
+
+    def load_spy(run, *a, **k):
+        if run.kind is RunKind.TEACHER:
+            loads.append(run.path)
+        return real(run, *a, **k)
 
     monkeypatch.setattr(lifecycle, "fit", spy)
-    monkeypatch.setattr(stage, "load_llmrec_run", load_spy)
+    monkeypatch.setattr(Run, "load_model", load_spy)
     logs = {}
     runs = (("live", None, "fp32"), ("cached", tmp_path / "c32", "fp32"), ("again", tmp_path / "c32", "fp32"),
             ("bf16", tmp_path / "c16", "bf16"))
@@ -123,7 +125,7 @@ def test_cache_equals_live_under_causal_targets(teacher, tmp_path, align):
     model, data, t4 = _distiller(teacher, lambda_kd=1.0, align=align)
     model.eval()
     task = DistillTask(model, data, "causal", 16, None)
-    positions = model.cached_positions(dense=True)
+    positions = model.cached_positions(causal=True)
     key = cache_key(teacher_fingerprint(t4), data.content_hash, "causal", 8, model.pairs, positions, dtype="fp32")
     cache = load_or_build(tmp_path / "cache", key, task, features_of(model, key), 16, "cpu")
     feats = cache.all()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from slmrec_cli.export.model import load_export, merge_run
-from slmrec_cli.runs import load_model
+from slmrec_cli.runs import Run
 from tests.helpers import run_cli
 from tests.shared_export import histories, shared_export
 
@@ -17,8 +17,8 @@ def exported(tiny_runs, tmp_path_factory):
 
 def test_merged_equals_unmerged(exported):
     _, run, _, _ = exported
-    _, model = load_model(run)
-    rec, _ = merge_run(run)
+    model = Run.load(run).load_model()
+    rec = merge_run(Run.load(run))
     x = histories(model.cfg.n_items)
     with torch.no_grad():
         assert (rec.score_all(x) - model.score_all(x)).abs().max().item() <= 1e-5
@@ -26,7 +26,7 @@ def test_merged_equals_unmerged(exported):
 
 def test_export_reload_equals_run(exported):
     _, run, out, _ = exported
-    _, model = load_model(run)
+    model = Run.load(run).load_model()
     rec, cfg = load_export(out)
     x = histories(cfg["n_items"], batch=3, length=11)
     cands = torch.randint(1, cfg["n_items"] + 1, (3, 6))

@@ -228,41 +228,41 @@ def test_onnx_check_is_relative_and_recorded(exported):
 def test_merge_runs_where_the_run_trained_and_in_fp32(exported, tmp_path, monkeypatch):
     """merge_run loads the base as the run trained on it and merges in fp32 (here: a bf16 base, as CUDA loads it,
     simulated on the CPU); auto picks the run's device when that GPU is visible, else the CPU."""
-    import slmrec_cli.runs as runs_mod
     import slmrec_cli.stages.export as stage
     from slmrec_cli.export.model import merge_run, run_device
+    from slmrec_cli.runs import Run
 
     _, run, _, result = exported
     assert result["quality"]["merge"] == {"device": "cpu", "base_loaded_as": "float32", "merged_in": "float32",
                                           "run_trained_on": "cpu", "run_precision": "fp32",
                                           "run_quantization": "none"}
-    ref, _ = merge_run(run)
-    real = runs_mod.load_model
+    ref = merge_run(Run.load(run))
+    real = Run.load_model
 
-    def bf16_load(path, device="cpu", quantization="run"):
-        cfg, model = real(path, device, quantization)
+    def bf16_load(self, device="cpu", quantization="run"):
+        model = real(self, device, quantization)
         model.decoder.to(torch.bfloat16)  # what load_backbone gives on CUDA
-        return cfg, model
+        return model
 
-    monkeypatch.setattr(runs_mod, "load_model", bf16_load)
-    rec, _ = merge_run(run)
+    monkeypatch.setattr(Run, "load_model", bf16_load)
+    rec = merge_run(Run.load(run))
     assert rec.merge_info["base_loaded_as"] == "bfloat16" and rec.merge_info["merged_in"] == "float32"
     assert {p.dtype for p in rec.parameters()} == {torch.float32} and rec.decoder.config.dtype == torch.float32
     x = histories(rec.id_table.shape[0] - 1, batch=6, length=9, seed=7)
     with torch.no_grad():  # the bf16-rounded base, merged in fp32: close to the fp32 merge, not equal
         a, b = rec.score_all(x), ref.score_all(x)
     assert (a - b).abs().max() <= 0.05 * b.abs().max()
-    monkeypatch.setattr(runs_mod, "load_model", real)
+    monkeypatch.setattr(Run, "load_model", real)
 
     copy = tmp_path / run.name
     shutil.copytree(run, copy)
-    assert run_device(copy) == "cpu"
+    assert run_device(Run.load(copy)) == "cpu"
     eff = json.loads((copy / "efficiency.json").read_text())
     (copy / "efficiency.json").write_text(json.dumps({**eff, "device": "cuda:NVIDIA H200"}))
-    assert run_device(copy) == "cuda"
-    assert stage.auto_device(copy) == "cpu"  # no GPU visible here: the CPU, in fp32
+    assert run_device(Run.load(copy)) == "cuda"
+    assert stage.auto_device(Run.load(copy)) == "cpu"  # no GPU visible here: the CPU, in fp32
     monkeypatch.setattr(stage.torch.cuda, "is_available", lambda: True)
-    assert stage.auto_device(copy) == "cuda" and stage.auto_device(run) == "cpu"
+    assert stage.auto_device(Run.load(copy)) == "cuda" and stage.auto_device(Run.load(run)) == "cpu"
 
 
 def test_iobinding_and_node_placement_on_the_cpu(exported):

@@ -121,18 +121,19 @@ def test_run_adapter_attaches_to_the_causal_lm_with_plain_peft(tiny_runs):
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from slmrec_cli.runs import load_model
+    from slmrec_cli.runs import Run
 
     _, _, run = tiny_runs
-    cfg, model = load_model(run)
+    teacher = Run.load(run)
+    model = teacher.load_model()
     adapter = json.loads((run / "adapter" / "adapter_config.json").read_text())
-    assert adapter["base_model_name_or_path"] == cfg["base_model"]["ref"] == "tiny-random"
-    peft_lm = PeftModel.from_pretrained(causal_lm(cfg["model"]["layers"]), str(run / "adapter"))
+    assert adapter["base_model_name_or_path"] == teacher.base_model.ref == "tiny-random"
+    peft_lm = PeftModel.from_pretrained(causal_lm(teacher.layers), str(run / "adapter"))
     saved = load_file(run / "adapter" / "adapter_model.safetensors")
     key = "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"
     loaded = peft_lm.base_model.model.model.layers[0].mlp.down_proj.lora_A["default"].weight
     assert torch.equal(loaded, saved[key]) and saved[key].abs().sum() > 0
-    x = torch.randn(2, 5, cfg["base_model"]["hidden_size"])
+    x = torch.randn(2, 5, teacher.base_model.hidden_size)
     with torch.no_grad():  # the same LoRA-adapted decoder as slmrec's
         got = peft_lm.base_model.model.model(inputs_embeds=x).last_hidden_state
         ref = model.decoder(inputs_embeds=x).last_hidden_state
@@ -144,7 +145,7 @@ def test_runs_with_the_old_adapter_layout_still_load(tiny_runs, tmp_path):
     not fit the model is refused rather than silently ignored."""
     from safetensors.torch import load_file, save_file
 
-    from slmrec_cli.runs import load_model, record_checksums
+    from slmrec_cli.runs import Run, record_checksums
 
     _, _, run = tiny_runs
     old = tmp_path / run.name
@@ -155,8 +156,8 @@ def test_runs_with_the_old_adapter_layout_still_load(tiny_runs, tmp_path):
     record_checksums(old, ["adapter/adapter_model.safetensors"])
     x = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 6]])
     with torch.no_grad():
-        assert torch.equal(load_model(old)[1].score_all(x), load_model(run)[1].score_all(x))
+        assert torch.equal(Run.load(old).load_model().score_all(x), Run.load(run).load_model().score_all(x))
     save_file(dict(list(tensors.items())[1:]), weights, metadata={"format": "pt"})
     record_checksums(old, ["adapter/adapter_model.safetensors"])
     with pytest.raises(SlmrecError, match="does not fit this model"):
-        load_model(old)
+        Run.load(old).load_model()

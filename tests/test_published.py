@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import fake_result, fake_run_config, run_cli
 
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.ranking import METRIC_NAMES
-from slmrec_cli.report.collect import Run, fold_replicates
+from slmrec_cli.report.collect import Result, fold_replicates
 from slmrec_cli.report.published import HOME, load_published, published_files, published_section
 
 STATS = {"users": 50, "items": 40, "interactions": 600}
@@ -25,14 +25,9 @@ def record(protocol: str, value: float, candidates: int = 100, mask: bool = True
             "mask_history": mask if protocol == "full" else False, "metrics": dict.fromkeys(METRIC_NAMES, value)}
 
 
-def config(kind: str, seed: int = 42) -> dict:
-    return {"format": "slmrec-run", "kind": kind, "data": {"name": "tiny", "path": "/nowhere", "hash": "h"},
-            "model": {"n_items": STATS["items"], "layers": 2}, "train": {"seed": seed},
-            "base_model": {"ref": "tiny-random", "layers_total": 4}}
-
-
-def fake_run(root: Path, name: str, kind: str, value: float, seed: int = 42, **rec) -> Run:
-    run = Run(root / name, config(kind, seed))
+def fake_run(root: Path, name: str, kind: str, value: float, seed: int = 42, n_items: int = STATS["items"],
+             **rec) -> Result:
+    run = fake_result(root / name, kind, seed, model={"n_items": n_items})
     run.evals = {("test", p): record(p, value, **rec) for p in ("sampled", "full")}
     return run
 
@@ -55,7 +50,7 @@ def full(model: str, mask) -> dict:
             "metrics": {"HR@10": 0.2, "NDCG@10": 0.1}}
 
 
-def section(tmp_path: Path, runs: list[Run], *entries: dict, meta: dict | None = META, **kw) -> str:
+def section(tmp_path: Path, runs: list[Result], *entries: dict, meta: dict | None = META, **kw) -> str:
     return published_section(fold_replicates(runs), meta, [load_published(published(tmp_path, *entries, **kw))])
 
 
@@ -144,10 +139,9 @@ def test_the_packaged_beauty_numbers(tmp_path):
     assert by_model["SASRec + sampled softmax"].metrics == {"HR@10": 0.0921, "NDCG@10": 0.0531}
     assert by_model["eSASRec"].metrics == {"HR@10": 0.0928, "NDCG@10": 0.0523}
     assert all(e.mask_history is True for e in beauty.entries if e.protocol == "full")
-    run = fake_run(tmp_path, "sasrec", "sasrec", 0.3340)
+    run = fake_run(tmp_path, "sasrec", "sasrec", 0.3340, n_items=12101)
     for rec in run.evals.values():
         rec["users"] = 22363
-    run.cfg["model"]["n_items"] = 12101
     text = published_section([run], {"stats": beauty.stats}, [beauty])
     assert "| SASRec `sasrec` | 1 | S3-Rec | 33.40 / 33.40 | 1.00 |" in text
     assert "| SASRec `sasrec` | 1 | eSASRec |" in text and "Mean over 22,311 users, ours over 22,363." in text
@@ -159,7 +153,7 @@ def test_report_option_adds_a_users_file(tmp_path, capsys):
     for name, seed, value in (("sasrec", 42, 0.30), ("sasrec-seed1", 1, 0.20)):
         run = tmp_path / name
         (run / "eval").mkdir(parents=True)
-        (run / "config.json").write_text(json.dumps(config("sasrec", seed)))
+        (run / "config.json").write_text(json.dumps(fake_run_config("sasrec", seed, model={"n_items": STATS["items"]})))
         (run / "eval" / "test-sampled.json").write_text(json.dumps(record("sampled", value)))
     out = tmp_path / "results.md"
     code, _, err = run_cli(["report", tmp_path / "sasrec", tmp_path / "sasrec-seed1", "--out", out,

@@ -95,37 +95,40 @@ def test_report_without_finished_runs(tmp_path, capsys):
 
 def test_a_later_option_at_its_default_does_not_split_a_setting(tmp_path):
     """Runs made before --max-steps existed have no such key; at its default (0) they are the same setting."""
-    from slmrec_cli.report.collect import Run, setting_key
+    from slmrec_cli.report.collect import setting_key
+    from tests.helpers import fake_result
 
-    old = {"kind": "teacher", "train": {"seed": 42, "lr": 1e-3}}
-    new = {"kind": "teacher", "train": {"seed": 1, "lr": 1e-3, "max_steps": 0}}
-    capped = {"kind": "teacher", "train": {"seed": 1, "lr": 1e-3, "max_steps": 90}}
-    key = [setting_key(Run(tmp_path / n, c)) for n, c in (("a", old), ("b", new), ("c", capped))]
+    old = {"train": {"seed": 42, "lr": 1e-3}}
+    new = {"train": {"seed": 1, "lr": 1e-3, "max_steps": 0}}
+    capped = {"train": {"seed": 1, "lr": 1e-3, "max_steps": 90}}
+    key = [setting_key(fake_result(tmp_path / n, "teacher", **c)) for n, c in (("a", old), ("b", new), ("c", capped))]
     assert key[0] == key[1] != key[2]
     # precision (recorded since bf16 on CPU) and --align (since causal targets) at their defaults, too
-    s_old = {"kind": "student", "train": {"seed": 42}, "distill": {"blocks": 4}}
-    s_new = {"kind": "student", "train": {"seed": 1}, "precision": "fp32", "distill": {"blocks": 4, "align": "last"}}
+    s_old = {"train": {"seed": 42}, "distill": {"blocks": 4}}
+    s_new = {"train": {"seed": 1}, "precision": "fp32", "distill": {"blocks": 4, "align": "last"}}
     s_bf16 = {**s_new, "precision": "bf16"}
     s_all = {**s_new, "distill": {"blocks": 4, "align": "all"}}
-    keys = [setting_key(Run(tmp_path / n, c)) for n, c in (("d", s_old), ("e", s_new), ("f", s_bf16), ("g", s_all))]
+    keys = [setting_key(fake_result(tmp_path / n, "student", **c))
+            for n, c in (("d", s_old), ("e", s_new), ("f", s_bf16), ("g", s_all))]
     assert keys[0] == keys[1] and len(set(keys[1:])) == 3
 
 
 def test_students_with_l_kd_are_labelled_apart_from_the_papers_loss():
+    from slmrec_cli.config.distill import DistillOptions
     from slmrec_cli.report.collect import kd_label
 
     paper = {"lambda_cos": 1.0, "lambda_norm": 0.1, "lambda_ms": 0.1}
-    assert kd_label(paper) == ""
-    assert kd_label({**paper, "lambda_kd": 1.0, "kd_temperature": 2.0}) == "+ L_kd λ=1, τ=2"
+    assert kd_label(DistillOptions(**paper)) == ""
+    assert kd_label(DistillOptions(**paper, lambda_kd=1.0, kd_temperature=2.0)) == "+ L_kd λ=1, τ=2"
     alone = {"lambda_cos": 0.0, "lambda_norm": 0.0, "lambda_ms": 0.0, "lambda_kd": 0.5, "kd_temperature": 1.0}
-    assert kd_label(alone) == "L_kd only, λ=0.5, τ=1"
+    assert kd_label(DistillOptions(**alone)) == "L_kd only, λ=0.5, τ=1"
 
 
 def test_learning_curves_read_every_validation(tmp_path):
-    from slmrec_cli.report.collect import Run
     from slmrec_cli.report.curves import learning_curves, valid_points
+    from tests.helpers import fake_result
 
-    run = Run(tmp_path / "t8", {"kind": "teacher", "model": {"layers": 8}, "base_model": {"layers_total": 30}})
+    run = fake_result(tmp_path / "t8", "teacher", model={"layers": 8}, base_model={"layers_total": 30})
     run.path.mkdir()
     lines = [{"event": "train", "step": 10, "loss": 5.0},
              {"event": "valid", "step": 30, "epoch": 1, "epochs": 0.5, "valid_MRR": 0.05},
@@ -193,13 +196,14 @@ def test_sasrec_seeds_fold_into_one_row(tmp_path):
     """A SASRec run's checksums name its own trained table (other for every seed): it must not split its seeds."""
     import json
 
-    from slmrec_cli.report.collect import Run, fold_replicates
+    from slmrec_cli.report.collect import fold_replicates
+    from tests.helpers import fake_result
 
     runs = []
     for name, seed in (("sasrec", 42), ("sasrec-seed1", 1)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "checksums.json").write_text(json.dumps(
             {"sha256": {"item_embeddings.safetensors": f"table-of-seed-{seed}"}}))
-        runs.append(Run(tmp_path / name, {"kind": "sasrec", "model": {"dim": 64}, "train": {"seed": seed}}))
+        runs.append(fake_result(tmp_path / name, "sasrec", seed))
     rows = fold_replicates(runs)
     assert [r.name for r in rows] == ["sasrec"] and [r.name for r in rows[0].replicates] == ["sasrec-seed1"]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from slmrec_cli.config.files import load_config_file
 from slmrec_cli.data import FORMATS, Log, load_dataset, prepare, read_log, save_dataset
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.runs import load_run_config
+from slmrec_cli.runs import Run
 from slmrec_cli.stages.recommend import parse_history
 from tests.helpers import make_dataset
 
@@ -140,7 +140,7 @@ def test_any_run_config_loads_or_is_refused(patch, whole) -> None:
     cfg = whole if whole is not None else {**good, **patch}
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.json").write_text(json.dumps(cfg))
-        refused_in_one_line(lambda: load_run_config(Path(tmp)))
+        refused_in_one_line(lambda: Run.load(Path(tmp)))
 
 
 @FUZZ

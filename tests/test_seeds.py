@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import fake_run_config
+
 SPEC = importlib.util.spec_from_file_location("seeds", Path(__file__).parents[1] / "benchmarks" / "seeds.py")
 seeds = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(seeds)
@@ -13,8 +15,7 @@ SPEC.loader.exec_module(seeds)
 
 def fake_run(path: Path, layers: int, seed: int, mrr: float) -> Path:
     (path / "eval").mkdir(parents=True)
-    cfg = {"format": "slmrec-run", "kind": "teacher", "model": {"layers": layers}, "train": {"seed": seed},
-           "base_model": {"ref": "tiny", "layers_total": 8}, "data": {"name": "d", "hash": "h"}}
+    cfg = fake_run_config("teacher", seed, model={"layers": layers}, base_model={"layers_total": 8})
     (path / "config.json").write_text(json.dumps(cfg))
     (path / "eval" / "test-sampled.json").write_text(json.dumps({"metrics": {"MRR": mrr}}))
     return path

@@ -15,14 +15,14 @@ def test_sasrec_onnx_scores_equal_torch_at_any_length(tiny_runs, tmp_path):
     from slmrec_cli.errors import SlmrecError
     from slmrec_cli.export.onnx import onnx_scorer, session
     from slmrec_cli.export.sasrec import export_sasrec_onnx
-    from slmrec_cli.runs import load_model
+    from slmrec_cli.runs import Run
 
     _, sasrec, teacher = tiny_runs
     histories = torch.tensor([[0, 0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 0, 9]])
     check = export_sasrec_onnx(sasrec, tmp_path / "s.onnx", histories)
     assert check["max_rel_diff"] <= 1e-4
     score = onnx_scorer(session(tmp_path / "s.onnx", threads=1))
-    _, model = load_model(sasrec, "cpu")
+    model = Run.load(sasrec).load_model("cpu")
     for items in (histories, histories[:, -3:], torch.tensor([[0, 0, 0, 0, 5, 6, 7, 8, 9, 10, 11, 12]])):
         with torch.no_grad():
             expected = model.score_all(items)

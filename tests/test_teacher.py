@@ -7,7 +7,7 @@ import torch
 from slmrec_cli.config.evaluate import ProbeConfig
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.runs import load_llmrec_run
+from slmrec_cli.runs import Run
 from slmrec_cli.stages.prune_probe import prune_probe
 from tests.helpers import TEACHER_TINY, copy_runs, make_dataset, run_cli, teacher_run
 
@@ -37,8 +37,7 @@ def test_teacher_trains_and_writes_its_run(teacher):
 
 def test_padding_invariance(teacher):
     data_dir, _, run = teacher
-    cfg = json.loads((run / "config.json").read_text())
-    model = load_llmrec_run(run, cfg)
+    model = Run.load(run).load_model()
     items = [3, 7, 9, 2]
     with torch.no_grad():
         vecs = [model.user_vectors(torch.tensor([[0] * pad + items])) for pad in (0, 1, 4)]
@@ -115,26 +114,26 @@ def test_the_training_model_is_freed_before_the_selected_weights_are_reloaded(ti
     import weakref
 
     import slmrec_cli.models.build as build
-    import slmrec_cli.train.llm_task as llm_task
     from tests.helpers import student_run
 
     data, ids, t4 = tiny_runs
     built, alive_at_reload = [], []
-    real_build, real_reload = build.build_model, llm_task.load_llmrec_run
+    real_build, real_load = build.build_model, Run.load_model
 
     def spy_build(*a, **k):
         model, ref = real_build(*a, **k)
         built.append(weakref.ref(model))
         return model, ref
 
-    def spy_reload(*a, **k):
-        gc.collect()
-        alive_at_reload.append([r() is not None for r in built])
-        return real_reload(*a, **k)
+    def spy_load(run, *a, **k):
+        if run.path in (tmp_path / "t", tmp_path / "s"):  # the stage reloading its own selected weights
+            gc.collect()
+            alive_at_reload.append([r() is not None for r in built])
+        return real_load(run, *a, **k)
 
     for module in ("slmrec_cli.stages.train_teacher", "slmrec_cli.stages.distill", "slmrec_cli.runs"):
         monkeypatch.setattr(f"{module}.build_model", spy_build)
-    monkeypatch.setattr(llm_task, "load_llmrec_run", spy_reload)
+    monkeypatch.setattr(Run, "load_model", spy_load)
     train = TrainArgs(epochs=1, batch_size=16, lr=5e-3)
     if stage == "teacher":
         teacher_run(data, ids, "tiny-random", tmp_path / "t", TEACHER_TINY, train)

@@ -27,14 +27,15 @@ CLI_KEYS = ("help", "panel", "decls", "argument", "cli_type", "from_cli", "cli_d
 def opt(help: str, default: Any = MISSING, *, factory: Callable[[], Any] | Any = MISSING, panel: str | None = None,
         decls: tuple[str, ...] = (), argument: bool = False, cli: bool = True, cli_type: Any = None,
         from_cli: Callable[[Any], Any] | None = None, cli_default: Any = MISSING,
-        cli_extra: dict | None = None, choices: tuple[str, ...] = (), aliases: tuple[str, ...] = ()) -> Field:
+        cli_extra: dict | None = None, choices: tuple[str, ...] = (), aliases: tuple[str, ...] = ()) -> Any:
     """A config field with its command-line option. decls: the option's names when not the field's own (e.g.
     ("--load-in-8bit",), or ("--gradient-checkpointing",) for a flag without a --no- form); argument: positional;
     cli=False: set by the stage, not the user; cli_type/from_cli/cli_default: what the command line takes and shows
     when it differs from the field (a comma list for a list, a preset name for a template); cli_extra: more
     arguments of the option itself (an eager callback, as --version's); choices: the values a string option takes
     (the help lists them, shell completion offers them, anything else is a usage error); aliases: old spellings
-    still accepted for one release, hidden from the help, with a deprecation line on stderr."""
+    still accepted for one release, hidden from the help, with a deprecation line on stderr. Typed Any, as
+    dataclasses.field is, so a field `x: int = opt(...)` type-checks."""
     meta = {"help": help, "panel": panel, "decls": decls, "argument": argument, "cli": cli, "cli_type": cli_type,
             "from_cli": from_cli, "cli_default": cli_default, "cli_extra": cli_extra or {}, "choices": choices,
             "aliases": aliases}

@@ -1,4 +1,4 @@
-"""The distillation terms, named as in the paper. Inputs are last-token states stacked per block: [B, batch, d]."""
+"""The distillation terms, named as in the paper. Inputs are last-token states stacked per block: [blocks, batch, d]."""
 
 from __future__ import annotations
 

@@ -6,11 +6,15 @@ temp dir, loading each variant as a user would) and README.md — and swapped in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slmrec_cli import ui
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.export.files import CARD, FILES, MANIFEST
 from slmrec_cli.io import atomic_dir, atomic_path, write_json
+
+if TYPE_CHECKING:
+    from slmrec_cli.runs import Run
 
 
 def check_out(out: Path, force: bool) -> None:
@@ -43,13 +47,12 @@ def check_libraries(formats: list[str], quantize: list[str]) -> bool:
     return want_bnb
 
 
-def as_trained_quality(run: Path, quality: dict, data, eval_batch: int, device: str, quantization: str) -> dict:
+def as_trained_quality(run: Run, quality: dict, data, eval_batch: int, device: str, quantization: str) -> dict:
     """An 8-bit or 4-bit run, scored as it trained (its torch model, quantized), and each variant's MRR relative to
     it: the variants start from the full-precision base with the LoRA merged, so this is what the export changed."""
     from slmrec_cli.evaluation.evaluate import rank_split
-    from slmrec_cli.runs import load_model
 
-    _, model = load_model(run, device)  # as the run trained
+    model = run.load_model(device)  # as the run trained
     res = rank_split(model.score_all, data, "test", ("sampled", "full"), max_len=model.cfg.max_len,
                      batch_size=eval_batch, device=device, desc=f"quality torch-{quantization} (as trained)")
     del model
@@ -60,7 +63,7 @@ def as_trained_quality(run: Path, quality: dict, data, eval_batch: int, device: 
             "metrics": {p: r.metrics for p, r in res.items()}}
 
 
-def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], force: bool, *,
+def build_export(run: Run, out: Path, formats: list[str], quantize: list[str], force: bool, *,
                  int8_scheme: str = "smooth", smooth_alpha: float | None = None, eval_batch: int = 64,
                  device: str = "cpu") -> dict:
     """Write the export; its quality.json (with what the export did: the merge, the ONNX checks, the int8 scheme).
@@ -68,21 +71,18 @@ def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], 
     from slmrec_cli.data import load_dataset
     from slmrec_cli.export.card import model_card
     from slmrec_cli.export.files import record, variant_layout
-    from slmrec_cli.export.model import check_exportable, merge_run, save_export
+    from slmrec_cli.export.model import merge_run, save_export
     from slmrec_cli.export.quality import measure_quality
     from slmrec_cli.export.variants import present
-    from slmrec_cli.runs import check_same_data, load_run_config
 
     check_out(out, force)
     want_bnb = check_libraries(formats, quantize)
-    run_cfg = load_run_config(run)
-    check_exportable(run_cfg, run)
-    data = load_dataset(run_cfg["data"]["path"])  # quality and SmoothQuant's calibration need it
-    check_same_data(run_cfg, data, run)
+    data = load_dataset(run.data.path)  # quality and SmoothQuant's calibration need it
+    run.check_data(data)
     ui.info(f"merging the LoRA on {device}")
-    rec, cfg = merge_run(run, device)  # every weight file of the run checked (checksums, shapes)
+    rec = merge_run(run, device)  # every weight file of the run checked (checksums, shapes)
     with atomic_dir(out, force=True) as tmp:
-        manifest = save_export(rec, cfg, run, tmp)
+        manifest = save_export(rec, run, tmp)
         info = {"merge": rec.merge_info}
         if "onnx" in formats:
             info.update(write_onnx(rec, tmp, manifest, quantize, data, int8_scheme, smooth_alpha, device))
@@ -97,7 +97,7 @@ def build_export(run: Path, out: Path, formats: list[str], quantize: list[str], 
                     quantize_bnb(tmp, q.replace("int4", "nf4"), tmp / name, device)
         manifest["variants"] = variant_layout(tmp)  # the files of each variant, external data included
         write_json(tmp / MANIFEST, manifest)
-        write_json(tmp / "export_info.json", {"source_run": str(run), **info})
+        write_json(tmp / "export_info.json", {"source_run": str(run.path), **info})
         record(tmp)
         variants = present(tmp)
         quality = {**measure_quality(tmp, variants, eval_batch, data, device), **info}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from slmrec_cli.export.files import (
 )
 from slmrec_cli.io import save_safetensors, write_json
 from slmrec_cli.models.llmrec import splice
+from slmrec_cli.runs import LLM_KINDS, Run
 
 
 class Recommender(nn.Module):
@@ -68,38 +70,27 @@ class WithScores(nn.Module):
         return user, user.float() @ self.rec.id_table.float().T
 
 
-def check_exportable(run_cfg: dict, run: Path) -> None:
-    if run_cfg.get("kind") not in ("teacher", "student"):
-        raise SlmrecError(f"{run} is a '{run_cfg.get('kind')}' run; export takes a teacher or student run")
-
-
-def run_device(run: Path) -> str:
+def run_device(run: Run) -> str:
     """Where a run trained: "cuda" when its efficiency.json names a CUDA device, or when it trained in fp16 (which
     needs CUDA); else "cpu"."""
     from slmrec_cli.io import read_json
 
-    run = Path(run)
     try:
-        if str(read_json(run / "efficiency.json").get("device", "")).startswith("cuda"):
+        if str(read_json(run.path / "efficiency.json").get("device", "")).startswith("cuda"):
             return "cuda"
     except (OSError, ValueError, AttributeError):
         pass
-    try:
-        return "cuda" if read_json(run / "config.json").get("precision") == "fp16" else "cpu"
-    except (OSError, ValueError, AttributeError):
-        return "cpu"
+    return "cuda" if run.precision == "fp16" else "cpu"
 
 
-def merge_run(run: Path, device: str = "cpu") -> tuple[Recommender, dict]:
+def merge_run(run: Run, device: str = "cpu") -> Recommender:
     """Merge a teacher/student run's LoRA into its base layers and fold the prompt into constants, on `device`. The
     base is loaded as the run trained on it (bfloat16 on CUDA, float32 on the CPU), then the whole model is cast to
     float32 and merged there: W + BA in fp32, the export's torch-fp32. `rec.merge_info` says how, for quality.json."""
-    from slmrec_cli.runs import load_model, run_quantization
-
+    run.require(*LLM_KINDS, hint="export takes a teacher or student run")
     # an 8-bit or 4-bit run merges into its base loaded in full precision (the QLoRA convention); quality.json then
     # compares the variants with the run as it trained (build.as_trained_quality)
-    cfg, model = load_model(run, device, quantization="none")
-    check_exportable(cfg, run)
+    model = run.load_model(device, quantization="none")
     base_dtype = str(next(model.decoder.parameters()).dtype).removeprefix("torch.")
     model.float()
     embed = model._base().get_input_embeddings()
@@ -115,9 +106,9 @@ def merge_run(run: Path, device: str = "cpu") -> tuple[Recommender, dict]:
     decoder.config.pad_token_id = decoder.config.bos_token_id = decoder.config.eos_token_id = None
     rec = Recommender(decoder, prefix, suffix, model.up, model.down, model.id_table, model.cfg.max_len).eval()
     rec.merge_info = {"device": str(torch.device(device)), "base_loaded_as": base_dtype, "merged_in": "float32",
-                      "run_trained_on": run_device(run), "run_precision": cfg.get("precision"),
-                      "run_quantization": run_quantization(cfg)}
-    return rec, cfg
+                      "run_trained_on": run_device(run), "run_precision": run.precision,
+                      "run_quantization": run.quantization}
+    return rec
 
 
 def head_tensors(rec: Recommender) -> dict[str, torch.Tensor]:
@@ -145,7 +136,7 @@ def assemble(decoder: nn.Module, head: dict[str, torch.Tensor], max_len: int, wh
     return rec.eval()
 
 
-def save_export(rec: Recommender, run_cfg: dict, run: Path, out: Path) -> dict:
+def save_export(rec: Recommender, run: Run, out: Path) -> dict:
     """OUT/decoder/ (transformers save_pretrained), OUT/head.safetensors, the manifest and the item map; the
     manifest written."""
     from slmrec_cli.backbones import quiet_transformers
@@ -155,13 +146,15 @@ def save_export(rec: Recommender, run_cfg: dict, run: Path, out: Path) -> dict:
         rec.decoder.save_pretrained(str(out / DECODER))
     save_head(rec, out / HEAD)
     config = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "version": __version__,
-              "source_run": str(run), "kind": run_cfg["kind"], "base_model": run_cfg["base_model"],
-              "data": run_cfg["data"], "layers": rec.decoder.config.num_hidden_layers, "max_len": rec.max_len,
+              "source_run": str(run.path), "kind": run.kind.value,
+              "base_model": asdict(run.llm_base),
+              "data": {"name": run.data.name, "path": str(run.data.path), "hash": run.data.hash},
+              "layers": rec.decoder.config.num_hidden_layers, "max_len": rec.max_len,
               "n_items": rec.id_table.shape[0] - 1, "id_dim": rec.id_table.shape[1], "hidden": rec.prefix.shape[-1],
               "prompt_tokens": [rec.prefix.shape[0], rec.suffix.shape[0]], "decoder": DECODER, "head": HEAD,
               "item_map": ITEM_MAP}
     write_json(out / MANIFEST, config)
-    shutil.copyfile(Path(run_cfg["data"]["path"]) / ITEM_MAP, out / ITEM_MAP)
+    shutil.copyfile(run.data.path / ITEM_MAP, out / ITEM_MAP)
     return config
 
 

@@ -33,11 +33,10 @@ def export_sasrec_onnx(run: Path, path: Path, histories: torch.Tensor) -> dict:
     export fails when the scores differ beyond rtol 1e-4. Returns the check."""
     from slmrec_cli.export.onnx import onnx_scorer, session
     from slmrec_cli.io import atomic_path
-    from slmrec_cli.runs import load_model
+    from slmrec_cli.runs import Run, RunKind
 
-    cfg, model = load_model(run, "cpu")
-    if cfg.get("kind") != "sasrec":
-        raise SlmrecError(f"{run} is a '{cfg.get('kind')}' run, not a SASRec run (pretrain-ids)")
+    loaded = Run.load(run).require(RunKind.SASREC, hint="not a SASRec run (pretrain-ids)")
+    model = loaded.load_model("cpu")
     wrapper = SASRecServing(model).eval()
     example = torch.tensor([[0, 0, 1, 2, 3], [1, 2, 3, 4, 5]], dtype=torch.long)
     with atomic_path(Path(path)) as tmp, warnings.catch_warnings(), torch.no_grad():
@@ -55,4 +54,4 @@ def export_sasrec_onnx(run: Path, path: Path, histories: torch.Tensor) -> dict:
     if not np.isfinite(worst) or worst > CHECK_RTOL:
         Path(path).unlink(missing_ok=True)
         raise SlmrecError(f"SASRec's ONNX graph disagrees with torch (relative {worst:.1e} > {CHECK_RTOL}); not kept")
-    return {"max_rel_diff": worst, "max_len": cfg["model"]["max_len"], "n_items": int(model.item_table().shape[0] - 1)}
+    return {"max_rel_diff": worst, "max_len": loaded.model.max_len, "n_items": int(model.item_table().shape[0] - 1)}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from slmrec_cli.base_model import BaseModelRef
 from slmrec_cli.config.models import LLMRecConfig
 from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.io import save_safetensors
@@ -18,7 +19,7 @@ ID_TABLE = "item_embeddings.safetensors"
 PROJECTIONS = "projections.safetensors"
 
 
-def build_model(cfg: LLMRecConfig, base_model: str, id_table: torch.Tensor, *, device: str = "cpu",
+def build_model(cfg: LLMRecConfig, base_model: str | BaseModelRef, id_table: torch.Tensor, *, device: str = "cpu",
                 load_in_8bit: bool = False, load_in_4bit: bool = False, expect_hash: str | None = None,
                 adapter_dir: Path | None = None, gradient_checkpointing: bool = False,
                 dtype: torch.dtype | None = None):

@@ -13,22 +13,23 @@ from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import atomic_path, read_json
 from slmrec_cli.report import sections as sec
 from slmrec_cli.report.claims import claims
-from slmrec_cli.report.collect import Run, collect
+from slmrec_cli.report.collect import Result, collect
 from slmrec_cli.report.curves import learning_curves
 from slmrec_cli.report.published import Published, published_files, published_section
+from slmrec_cli.runs import RunKind
 
 
-def find_meta(runs: list[Run], data_dirs: list[Path]) -> tuple[dict | None, Path | None]:
+def find_meta(runs: list[Result], data_dirs: list[Path]) -> tuple[dict | None, Path | None]:
     """The dataset's meta.json: from --data dirs (matched by content hash), else the path the runs recorded."""
-    want = runs[0].cfg["data"]["hash"]
-    for d in [*data_dirs, *(Path(r.cfg["data"]["path"]) for r in runs)]:
+    want = runs[0].data.hash
+    for d in [*data_dirs, *(r.data.path for r in runs)]:
         f = Path(d) / "meta.json"
         if f.exists() and (meta := read_json(f)).get("content_hash") == want:
             return meta, Path(d)
     return None, None
 
 
-def popularity(data_dir: Path | None, runs: list[Run]) -> dict[str, dict]:
+def popularity(data_dir: Path | None, runs: list[Result]) -> dict[str, dict]:
     """The most-popular baseline, scored now (cheap: one count per item), with the runs' full-ranking options."""
     if data_dir is None:
         return {}
@@ -43,11 +44,11 @@ def popularity(data_dir: Path | None, runs: list[Run]) -> dict[str, dict]:
     return {p: metrics_record(res[p], ds, "test", "popularity") for p in PROTOCOLS}
 
 
-def dataset_section(runs: list[Run], data_dirs: list[Path], img_dir: Path, out: Path,
+def dataset_section(runs: list[Result], data_dirs: list[Path], img_dir: Path, out: Path,
                     published: list[Published] = ()) -> str:
     meta, data_dir = find_meta(runs, data_dirs)
-    name = runs[0].cfg["data"]["name"]
-    sasrec = next((r for r in runs if r.kind == "sasrec"), None)
+    name = runs[0].data.name
+    sasrec = next((r for r in runs if r.kind is RunKind.SASREC), None)
 
     def image(slug: str) -> tuple[Path, str]:
         file = img_dir / f"{name}-{slug}.png"

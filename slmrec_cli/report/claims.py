@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slmrec_cli.report.collect import Run, label, terms_label
+from slmrec_cli.report.collect import Result, label, terms_label
 from slmrec_cli.report.sections import (
     default_students,
     kd_students,
@@ -12,13 +12,14 @@ from slmrec_cli.report.sections import (
     siblings,
     teacher_of,
 )
+from slmrec_cli.runs import RunKind
 
 
-def _mrr(run: Run, protocol: str, split: str = "test") -> float | None:
+def _mrr(run: Result, protocol: str, split: str = "test") -> float | None:
     return run.metric("MRR", protocol, split)
 
 
-def _compare(a: Run, b: Run, what: str) -> str:
+def _compare(a: Result, b: Result, what: str) -> str:
     """'a ≥ b' on test MRR under both protocols."""
     parts, verdicts = [], []
     for protocol in ("sampled", "full"):
@@ -40,13 +41,13 @@ def sign_test(wins: int, n: int) -> float:
     return sum(comb(n, k) for k in range(wins, n + 1)) / 2**n
 
 
-def seed_mean(run: Run, split: str) -> tuple[float, str, int] | None:
+def seed_mean(run: Result, split: str) -> tuple[float, str, int] | None:
     """Mean sampled MRR over the run and its replicates (runs differing only by seed), its text, and the count."""
     xs = [m for r in (run, *run.replicates) if (m := r.metric("MRR", "sampled", split)) is not None]
     return (sum(xs) / len(xs), mean_sd([100 * x for x in xs]), len(xs)) if xs else None
 
 
-def _compare_means(a: Run, b: Run, what: str, split: str, at_least: bool = False) -> str:
+def _compare_means(a: Result, b: Result, what: str, split: str, at_least: bool = False) -> str:
     """'a > b' (or a ≥ b) on the mean over seeds of each setting's sampled MRR on `split`."""
     x, y = seed_mean(a, split), seed_mean(b, split)
     if x is None or y is None:
@@ -57,12 +58,12 @@ def _compare_means(a: Run, b: Run, what: str, split: str, at_least: bool = False
             f"`{b.name}` {y[1]} ({seeds[1]}).")
 
 
-def by_seed(run: Run, protocol: str, split: str = "test") -> dict[int, float]:
+def by_seed(run: Result, protocol: str, split: str = "test") -> dict[int, float]:
     """MRR on `split` of the run and its replicates (runs differing only by seed), by seed."""
     return {r.seed: m for r in (run, *run.replicates) if (m := _mrr(r, protocol, split)) is not None}
 
 
-def _compare_seeds(a: Run, b: Run, what: str, split: str = "test") -> str:
+def _compare_seeds(a: Result, b: Result, what: str, split: str = "test") -> str:
     """'a ≥ b' seed by seed (paired) on `split`, when both settings were run with at least two common seeds; a seed
     counts as a win when a ≥ b under every protocol both have."""
     parts, ahead, n = [], None, 0
@@ -85,7 +86,7 @@ def _compare_seeds(a: Run, b: Run, what: str, split: str = "test") -> str:
     return f"- {what}, seed by seed: **{verdict}** — {split} MRR; {'; '.join(parts)}."
 
 
-def pair_claims(student: Run, runs: list[Run], precondition: bool = True) -> list[str]:
+def pair_claims(student: Result, runs: list[Result], precondition: bool = True) -> list[str]:
     """Student vs its teacher (quality and cost), the paper's precondition (the teacher beats the student's depth
     trained alone) and student vs that same-depth model."""
     out = []
@@ -118,24 +119,24 @@ def pair_claims(student: Run, runs: list[Run], precondition: bool = True) -> lis
     return out
 
 
-def other_pairs(main: Run | None, runs: list[Run]) -> list[Run]:
+def other_pairs(main: Result | None, runs: list[Result]) -> list[Result]:
     """One default-setup student (offline, all three terms) for each other (teacher depth, student depth) pair."""
-    seen = {(main.distill["teacher_layers"], main.distill["student_layers"])} if main else set()
+    seen = {(main.distill.teacher_layers, main.options.student_layers)} if main else set()
     out = []
     for r in default_students(runs):
-        pair = (r.distill["teacher_layers"], r.distill["student_layers"])
+        pair = (r.distill.teacher_layers, r.options.student_layers)
         if pair not in seen:
             seen.add(pair)
             out.append(r)
     return out
 
 
-def claims(runs: list[Run]) -> str:
+def claims(runs: list[Result]) -> str:
     out = []
     student = main_student(runs)
     if student:
         out += pair_claims(student, runs)
-    teachers = {r.layers: r for r in runs if r.kind == "teacher" and _mrr(r, "sampled") is not None}
+    teachers = {r.layers: r for r in runs if r.kind is RunKind.TEACHER and _mrr(r, "sampled") is not None}
     full = next((r for r in teachers.values() if r.full_depth), None)
     if full and 8 in teachers and full.layers != 8:
         ratio = _mrr(teachers[8], "sampled") / _mrr(full, "sampled")
@@ -147,7 +148,7 @@ def claims(runs: list[Run]) -> str:
     if student and (base := no_kd(student, runs)):
         rows = siblings(student, runs, ("blocks", "mode", "norm_loss"))
         ref = _mrr(base, "sampled")
-        deltas = [f"{terms_label(r.distill)} {100 * (_mrr(r, 'sampled') - ref):+.2f}" for r in rows
+        deltas = [f"{terms_label(r.options)} {100 * (_mrr(r, 'sampled') - ref):+.2f}" for r in rows
                   if _mrr(r, "sampled") is not None]
         helped = [r for r in rows if (_mrr(r, "sampled") or 0) > ref]
         if len(rows) > 1:
@@ -155,7 +156,7 @@ def claims(runs: list[Run]) -> str:
                        else f"holds for {len(helped)} of {len(rows)} settings")
             out.append(f"- Each distillation setting beats CE only ({label(base)}, sampled test MRR "
                        f"{100 * ref:.2f} %): **{verdict}** — change in MRR points: {', '.join(deltas)}.")
-    sasrec = next((r for r in runs if r.kind == "sasrec"), None)
+    sasrec = next((r for r in runs if r.kind is RunKind.SASREC), None)
     if sasrec and student:  # the LLM models against the classic baseline they build on
         for r in (teacher_of(student, runs), no_kd(student, runs), student):
             if r is not None:

@@ -7,12 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slmrec_cli.io import atomic_path
-from slmrec_cli.report.collect import Run, label
+from slmrec_cli.report.collect import Result, label
+from slmrec_cli.runs import RunKind
 
 MISSING = "_No run has validation records in its train_log.jsonl._"
 
 
-def valid_points(run: Run) -> list[tuple[float, int, float]]:
+def valid_points(run: Result) -> list[tuple[float, int, float]]:
     """(epochs trained, step, valid MRR) for each validation; epochs from the step and the run's steps per epoch."""
     log = run.path / "train_log.jsonl"
     if not log.exists():
@@ -33,10 +34,10 @@ def valid_points(run: Run) -> list[tuple[float, int, float]]:
     return [(r["step"] / per_epoch if per_epoch else 0.0, r["step"], r["valid_MRR"]) for r in rows]  # older logs
 
 
-def learning_curves(runs: list[Run], image: Callable[[str], tuple[Path, str]]) -> str:
+def learning_curves(runs: list[Result], image: Callable[[str], tuple[Path, str]]) -> str:
     """SASRec, every teacher depth and the main students: valid MRR (sampled) against epochs trained."""
-    chosen = [r for r in runs if r.kind in ("sasrec", "teacher")]
-    chosen += [r for r in runs if r.kind == "student" and r.distill.get("mode") == "offline"][:3]
+    chosen = [r for r in runs if r.kind in (RunKind.SASREC, RunKind.TEACHER)]
+    chosen += [r for r in runs if r.kind is RunKind.STUDENT and r.options.mode == "offline"][:3]
     curves = {f"{label(r)} `{r.name}`": pts for r in chosen if (pts := valid_points(r))}
     if not curves:
         return MISSING

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.ranking import METRIC_NAMES
-from slmrec_cli.report.collect import Run, label
+from slmrec_cli.report.collect import Result, label
 from slmrec_cli.report.sections import main_student, pct
+from slmrec_cli.runs import RunKind
 
 HOME = Path(__file__).parent / "published"  # shipped with the package (pyproject: package-data)
 FORMAT = "slmrec-published"
@@ -130,19 +131,19 @@ def _stats_text(stats: dict) -> str:
     return " · ".join(f"{stats[k]:,} {k}" for k in STATS if k in stats)
 
 
-def our_stats(runs: list[Run], meta: dict | None) -> tuple[dict[str, int], str]:
+def our_stats(runs: list[Result], meta: dict | None) -> tuple[dict[str, int], str]:
     """The dataset's statistics from its meta.json, else what the runs' own records say (users, items)."""
     if meta is not None:
         return {k: meta["stats"][k] for k in STATS}, "meta.json"
     rec = next(rec for r in runs for rec in r.evals.values())
-    return ({"users": rec["users"], "items": runs[0].cfg["model"]["n_items"]},
+    return ({"users": rec["users"], "items": runs[0].run.model.n_items},
             "the runs' records; interactions not checked: pass --data for meta.json")
 
 
-def other_dataset(pub: Published, runs: list[Run], ours: dict[str, int]) -> str | None:
+def other_dataset(pub: Published, runs: list[Result], ours: dict[str, int]) -> str | None:
     """Why the published file is about another dataset, or None when it is this one."""
-    if pub.content_hash and pub.content_hash != runs[0].cfg["data"]["hash"]:
-        return f"another content hash (`{pub.content_hash}`, this one `{runs[0].cfg['data']['hash']}`)"
+    if pub.content_hash and pub.content_hash != runs[0].data.hash:
+        return f"another content hash (`{pub.content_hash}`, this one `{runs[0].data.hash}`)"
     if any(pub.stats[k] != ours[k] for k in ours):
         return f"another dataset ({_stats_text(pub.stats)}; this one {_stats_text(ours)})"
     return None
@@ -170,27 +171,27 @@ def why_not(e: Entry, rec: dict | None) -> str | None:
     return None
 
 
-def seed_mean(run: Run, metric: str, protocol: str) -> tuple[float, int] | None:
+def seed_mean(run: Result, metric: str, protocol: str) -> tuple[float, int] | None:
     """Test `metric` under `protocol`, mean over the run and its replicates (runs differing only by seed)."""
     xs = [m for r in (run, *run.replicates) if (m := r.metric(metric, protocol)) is not None]
     return (statistics.mean(xs), len(xs)) if xs else None
 
 
-def our_rows(runs: list[Run], protocol: str) -> list[Run]:
+def our_rows(runs: list[Result], protocol: str) -> list[Result]:
     """SASRec, the main student and the best LLM model (by mean test MRR), each scored under `protocol`."""
     scored = [r for r in runs if ("test", protocol) in r.evals]
-    best = max((r for r in scored if r.kind != "sasrec"), key=lambda r: seed_mean(r, "MRR", protocol)[0],
+    best = max((r for r in scored if r.kind.llm), key=lambda r: seed_mean(r, "MRR", protocol)[0],
                default=None)
     student = main_student(runs)
-    picked = [r for r in scored if r.kind == "sasrec"] + [r for r in (student, best) if r is not None]
-    out: list[Run] = []
+    picked = [r for r in scored if r.kind is RunKind.SASREC] + [r for r in (student, best) if r is not None]
+    out: list[Result] = []
     for r in picked:
         if any(r is s for s in scored) and not any(r is o for o in out):
             out.append(r)
     return out
 
 
-def _pair_row(run: Run, e: Entry, protocol: str) -> str:
+def _pair_row(run: Result, e: Entry, protocol: str) -> str:
     cells = []
     for m in SHOWN:
         ours, theirs = seed_mean(run, m, protocol), e.metrics.get(m)
@@ -200,10 +201,10 @@ def _pair_row(run: Run, e: Entry, protocol: str) -> str:
     return f"| {label(run)} `{run.name}` | {seeds} | {e.model} | " + " | ".join(cells) + " |"
 
 
-def _file_section(pub: Published, runs: list[Run], ours: dict[str, int], where: str) -> list[str]:
+def _file_section(pub: Published, runs: list[Result], ours: dict[str, int], where: str) -> list[str]:
     out = [f"**{pub.name}** (`{pub.shown}`): matches this dataset's statistics, {_stats_text(pub.stats)} (ours from "
            f"{where}).", ""]
-    comparable: dict[str, list[tuple[Entry, list[Run]]]] = {}
+    comparable: dict[str, list[tuple[Entry, list[Result]]]] = {}
     refused = []
     for e in pub.entries:
         # each of our rows on its own record: a run evaluated again with other options has its own masking
@@ -237,7 +238,7 @@ def _file_section(pub: Published, runs: list[Run], ours: dict[str, int], where: 
     return [*out, ""]
 
 
-def published_section(runs: list[Run], meta: dict | None, files: list[Published]) -> str:
+def published_section(runs: list[Result], meta: dict | None, files: list[Published]) -> str:
     """Every published file on this dataset beside our rows; the others in one line each."""
     if not files:
         return "_No published numbers given (`--published FILE`, docs/published/README.md)._\n"

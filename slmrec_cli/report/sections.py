@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from slmrec_cli.distill.terms import PAPER_TERMS
 from slmrec_cli.evaluation.ranking import METRIC_NAMES
 from slmrec_cli.plots import metric_panels
-from slmrec_cli.report.collect import ALL_TERMS, DEFAULTS, Run, kd_label, label, terms_label
+from slmrec_cli.report.collect import ALL_TERMS, DEFAULTS, Result, kd_label, label, terms_label
+from slmrec_cli.runs import RunKind
 
+PAPER_WEIGHTS = tuple(t.weight for t in PAPER_TERMS)
 ABLATION_ORDER = ("CE only", "+ d_cos", "+ d_cos, d_norm", "+ d_cos, l_ms", ALL_TERMS)
 MISSING = "_No runs for this in the report's arguments (`benchmarks/paper_study.sh` makes them)._\n"
 
@@ -43,11 +46,11 @@ def protocol_line(rec: dict) -> str:
             f"`{rec['data_hash']}`, pessimistic ties (docs/protocol.md); metrics in %.")
 
 
-def header(runs: list[Run]) -> str:
-    bases = sorted({r.base for r in runs if r.kind != "sasrec"})
+def header(runs: list[Result]) -> str:
+    bases = sorted({r.base for r in runs if r.kind.llm})
     devices = sorted({r.efficiency["device"] for r in runs if r.efficiency})
-    d = runs[0].cfg["data"]
-    return (f"Dataset **{d['name']}** `{d['hash']}` · base model {', '.join(bases) or '—'} · device "
+    d = runs[0].data
+    return (f"Dataset **{d.name}** `{d.hash}` · base model {', '.join(bases) or '—'} · device "
             f"{', '.join(devices) or '—'} · runs: {', '.join(f'`{r.name}`' for r in runs)}\n")
 
 
@@ -65,7 +68,7 @@ def datasets(meta: dict | None) -> str:
         f"{op['num_negatives']} fixed negatives (seed {op['seed']}) |"]) + "\n"
 
 
-def quality(runs: list[Run], popularity: dict[str, dict]) -> str:
+def quality(runs: list[Result], popularity: dict[str, dict]) -> str:
     out = []
     for protocol in ("sampled", "full"):
         rows = [(f"{label(r)} `{r.name}`", r.evals[("test", protocol)]) for r in runs if ("test", protocol) in r.evals]
@@ -77,72 +80,73 @@ def quality(runs: list[Run], popularity: dict[str, dict]) -> str:
     return "\n".join(out) if out else MISSING
 
 
-def default_students(runs: list[Run]) -> list[Run]:
+def default_students(runs: list[Result]) -> list[Result]:
     """Offline students with the paper's loss (all three terms, no L_kd), B=4 first, then the most blocks."""
-    return sorted((r for r in runs if r.kind == "student" and r.options.mode == "offline"
-                   and terms_label(r.distill) == ALL_TERMS and not kd_label(r.distill)),
+    return sorted((r for r in runs if r.kind is RunKind.STUDENT and r.options.mode == "offline"
+                   and terms_label(r.options) == ALL_TERMS and not kd_label(r.options)),
                   key=lambda r: (r.options.align != DEFAULTS.align, r.options.blocks != DEFAULTS.blocks,
                                  -r.options.blocks))
 
 
-def main_student(runs: list[Run]) -> Run | None:
+def main_student(runs: list[Result]) -> Result | None:
     """The default-setup student (all three terms, offline, B=4 or else the most blocks), else any offline one."""
-    students = sorted((r for r in runs if r.kind == "student" and r.distill["mode"] == "offline"),
-                      key=lambda r: bool(kd_label(r.distill)))
+    students = sorted((r for r in runs if r.kind is RunKind.STUDENT and r.options.mode == "offline"),
+                      key=lambda r: bool(kd_label(r.options)))
     return (default_students(runs) or students or [None])[0]
 
 
-def kd_students(runs: list[Run]) -> list[Run]:
+def kd_students(runs: list[Result]) -> list[Result]:
     """Students trained with L_kd, added to the paper's loss or alone (one row per setting; seeds are replicates)."""
-    return [r for r in runs if r.kind == "student" and kd_label(r.distill)]
+    return [r for r in runs if r.kind is RunKind.STUDENT and kd_label(r.options)]
 
 
-def teacher_of(student: Run, runs: list[Run]) -> Run | None:
-    name = Path(student.distill["teacher"]).name
-    return next((r for r in runs if r.kind == "teacher" and r.name == name
-                 and r.layers == student.distill["teacher_layers"]), None)
+def teacher_of(student: Result, runs: list[Result]) -> Result | None:
+    name = student.distill.teacher.name
+    return next((r for r in runs if r.kind is RunKind.TEACHER and r.name == name
+                 and r.layers == student.distill.teacher_layers), None)
 
 
-def no_kd(student: Run, runs: list[Run]) -> Run | None:
+def no_kd(student: Result, runs: list[Result]) -> Result | None:
     """The same-depth model trained without distillation (a teacher run with the student's depth)."""
-    return next((r for r in runs if r.kind == "teacher" and r.layers == student.distill["student_layers"]
+    return next((r for r in runs if r.kind is RunKind.TEACHER and r.layers == student.options.student_layers
                  and r.base == student.base), None)
 
 
-def siblings(main: Run, runs: list[Run], same: tuple[str, ...]) -> list[Run]:
-    """Students of main's (teacher, student) depths that share `same` with it, its use of L_kd and its --align."""
-    keys = ("teacher_layers", "student_layers", *same)
-    return [r for r in runs if r.kind == "student" and all(r.distill[k] == main.distill[k] for k in keys)
-            and kd_label(r.distill) == kd_label(main.distill)
-            and r.distill.get("align", "last") == main.distill.get("align", "last")]
+def siblings(main: Result, runs: list[Result], same: tuple[str, ...]) -> list[Result]:
+    """Students of main's (teacher, student) depths that share the options `same` with it, its use of L_kd and its
+    --align."""
+    keys = ("student_layers", "align", *same)
+    return [r for r in runs if r.kind is RunKind.STUDENT and r.distill.teacher_layers == main.distill.teacher_layers
+            and all(getattr(r.options, k) == getattr(main.options, k) for k in keys)
+            and kd_label(r.options) == kd_label(main.options)]
 
 
-def ablation(runs: list[Run]) -> str:
+def ablation(runs: list[Result]) -> str:
     main = main_student(runs)
     if main is None:
         return MISSING
-    rows: dict[str, tuple[str, Run]] = {}
+    rows: dict[str, tuple[str, Result]] = {}
     base = no_kd(main, runs)
     if base is not None:
         rows["CE only"] = (f"CE only: {label(base)}, no distillation `{base.name}`", base)
     for r in siblings(main, runs, ("blocks", "mode", "norm_loss")):
-        rows.setdefault(terms_label(r.distill), (f"{terms_label(r.distill)} `{r.name}`", r))
+        rows.setdefault(terms_label(r.options), (f"{terms_label(r.options)} `{r.name}`", r))
     if len(rows) < 2:
         return MISSING
     ordered = [rows[k] for k in (*ABLATION_ORDER, *sorted(set(rows) - set(ABLATION_ORDER))) if k in rows]
     rec = ordered[0][1].evals[("test", "sampled")]
-    lines = [f"SLMRec {main.distill['student_layers']}←{main.distill['teacher_layers']}, B={main.distill['blocks']}, "
-             f"{main.distill['mode']}, norm loss {main.distill['norm_loss']}; λ as set per run. " + protocol_line(rec),
+    lines = [f"SLMRec {main.options.student_layers}←{main.distill.teacher_layers}, B={main.options.blocks}, "
+             f"{main.options.mode}, norm loss {main.options.norm_loss}; λ as set per run. " + protocol_line(rec),
              "", *metrics_table([(n, r.evals[("test", "sampled")]["metrics"]) for n, r in ordered], "terms"), ""]
     return "\n".join(lines)
 
 
-def efficiency(runs: list[Run]) -> str:
+def efficiency(runs: list[Result]) -> str:
     rows = [r for r in runs if r.efficiency]
     if not rows:
         return MISSING
     main = main_student(runs)
-    ref = (teacher_of(main, runs) if main else None) or max((r for r in rows if r.kind == "teacher"),
+    ref = (teacher_of(main, runs) if main else None) or max((r for r in rows if r.kind is RunKind.TEACHER),
                                                             key=lambda r: r.layers, default=rows[0])
     e0 = ref.efficiency
     out = [f"Ratios are against `{ref.name}` ({label(ref)}); below 1 means cheaper. Train time per epoch counts "
@@ -161,7 +165,7 @@ def efficiency(runs: list[Run]) -> str:
     return "\n".join(out) + "\n"
 
 
-def sasrec_metrics(sasrec: Run | None) -> dict | None:
+def sasrec_metrics(sasrec: Result | None) -> dict | None:
     """SASRec's test metrics (sampled protocol), drawn as the baseline of the probe and depth plots."""
     rec = sasrec.metrics_record("sampled") if sasrec else None
     return rec["metrics"] if rec else None
@@ -174,7 +178,7 @@ def baseline_row(name: str, metrics: dict) -> str:
 Image = Callable[[str], tuple[Path, str]]  # slug → (file to write, link for the Markdown)
 
 
-def probes(runs: list[Run], sasrec: Run | None, image: Image) -> str:
+def probes(runs: list[Result], sasrec: Result | None, image: Image) -> str:
     out = []
     base = sasrec_metrics(sasrec)
     for r in (r for r in runs if r.probe):
@@ -193,10 +197,10 @@ def probes(runs: list[Run], sasrec: Run | None, image: Image) -> str:
     return "\n".join(out) if out else MISSING
 
 
-def depth_sweep(runs: list[Run], sasrec: Run | None, image: Image) -> str:
-    by_depth: dict[int, Run] = {}
+def depth_sweep(runs: list[Result], sasrec: Result | None, image: Image) -> str:
+    by_depth: dict[int, Result] = {}
     for r in runs:
-        if r.kind == "teacher" and ("test", "sampled") in r.evals:
+        if r.kind is RunKind.TEACHER and ("test", "sampled") in r.evals:
             by_depth.setdefault(r.layers, r)
     if len(by_depth) < 2:
         return MISSING
@@ -214,13 +218,13 @@ def depth_sweep(runs: list[Run], sasrec: Run | None, image: Image) -> str:
                       + protocol_line(rows[0]), "", f"![depth sweep]({link})", "", *table, ""])
 
 
-def blocks(runs: list[Run], image: Image) -> str:
+def blocks(runs: list[Result], image: Image) -> str:
     main = main_student(runs)
     if main is None:
         return MISSING
-    by_b: dict[int, Run] = {}
-    for r in siblings(main, runs, ("mode", "norm_loss", "lambda_cos", "lambda_norm", "lambda_ms")):
-        by_b.setdefault(r.distill["blocks"], r)
+    by_b: dict[int, Result] = {}
+    for r in siblings(main, runs, ("mode", "norm_loss", *PAPER_WEIGHTS)):
+        by_b.setdefault(r.options.blocks, r)
     if len(by_b) < 2:
         return MISSING
     xs = sorted(by_b)
@@ -234,12 +238,11 @@ def blocks(runs: list[Run], image: Image) -> str:
                                      "B"), ""])
 
 
-def online(runs: list[Run]) -> str:
+def online(runs: list[Result]) -> str:
     main = main_student(runs)
     if main is None:
         return MISSING
-    pair = {r.distill["mode"]: r for r in siblings(main, runs, ("blocks", "norm_loss", "lambda_cos", "lambda_norm",
-                                                                "lambda_ms"))}
+    pair = {r.options.mode: r for r in siblings(main, runs, ("blocks", "norm_loss", *PAPER_WEIGHTS))}
     if len(pair) < 2:
         return MISSING
     rows = [(f"{mode}: {label(r)} `{r.name}`", r.evals[("test", "sampled")]) for mode, r in sorted(pair.items())]
@@ -249,7 +252,7 @@ def online(runs: list[Run]) -> str:
                       ""])
 
 
-def seeds(runs: list[Run]) -> str:
+def seeds(runs: list[Result]) -> str:
     """Settings run with several seeds (runs that differ only by --seed): the spread a single run hides."""
     rows = [r for r in runs if r.replicates]
     if not rows:

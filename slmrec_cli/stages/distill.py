@@ -11,28 +11,20 @@ import numpy as np
 import torch
 
 from slmrec_cli import ui
-from slmrec_cli.base_model import BaseModelRef
-from slmrec_cli.config.models import DEFAULT_PROMPT, LLMRecConfig, check_prompt_for_targets
+from slmrec_cli.config.distill import FROM_TEACHER
+from slmrec_cli.config.models import LLMRecConfig, check_prompt_for_targets
 from slmrec_cli.config.stages import DistillConfig
 from slmrec_cli.config.train import TrainArgs
-from slmrec_cli.data import load_dataset
+from slmrec_cli.data import SeqData, load_dataset
 from slmrec_cli.distill.blocks import block_layers
 from slmrec_cli.distill.cache import FeatureCache, cache_key, load_or_build, open_cache, teacher_fingerprint
 from slmrec_cli.distill.model import Distiller, block_states, cached_positions
+from slmrec_cli.distill.terms import L_KD
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE, PROJECTIONS, build_model, load_projections
-from slmrec_cli.runs import (
-    check_same_data,
-    load_llmrec_run,
-    load_run_config,
-    load_run_weights,
-    prepare_run_dir,
-    record_checksums,
-    run_config,
-    run_quantization,
-)
+from slmrec_cli.runs import Run, RunKind, prepare_run_dir, quantization_of, record_checksums, run_config
 from slmrec_cli.train.accelerator import base_dtype, make_accelerator, precision_of
 from slmrec_cli.train.lifecycle import process_sections
 from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable
@@ -67,20 +59,18 @@ class DistillTask(LLMRecTask):
             record_checksums(run_dir, [MS_ADAPTERS])
 
 
-def load_teacher(cfg: DistillConfig) -> tuple[dict, object, str]:
-    """(the teacher's config, its dataset, the targets to train on), every check done before anything is built."""
-    tcfg = load_run_config(cfg.teacher)
-    if tcfg.get("kind") != "teacher":
-        raise SlmrecError(f"--teacher {cfg.teacher} is a '{tcfg.get('kind')}' run; pass a run from "
-                          "`slmrec train-teacher`")
-    data = load_dataset(cfg.data or tcfg["data"]["path"])
-    check_same_data(tcfg, data, cfg.teacher)
-    targets = cfg.targets or tcfg["targets"]
-    check_prompt_for_targets(tcfg["model"].get("prompt", DEFAULT_PROMPT), targets)
+def load_teacher(cfg: DistillConfig) -> tuple[Run, SeqData, str]:
+    """(the teacher run, its dataset, the targets to train on), every check done before anything is built."""
+    teacher = Run.load(cfg.teacher).require(RunKind.TEACHER, option="--teacher",
+                                            hint="pass a run from `slmrec train-teacher`")
+    data = load_dataset(cfg.data or teacher.data.path)
+    teacher.check_data(data)
+    targets = cfg.targets or teacher.targets
+    check_prompt_for_targets(teacher.llm_model.prompt, targets)
     if cfg.distill.align == "all" and targets != "causal":
         raise SlmrecError(f"--align all needs --targets causal (with --targets {targets} each example has one "
                           "position); use --align last")
-    return tcfg, data, targets
+    return teacher, data, targets
 
 
 def distill(cfg: DistillConfig, *, on_step=None) -> dict:
@@ -92,25 +82,25 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     only its id table and, for L_kd, its down-projection."""
     args: TrainArgs = cfg.train
     opts = cfg.distill
-    tcfg, data, targets = load_teacher(cfg)
-    m = tcfg["model"]["layers"]
+    trun, data, targets = load_teacher(cfg)
+    m = trun.layers
     pairs = block_layers(m, opts.student_layers, opts.blocks)
     t_hash = teacher_fingerprint(cfg.teacher)
     prepare_run_dir(cfg.run.out, resume=cfg.run.resume, force=cfg.run.force, create=False)  # before a long build
     acc = make_accelerator(args, Path(cfg.run.out), auto_bf16=True)
     device = str(acc.device)
-    student_cfg = replace(LLMRecConfig(**tcfg["model"]), layers=opts.student_layers)
-    t_quant = "8bit" if cfg.load_in_8bit else "4bit" if cfg.load_in_4bit else run_quantization(tcfg)
+    student_cfg = replace(trun.llm_model, layers=opts.student_layers)
+    asked = quantization_of(cfg.load_in_8bit, cfg.load_in_4bit)
+    t_quant = trun.quantization if asked == "none" else asked
     cache, teacher = None, None
-    needs_teacher = Distiller.needs_teacher(opts)  # with the alignment terms and L_kd off the student trains alone
-    if needs_teacher and cfg.teacher_cache is not None:
+    if opts.needs_teacher and cfg.teacher_cache is not None:
         key = cache_key(t_hash, data.content_hash, targets, student_cfg.max_len, pairs,
                         cached_positions(opts, targets == "causal"), cfg.teacher_cache_dtype, precision_of(acc),
                         t_quant)
         examples = LLMRecTask(_Shape(student_cfg), data, targets)  # the examples' layout (teacher's = student's)
         cache = open_cache(cfg.teacher_cache, key, examples.n_examples)
         if cache is None:
-            teacher = load_llmrec_run(cfg.teacher, tcfg, device, t_quant)
+            teacher = trun.load_model(device, t_quant)
             # every process computes its share of the batches into the one file (docs/scaling.md)
             cache = load_or_build(cfg.teacher_cache, key, examples,
                                   partial(block_states, teacher, pairs=pairs, positions=key["positions"]),
@@ -118,23 +108,23 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
                                   world=acc.num_processes, barrier=acc.wait_for_everyone)
             teacher = None  # every example's features are cached: training never runs the teacher
             gc.collect()
-    elif needs_teacher and opts.mode == "offline":
-        teacher = load_llmrec_run(cfg.teacher, tcfg, device, t_quant)
-    table = load_run_weights(cfg.teacher, ID_TABLE)["item_embeddings"]
-    projections = load_run_weights(cfg.teacher, PROJECTIONS)
-    base = {"base_model": BaseModelRef.recorded(tcfg["base_model"]), "id_table": table, "device": device,
-            "expect_hash": tcfg["base_model"]["hash"], "gradient_checkpointing": cfg.llm.gradient_checkpointing,
-            "dtype": base_dtype(acc)}
+    elif opts.needs_teacher and opts.mode == "offline":
+        teacher = trun.load_model(device, t_quant)
+    table = trun.weights(ID_TABLE)["item_embeddings"]
+    projections = trun.weights(PROJECTIONS)
+    build = partial(build_model, base_model=trun.llm_base, id_table=table, device=device,
+                    expect_hash=trun.llm_base.hash, gradient_checkpointing=cfg.llm.gradient_checkpointing,
+                    dtype=base_dtype(acc))
     # seeded here, after any teacher load: the student starts the same whether the cache was built now or before
     torch.manual_seed(args.seed)
     if opts.mode == "online":  # RQ4: the teacher starts from the base model like the student, and trains alongside
-        teacher, _ = build_model(LLMRecConfig(**tcfg["model"]), **base)
-    student, ref = build_model(student_cfg, **base)
+        teacher, _ = build(trun.llm_model)
+    student, ref = build(student_cfg)
     teacher_down = None
-    if opts.lambda_kd and teacher is None:  # L_kd from the cache: the trained teacher's down-projection
+    if opts.weight(L_KD) and teacher is None:  # L_kd from the cache: the trained teacher's down-projection
         teacher_down = torch.nn.Linear(student_cfg.hidden, student_cfg.id_dim)
         teacher_down.load_state_dict({k[5:]: v for k, v in projections.items() if k.startswith("down.")})
-    if opts.init_projections == "teacher":  # from the trained teacher, also when an online one replaces it
+    if opts.init_projections == FROM_TEACHER:  # from the trained teacher, also when an online one replaces it
         load_projections(student, projections, cfg.teacher / PROJECTIONS)
     model = Distiller(student, teacher, pairs, opts, teacher_down=teacher_down).to(device)
     del teacher  # the Distiller holds it (live or online distillation)
@@ -142,8 +132,8 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
                "teacher_cache": str(cfg.teacher_cache) if cfg.teacher_cache else None,
                "teacher_cache_dtype": cfg.teacher_cache_dtype if cfg.teacher_cache else None,
                "teacher_quantization": t_quant if opts.mode == "offline" else None, **asdict(opts)}
-    config = run_config("student", data, model=asdict(student.cfg), base_model=asdict(ref), train=asdict(args),
-                        targets=targets, ids=tcfg.get("ids"), distill=section,
+    config = run_config(RunKind.STUDENT, data, model=asdict(student.cfg), base_model=asdict(ref),
+                        train=asdict(args), targets=targets, ids=trun.config.get("ids"), distill=section,
                         gradient_checkpointing=cfg.llm.gradient_checkpointing, **process_sections(acc, args))
     task = DistillTask(model, data, targets, cfg.llm.eval_batch, cache)
     ui.info(f"distill {m}→{opts.student_layers} layers, blocks {pairs}, {opts.mode}, {model.describe()}, "
@@ -152,7 +142,7 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
 
     # efficiency.json: the student's own trainable parameters; the L_ms adapters (and an online teacher) apart
     extra = {"ms_adapters_trainable": trainable(model.ms_adapters)}
-    if opts.mode == "online":
+    if model.teacher is not None and opts.mode == "online":
         extra["online_teacher_trainable"] = trainable(model.teacher)
     n_trainable = trainable(student)
     del model, student  # the task holds them alone, and releases them before the selected weights are reloaded

@@ -12,7 +12,7 @@ from slmrec_cli.distributed import process_state
 from slmrec_cli.evaluation.evaluate import metrics_record, rank_split, write_metrics
 from slmrec_cli.evaluation.popularity import popularity_scorer
 from slmrec_cli.evaluation.tables import print_records
-from slmrec_cli.runs import check_same_data, load_model, load_run_config, run_quantization
+from slmrec_cli.runs import Run
 
 
 def stored_records(run: Path, ds, split: str, protocols, mask_history: bool) -> list[dict] | None:
@@ -36,7 +36,7 @@ def evaluate(opts: EvaluateConfig) -> list[dict]:
 
     runs, split, data, batch_size = opts.runs or [], opts.split, opts.data, opts.eval_batch
     mask_history, protocols = opts.mask_history, protocols_of(opts.protocol)
-    configs = [(Path(r), load_run_config(r)) for r in runs]  # check every run before scoring any
+    loaded = [Run.load(r) for r in runs]  # check every run before scoring any
     state = process_state()
     main = state is None or state.is_main_process
     device = str(state.device) if state else resolve_device(opts.device)
@@ -49,28 +49,27 @@ def evaluate(opts: EvaluateConfig) -> list[dict]:
         return cache[key]
 
     records = []
-    for run, cfg in configs:
-        ds = dataset(data or cfg["data"]["path"])
-        check_same_data(cfg, ds, run)
-        llm = cfg.get("kind") in ("teacher", "student")
-        own = run_quantization(cfg) if llm else None
-        quant = own if opts.quantization == "run" or not llm else opts.quantization
-        if opts.reuse and quant == own and (stored := stored_records(run, ds, split, protocols, mask_history)):
+    for run in loaded:
+        ds = dataset(data or run.data.path)
+        run.check_data(ds)
+        quant = run.quantization if opts.quantization == "run" or not run.kind.llm else opts.quantization
+        if opts.reuse and quant == run.quantization and (
+                stored := stored_records(run.path, ds, split, protocols, mask_history)):
             records.extend(stored)
             continue
-        _, model = load_model(run, device, quant if llm else "run")
+        model = run.load_model(device, quant)
         res = rank_split(model.score_all, ds, split, protocols, max_len=model.cfg.max_len, batch_size=batch_size,
-                         mask_history=mask_history, device=device, desc=f"{run} {split}")
+                         mask_history=mask_history, device=device, desc=f"{run.path} {split}")
         del model
         for p in protocols:
-            rec = metrics_record(res[p], ds, split, str(run))
-            if llm:
+            rec = metrics_record(res[p], ds, split, str(run.path))
+            if run.kind.llm:
                 rec["quantization"] = quant
-            if main and quant == own:  # a run's metrics files hold it as it trained
-                write_metrics(run, rec)
+            if main and quant == run.quantization:  # a run's metrics files hold it as it trained
+                write_metrics(run.path, rec)
             records.append(rec)
     if opts.popularity:
-        ds = dataset(data or configs[0][1]["data"]["path"])
+        ds = dataset(data or loaded[0].data.path)
         res = rank_split(popularity_scorer(ds), ds, split, protocols, max_len=1, batch_size=batch_size,
                          mask_history=mask_history, desc=f"popularity {split}")
         records.extend(metrics_record(res[p], ds, split, "popularity") for p in protocols)

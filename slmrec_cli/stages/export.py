@@ -15,6 +15,7 @@ from slmrec_cli.evaluation.tables import print_export
 from slmrec_cli.export.files import read_manifest
 from slmrec_cli.export.variants import Variant, ort_cuda_available, ort_cuda_by_default, present, runtimes, scorer
 from slmrec_cli.io import read_json, write_json
+from slmrec_cli.runs import LLM_KINDS, Run, RunKind
 
 
 def latest_distill_run(root: Path = Path("runs")) -> Path:
@@ -24,10 +25,10 @@ def latest_distill_run(root: Path = Path("runs")) -> Path:
         done = cfg.parent / "eval" / "test-sampled.json"
         if done.exists():
             try:
-                kind = read_json(cfg).get("kind")
-            except ValueError:
+                kind = Run.load(cfg.parent).kind
+            except SlmrecError:
                 continue
-            if kind == "student":
+            if kind is RunKind.STUDENT:
                 found.append((done.stat().st_mtime, cfg.parent))
     if not found:
         raise SlmrecError(f"no finished distill run under {root}/; pass --run RUN (a teacher or student run)")
@@ -113,8 +114,9 @@ def export(model: Path, out: Path, cfg: ExportConfig) -> dict:
     torch.set_num_threads(threads)
     from slmrec_cli.export.build import build_export
 
-    quality = build_export(Path(model), Path(out), formats, quantize, force, int8_scheme=int8_scheme,
-                           smooth_alpha=smooth_alpha, eval_batch=eval_batch, device=device or auto_device(model))
+    run = Run.load(model).require(*LLM_KINDS, hint="export takes a teacher or student run")
+    quality = build_export(run, Path(out), formats, quantize, force, int8_scheme=int8_scheme,
+                           smooth_alpha=smooth_alpha, eval_batch=eval_batch, device=device or auto_device(run))
     result = {"quality": quality}
     if bench:
         result["bench"] = run_bench(out, present(out), batches, threads, min_seconds, device)
@@ -122,7 +124,7 @@ def export(model: Path, out: Path, cfg: ExportConfig) -> dict:
     return result
 
 
-def auto_device(run: Path) -> str:
+def auto_device(run: Run) -> str:
     """--device auto's device for merging and scoring: where the run trained (export.model.run_device) when that is
     a GPU visible here, else the CPU (fp32)."""
     from slmrec_cli.export.model import run_device
@@ -130,7 +132,8 @@ def auto_device(run: Path) -> str:
     if run_device(run) != "cuda":
         return "cpu"
     if not torch.cuda.is_available():
-        ui.info(f"[yellow]{run} trained on CUDA but no GPU is visible here: merging and scoring on the CPU in fp32[/]")
+        ui.info(f"[yellow]{run.path} trained on CUDA but no GPU is visible here: merging and scoring on the CPU in "
+                "fp32[/]")
         return "cpu"
     return "cuda"
 

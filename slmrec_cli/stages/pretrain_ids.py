@@ -16,7 +16,7 @@ from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE
 from slmrec_cli.models.sasrec import SASRec
-from slmrec_cli.runs import load_run_weights, record_checksums, run_config
+from slmrec_cli.runs import RunKind, load_run_weights, record_checksums, run_config
 from slmrec_cli.train.accelerator import make_accelerator
 from slmrec_cli.train.lifecycle import process_sections, train_run, validate_split
 
@@ -55,7 +55,7 @@ def pretrain_ids(cfg: PretrainConfig, *, on_step=None) -> dict:
     data = load_dataset(cfg.data)
     acc = make_accelerator(args, Path(cfg.run.out))
     model_cfg = replace(cfg.model, n_items=data.n_items)
-    config = run_config("sasrec", data, model=asdict(model_cfg), train=asdict(args), targets="all",
+    config = run_config(RunKind.SASREC, data, model=asdict(model_cfg), train=asdict(args), targets="all",
                         **process_sections(acc, args))
     torch.manual_seed(args.seed)
     model = SASRec(model_cfg)

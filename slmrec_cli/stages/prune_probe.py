@@ -16,7 +16,7 @@ from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.ranking import METRIC_NAMES, metrics_from_ranks, pessimistic_ranks
 from slmrec_cli.io import read_json, write_json
 from slmrec_cli.plots import metric_panels
-from slmrec_cli.runs import check_same_data, load_model, load_run_config, run_quantization
+from slmrec_cli.runs import LLM_KINDS, Run
 
 
 def parse_layers(spec: str | None, depth: int) -> list[int]:
@@ -76,21 +76,19 @@ def prune_probe(c: ProbeConfig) -> dict:
 
     run, split, layers, final_norm, baseline, batch_size = (c.run, c.split, c.layers, c.final_norm, c.baseline,
                                                             c.eval_batch)
-    cfg = load_run_config(run)
-    if cfg.get("kind") not in ("teacher", "student"):
-        raise SlmrecError(f"{run} is a '{cfg.get('kind')}' run; prune-probe reads LLM runs (train-teacher, distill)")
-    chosen = parse_layers(layers, cfg["model"]["layers"])
+    loaded = Run.load(run).require(*LLM_KINDS, hint="prune-probe reads LLM runs (train-teacher, distill)")
+    chosen = parse_layers(layers, loaded.layers)
     base = baseline_metrics(baseline, split) if baseline else None
-    data = load_dataset(cfg["data"]["path"])
-    check_same_data(cfg, data, run)
+    data = load_dataset(loaded.data.path)
+    loaded.check_data(data)
     device = resolve_device(c.device)
-    _, model = load_model(run, device)
+    model = loaded.load_model(device)
     ranks = probe_ranks(model, data, split, chosen, final_norm=final_norm, batch_size=batch_size, device=device)
     record = {"run": str(run), "split": split, "protocol": "sampled", "final_norm": final_norm,
               "dataset": data.name, "data_hash": data.content_hash, "users": data.n_users,
               "candidates": int(data.negatives.shape[1] + 1), "version": __version__,
-              "base_model": cfg["base_model"]["ref"], "pretrained": cfg["base_model"]["pretrained"],
-              "weights": base_label(cfg["base_model"]) or "pretrained", "quantization": run_quantization(cfg),
+              "base_model": loaded.llm_base.ref, "pretrained": loaded.llm_base.pretrained,
+              "weights": base_label(loaded.llm_base) or "pretrained", "quantization": loaded.quantization,
               "layers": [{"layer": layer, "metrics": metrics_from_ranks(ranks[layer])} for layer in chosen]}
     out = Path(run) / "probe"
     write_json(out / f"{split}.json", record)

@@ -17,7 +17,7 @@ from slmrec_cli.data import load_dataset
 from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.models.build import build_model
 from slmrec_cli.random_init import check_prompt
-from slmrec_cli.runs import load_id_table, run_config
+from slmrec_cli.runs import Run, RunKind, quantization_of, run_config
 from slmrec_cli.train.accelerator import base_dtype, make_accelerator
 from slmrec_cli.train.lifecycle import process_sections
 from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable
@@ -29,7 +29,8 @@ def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
     args: TrainArgs = cfg.train
     check_prompt_for_targets(cfg.model.prompt, cfg.targets)
     data = load_dataset(cfg.data)
-    table, ids_cfg = load_id_table(cfg.ids, data)
+    ids = Run.load(cfg.ids)
+    table = ids.id_table(data)
     acc = make_accelerator(args, Path(cfg.run.out), auto_bf16=True)
     device = str(acc.device)
     model_cfg = replace(cfg.model, n_items=data.n_items, id_dim=table.shape[1])
@@ -39,8 +40,8 @@ def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
     model, ref = build_model(model_cfg, base, table, device=device, load_in_8bit=cfg.load_in_8bit,
                              load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.llm.gradient_checkpointing,
                              dtype=base_dtype(acc))
-    config = run_config("teacher", data, model=asdict(model_cfg), base_model=asdict(ref), train=asdict(args),
-                        targets=cfg.targets, ids={"run": str(cfg.ids), "data_hash": ids_cfg["data"]["hash"]},
+    config = run_config(RunKind.TEACHER, data, model=asdict(model_cfg), base_model=asdict(ref), train=asdict(args),
+                        targets=cfg.targets, ids={"run": str(cfg.ids), "data_hash": ids.data.hash},
                         quantized={"load_in_8bit": cfg.load_in_8bit, "load_in_4bit": cfg.load_in_4bit},
                         gradient_checkpointing=cfg.llm.gradient_checkpointing, **process_sections(acc, args))
     task = LLMRecTask(model, data, cfg.targets, cfg.llm.eval_batch)
@@ -50,7 +51,8 @@ def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
     n_trainable = trainable(model)
     del model  # the task holds it alone, and releases it before the selected weights are reloaded
     return train_llm_run(acc, cfg.run, config, task, args, data, table, eval_batch=cfg.llm.eval_batch,
-                         trainable_params=n_trainable, on_step=on_step)
+                         trainable_params=n_trainable, quantization=quantization_of(cfg.load_in_8bit, cfg.load_in_4bit),
+                         on_step=on_step)
 
 
 def main(cfg) -> dict:

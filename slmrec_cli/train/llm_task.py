@@ -14,7 +14,7 @@ from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE, param_counts
 from slmrec_cli.models.llmrec import LLMRec
-from slmrec_cli.runs import load_llmrec_run, record_checksums, run_quantization, save_llmrec_weights
+from slmrec_cli.runs import Run, record_checksums, save_llmrec_weights
 from slmrec_cli.train.lifecycle import train_run, validate_split
 
 
@@ -76,8 +76,8 @@ class LLMRecTask:
 
 
 def train_llm_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, table: torch.Tensor, *,
-                  eval_batch: int, trainable_params: int, extra_params: dict | None = None, setup=None,
-                  on_step=None) -> dict:
+                  eval_batch: int, trainable_params: int, quantization: str = "none", extra_params: dict | None = None,
+                  setup=None, on_step=None) -> dict:
     """A teacher's or student's run: the lifecycle, plus a copy of the frozen id table so the run reloads on its
     own (then setup(run_dir), on every process); efficiency.json counts trainable_params (and extra_params).
 
@@ -96,10 +96,10 @@ def train_llm_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, dat
 
     def reload(run_dir: Path):
         release(task, acc)
-        return load_llmrec_run(run_dir, config, str(acc.device))
+        return Run.load(run_dir).load_model(str(acc.device))
 
     return train_run(acc, run, config, task, args, data, setup=save_table, eval_batch=eval_batch, params=params,
-                     reload=reload, on_step=on_step, record_extra={"quantization": run_quantization(config)})
+                     reload=reload, on_step=on_step, record_extra={"quantization": quantization})
 
 
 def release(task, acc) -> None:
