@@ -125,10 +125,11 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     base = {"base_model": BaseModelRef.recorded(tcfg["base_model"]), "id_table": table, "device": device,
             "expect_hash": tcfg["base_model"]["hash"], "gradient_checkpointing": cfg.llm.gradient_checkpointing,
             "dtype": base_dtype(acc)}
-    # seeded here, after any teacher load: the student starts the same whether the cache was built now or before
+    # seeded here, after any teacher load: the student starts the same whether the cache was built now or before,
+    # and the same offline and online (the online teacher draws from a generator of its own)
     torch.manual_seed(args.seed)
     if opts.mode == "online":  # RQ4: the teacher starts from the base model like the student, and trains alongside
-        teacher, _ = build_model(LLMRecConfig(**tcfg["model"]), **base)
+        teacher = online_teacher(LLMRecConfig(**tcfg["model"]), base, args.seed)
     student, ref = build_model(student_cfg, **base)
     teacher_down = None
     if opts.lambda_kd and teacher is None:  # L_kd from the cache: the trained teacher's down-projection
@@ -158,6 +159,16 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     del model, student  # the task holds them alone, and releases them before the selected weights are reloaded
     return train_llm_run(acc, cfg.run, config, task, args, data, table, eval_batch=cfg.llm.eval_batch,
                          trainable_params=n_trainable, extra_params=extra, on_step=on_step)
+
+
+def online_teacher(cfg: LLMRecConfig, base: dict, seed: int):
+    """RQ4's teacher, fresh from the base model, built on the generator seeded with `seed` (the weights it always
+    started from) inside torch.random.fork_rng, which restores the generator after: the student and the L_ms adapters
+    built next draw exactly what they draw offline, so online and offline students start from the same weights."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return build_model(cfg, **base)[0]
 
 
 class _Shape:
