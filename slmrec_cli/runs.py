@@ -299,9 +299,11 @@ def load_id_table(ids_run: Path, data) -> tuple[torch.Tensor, dict]:
     return table, cfg
 
 
-def load_llmrec_run(run: Path, config: dict, device: str = "cpu", quantization: str = "run"):
+def load_llmrec_run(run: Path, config: dict, device: str = "cpu", quantization: str = "run",
+                    dtype: torch.dtype | None = None):
     """A teacher or student run, every file checked: present, unaltered (checksums.json), and of the right shape; its
-    base loaded as the run trained (quantization "run") or as `quantization` says (none, 8bit, 4bit)."""
+    base loaded as the run trained (quantization "run") or as `quantization` says (none, 8bit, 4bit), in `dtype`
+    (default: the device's, models.build)."""
     run = Path(run)
     try:
         cfg = LLMRecConfig(**config["model"])
@@ -320,7 +322,7 @@ def load_llmrec_run(run: Path, config: dict, device: str = "cpu", quantization: 
     quant = run_quantization(config) if quantization == "run" else quantization
     model, _ = build_model(cfg, BaseModelRef.recorded(config["base_model"]), table, device=device,
                            load_in_8bit=quant == "8bit", load_in_4bit=quant == "4bit",
-                           expect_hash=config["base_model"]["hash"], adapter_dir=run / ADAPTER)
+                           expect_hash=config["base_model"]["hash"], adapter_dir=run / ADAPTER, dtype=dtype)
     load_projections(model, load_run_weights(run, PROJECTIONS), run / PROJECTIONS)
     return model.to(device).eval()
 
