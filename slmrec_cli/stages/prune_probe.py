@@ -13,6 +13,7 @@ from slmrec_cli.base_model import base_label
 from slmrec_cli.config.evaluate import ProbeConfig
 from slmrec_cli.data import load_dataset, pad_to_longest
 from slmrec_cli.errors import SlmrecError
+from slmrec_cli.evaluation.evaluate import eval_precision
 from slmrec_cli.evaluation.ranking import METRIC_NAMES, metrics_from_ranks, pessimistic_ranks
 from slmrec_cli.io import read_json, write_json
 from slmrec_cli.plots import metric_panels
@@ -91,6 +92,7 @@ def prune_probe(c: ProbeConfig) -> dict:
               "candidates": int(data.negatives.shape[1] + 1), "version": __version__,
               "base_model": cfg["base_model"]["ref"], "pretrained": cfg["base_model"]["pretrained"],
               "weights": base_label(cfg["base_model"]) or "pretrained", "quantization": run_quantization(cfg),
+              "eval_precision": eval_precision(model),
               "layers": [{"layer": layer, "metrics": metrics_from_ranks(ranks[layer])} for layer in chosen]}
     out = Path(run) / "probe"
     write_json(out / f"{split}.json", record)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from slmrec_cli.config.train import RunOptions, TrainArgs
 from slmrec_cli.devices import device_name, peak_memory_bytes
-from slmrec_cli.evaluation.evaluate import PROTOCOLS, metrics_record, rank_split, write_metrics
+from slmrec_cli.evaluation.evaluate import PROTOCOLS, eval_precision, metrics_record, rank_split, write_metrics
 from slmrec_cli.io import write_json
 from slmrec_cli.runs import open_run_dir, save_config
 from slmrec_cli.train.accelerator import precision_of
@@ -76,7 +76,7 @@ def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, bat
                                  device=device, mask_history=mask_history, desc=f"eval {split}")
         timing[split] = time.perf_counter() - t0  # one forward pass serves both protocols
         for res in results.values():
-            rec = metrics_record(res, data, split, str(run_dir)) | (extra or {})
+            rec = metrics_record(res, data, split, str(run_dir), eval_precision(model)) | (extra or {})
             if write:
                 write_metrics(run_dir, rec)
             records[(split, res.protocol)] = rec
