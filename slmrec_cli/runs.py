@@ -394,9 +394,10 @@ class Run:
         """One of the run's safetensors files, checked against its recorded sha256 first."""
         return load_run_weights(self.path, name)
 
-    def load_model(self, device: str = "cpu", quantization: str = "run"):
+    def load_model(self, device: str = "cpu", quantization: str = "run", dtype: torch.dtype | None = None):
         """The model, with .score_all(histories) and .cfg.max_len. An LLM run's base is loaded as the run trained
-        (8-bit or 4-bit runs stay so) unless `quantization` (none, 8bit, 4bit) says otherwise."""
+        (8-bit or 4-bit runs stay so) unless `quantization` (none, 8bit, 4bit) says otherwise, in `dtype` (default:
+        the device's, models.build)."""
         if isinstance(self.model, SASRecConfig):
             model = SASRec(self.model)
             try:
@@ -405,7 +406,7 @@ class Run:
                 raise SlmrecError(f"{self.path}/model.safetensors does not match its config.json "
                                   f"({str(e).splitlines()[0]}); retrain the run") from None
             return model.to(device).eval()
-        return self._load_llmrec(device, self.quantization if quantization == "run" else quantization)
+        return self._load_llmrec(device, self.quantization if quantization == "run" else quantization, dtype)
 
     def id_table(self, data) -> torch.Tensor:
         """The frozen SASRec table of a pretrain-ids run (for --ids), checked against the dataset and the config."""
@@ -423,7 +424,7 @@ class Run:
                               f"{data.n_items + 1}")
         return table
 
-    def _load_llmrec(self, device: str, quantization: str):
+    def _load_llmrec(self, device: str, quantization: str, dtype: torch.dtype | None):
         """A teacher or student, every file checked: present, unaltered (checksums.json), and of the right shape."""
         cfg, run = self.llm_model, self.path
         table = self.weights(ID_TABLE).get("item_embeddings")
@@ -438,7 +439,7 @@ class Run:
             verify_checksum(run, name)
         model, _ = build_model(cfg, self.llm_base, table, device=device, load_in_8bit=quantization == "8bit",
                                load_in_4bit=quantization == "4bit", expect_hash=self.llm_base.hash,
-                               adapter_dir=run / ADAPTER)
+                               adapter_dir=run / ADAPTER, dtype=dtype)
         load_projections(model, self.weights(PROJECTIONS), run / PROJECTIONS)
         return model.to(device).eval()
 

@@ -115,9 +115,9 @@ def test_evaluate_contract_and_json(trained, capsys):
     records = json.loads(out)  # one JSON document: the list of records
     assert [r["protocol"] for r in records] == ["sampled", "full"]
     keys = {"dataset", "data_hash", "split", "protocol", "candidates", "mask_history", "users", "run", "version",
-            "metrics"}
+            "metrics", "eval_precision"}
     for r in records:
-        assert keys <= set(r)
+        assert keys <= set(r) and r["eval_precision"] == "fp32"
         assert list(r["metrics"]) == list(METRIC_NAMES)
         assert all(0.0 <= v <= 1.0 for v in r["metrics"].values())
         on_disk = json.loads((trained / "eval" / f"test-{r['protocol']}.json").read_text())

@@ -58,11 +58,15 @@ def test_scoring_and_serving_commands_json(runs, tmp_path, capsys):
     assert code == 0, err
     records = one_document(out)  # several results: one list
     assert [r["run"] for r in records] == [str(sasrec), str(teacher)] and "valid split" in err
+    assert {r["eval_precision"] for r in records} == {"fp32"}
+    for run in (sasrec, teacher):  # what the training stages wrote says so too
+        assert {json.loads(f.read_text())["eval_precision"] for f in (run / "eval").glob("*.json")} == {"fp32"}
 
     code, out, err = run_cli(["prune-probe", teacher, "--split", "valid", "--layers", "1,2", "--json"], capsys)
     assert code == 0, err
     probe = one_document(out)
     assert [x["layer"] for x in probe["layers"]] == [1, 2] and all(Path(f).exists() for f in probe["files"])
+    assert probe["eval_precision"] == "fp32"
 
     export = tmp_path / "exp"
     code, out, err = run_cli(["export", "--run", teacher, "--out", export, "--format", "safetensors", "--json"],

@@ -106,3 +106,75 @@ def test_the_cli_refuses_the_combination_in_one_line(tmp_path, capsys):
                             "--base-model", "tiny-random", "--prompt", "Items: {history}. Next?"], capsys)
     assert code == 2 and "--targets causal" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "t").exists()
+
+
+# --- a history longer than max_len + 1: what holds across windows and micro-batches (docs/llm.md) -------------------
+
+LONG = list(range(1, 21))  # 20 distinct items (an item is its position + 1), cut into windows of MAX_LEN + 1 = 9
+
+
+class _OneUser:
+    """What the causal task reads of a dataset: one user, whose training history is LONG."""
+
+    n_users = 1
+
+    def train_history(self, u: int) -> np.ndarray:
+        return np.asarray(LONG)
+
+
+def slot_inputs(items: torch.Tensor, targets: torch.Tensor) -> list[tuple[list[int], int]]:
+    """(the items a real slot reads, the item it predicts) for every real slot of a batch of windows."""
+    return [([x for x in row[: t + 1] if x], y) for row, ys in zip(items.tolist(), targets.tolist(), strict=True)
+            for t, y in enumerate(ys) if y]
+
+
+def test_a_long_history_gives_each_target_once_reading_only_its_window():
+    task = LLMRecTask(tiny_model(), _OneUser(), "causal")
+    batch = task.batch(np.arange(task.n_examples))
+    slots = slot_inputs(batch["items"], batch["targets"])
+    assert task.n_examples == 3  # items 12-20, 4-12, 1-4: cut from the end, overlapping by one
+    assert sorted(y for _, y in slots) == LONG[1:]  # every item but the first is a target, once
+    for read, y in slots:
+        end = LONG.index(y)
+        start = end - len(read)  # where the slot's window begins
+        assert read == LONG[start:end]
+        as_all = LONG[max(0, end - MAX_LEN) : end]  # what --targets all (one example per prefix) reads
+        # the same input only at a window's last slot, or in the window that begins the history
+        assert (read == as_all) == (len(read) == MAX_LEN or start == 0)
+    model = task.model
+    with torch.no_grad():
+        dense = model(batch["items"], batch["targets"]).item()
+        per_window_prefix = [model(torch.tensor([r]), torch.tensor([y])).item() for r, y in slots]
+    # one forward over the windows = the mean of one forward per slot, each reading its window's items up to it
+    assert dense == pytest.approx(np.mean(per_window_prefix), abs=1e-5)
+
+
+def test_micro_batches_weigh_the_same_whatever_their_real_slots(tmp_path):
+    """--grad-accum 2 over windows of 8 and 3 real slots: the step's gradient is the mean of the two micro-batch means,
+    so a slot of the short window weighs 8/3 of a slot of the long one; one batch of both would weigh all 11 alike."""
+    from slmrec_cli.config.train import TrainArgs
+    from slmrec_cli.train.accelerator import make_accelerator
+    from slmrec_cli.train.engine import _Fit
+
+    task = LLMRecTask(tiny_model(), _OneUser(), "causal")
+    model = task.model
+    slots = [int((task.batch(np.array([i]))["targets"] != 0).sum()) for i in (0, 2)]
+    assert slots == [8, 3]
+    args = TrainArgs(batch_size=1, grad_accum=2, mixed_precision="no")
+    loop = _Fit(task, args, tmp_path, make_accelerator(args), None)
+    loop.epoch_len = 3
+    loop.micro_batch(np.array([0]), False)
+    assert loop.micro_batch(np.array([2]), False)[2]  # the step follows the second micro-batch
+    engine = model.up.weight.grad.clone()
+
+    def grad(loss) -> torch.Tensor:
+        model.zero_grad()
+        loss.backward()
+        return model.up.weight.grad.clone()
+
+    parts = [task.batch(np.array([i])) for i in (0, 2)]
+    mean_of_means = grad(sum(model(b["items"], b["targets"]) for b in parts) / 2)
+    both = task.batch(np.array([0, 2]))
+    pooled = grad(model(both["items"], both["targets"]))
+    assert torch.allclose(engine, mean_of_means, atol=1e-6, rtol=1e-4)
+    assert not torch.allclose(engine, pooled, atol=1e-6, rtol=1e-2)

@@ -128,6 +128,24 @@ def test_metrics_files_record_how_many_candidates_were_really_scored(tmp_path):
 
     data, score_all, index = _repeat_dataset(tmp_path, negatives=3)
     res = rank_split(score_all, data, "test", ("sampled", "full"), max_len=8)
-    sampled = metrics_record(res["sampled"], data, "test", "run")
+    sampled = metrics_record(res["sampled"], data, "test", "run", "fp32")
     assert (sampled["candidates"], sampled["candidates_min"], sampled["candidates_mean"]) == (4, 3, 3.0)
+    assert sampled["eval_precision"] == "fp32"
     assert res["full"].scored[list(res["full"].user_ids).index(index["u0"])] == 6 - 3  # i1, i2, i6 masked
+
+
+def test_evaluation_runs_outside_autocast(tmp_path):
+    """A bf16 autocast around the evaluation does not reach the model: it computes in its own dtype, the one its
+    metrics files record (eval_precision)."""
+    from slmrec_cli.evaluation.evaluate import rank_split
+
+    data, score_all, _ = _repeat_dataset(tmp_path)
+    seen = []
+
+    def spy(hist):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return score_all(hist)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rank_split(spy, data, "test", ("sampled",), max_len=8)
+    assert seen and not any(seen)

@@ -35,6 +35,17 @@ class SplitResult:
         return metrics_from_ranks(self.ranks)
 
 
+PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def eval_precision(model) -> str:
+    """What a model is evaluated in, for its metrics files: the dtype its network computes in (an LLM model's base: fp32
+    on the CPU, bf16 on CUDA, whatever the training's autocast was; SASRec's weights). Evaluation never runs under
+    autocast (rank_split turns it off), and the item scores are fp32 whatever this is (models/scoring.py)."""
+    dtype = getattr(model, "compute_dtype", None) or next(p.dtype for p in model.parameters() if p.is_floating_point())
+    return PRECISIONS.get(dtype, str(dtype).removeprefix("torch."))
+
+
 # the most scores one evaluation batch holds ([users, n_items + 1] fp32: 256 MiB); past it the batch has fewer users
 SCORES_PER_BATCH = 1 << 26
 
@@ -65,6 +76,9 @@ def rank_split(
     """Ranks of every user's target under each protocol, from one forward pass per batch (eval_batches: users of
     similar length together, each batch cut to its longest history). The results list the users in `users` order.
 
+    Autocast is off inside (an enclosing bf16 region does not reach the model): the model computes in its own dtype,
+    which eval_precision names.
+
     Under several processes (torchrun, accelerate launch) every process must call this: the batches are dealt out
     whole (process i scores batches i, i + n, ...), so each batch, and hence each score, is exactly the one-process
     batch; the ranks are then gathered to every process and de-duplicated by user id. Same numbers as one process
@@ -77,7 +91,8 @@ def rank_split(
     ranks = {p: [] for p in protocols}
     scored = {p: [] for p in protocols}  # candidates each user was really ranked among
     n_neg = data.negatives.shape[1]
-    with progress(desc or f"eval {split}", total=sum(len(b) for b in mine)) as bar:
+    no_autocast = torch.autocast(torch.device(device).type, enabled=False)
+    with progress(desc or f"eval {split}", total=sum(len(b) for b in mine)) as bar, no_autocast:
         for batch in mine:
             inputs = [data.split_input(split, int(u)) for u in batch]
             hist = torch.from_numpy(pad_to_longest(inputs, max_len)).to(device)
@@ -126,8 +141,9 @@ def rank_split(
     return out
 
 
-def metrics_record(result: SplitResult, data, split: str, run: str) -> dict:
-    """The metrics-file contract of issue 2 (extra keys allowed)."""
+def metrics_record(result: SplitResult, data, split: str, run: str, precision: str) -> dict:
+    """The metrics-file contract of issue 2 (extra keys allowed); precision: what the model was evaluated in
+    (eval_precision; "fp32" for the popularity counts)."""
     return {
         "dataset": data.name,
         "data_hash": data.content_hash,
@@ -137,6 +153,7 @@ def metrics_record(result: SplitResult, data, split: str, run: str) -> dict:
         **({"candidates_min": int(result.scored.min()), "candidates_mean": float(result.scored.mean())}
            if result.scored is not None and len(result.scored) else {}),
         "mask_history": bool(result.mask_history),
+        "eval_precision": precision,
         "users": int(len(result.ranks)),
         "run": run,
         "version": __version__,

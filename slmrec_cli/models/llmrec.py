@@ -128,6 +128,12 @@ class LLMRec(nn.Module):
 
         return x, layout.pos, take
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the decoder computes in outside autocast: its token embeddings' (the base's load dtype, also under
+        8/4-bit quantization), which inputs() casts the history to."""
+        return self._base().get_input_embeddings().weight.dtype
+
     def final_norm(self) -> nn.Module:
         return self._base().norm
 

@@ -41,7 +41,7 @@ def popularity(data_dir: Path | None, runs: list[Result]) -> dict[str, dict]:
     mask = next((r.evals[("test", "full")]["mask_history"] for r in runs if ("test", "full") in r.evals), True)
     res = rank_split(popularity_scorer(ds), ds, "test", PROTOCOLS, max_len=1, batch_size=256, mask_history=mask,
                      desc="popularity")
-    return {p: metrics_record(res[p], ds, "test", "popularity") for p in PROTOCOLS}
+    return {p: metrics_record(res[p], ds, "test", "popularity", "fp32") for p in PROTOCOLS}
 
 
 def dataset_section(runs: list[Result], data_dirs: list[Path], img_dir: Path, out: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -24,6 +25,7 @@ from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE, PROJECTIONS, build_model, load_projections
+from slmrec_cli.models.llmrec import LLMRec
 from slmrec_cli.runs import Run, RunKind, prepare_run_dir, quantization_of, record_checksums, run_config
 from slmrec_cli.train.accelerator import base_dtype, make_accelerator, precision_of
 from slmrec_cli.train.lifecycle import process_sections
@@ -115,10 +117,11 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     build = partial(build_model, base_model=trun.llm_base, id_table=table, device=device,
                     expect_hash=trun.llm_base.hash, gradient_checkpointing=cfg.llm.gradient_checkpointing,
                     dtype=base_dtype(acc))
-    # seeded here, after any teacher load: the student starts the same whether the cache was built now or before
+    # seeded here, after any teacher load: the student starts the same whether the cache was built now or before,
+    # and the same offline and online (the online teacher draws from a generator of its own)
     torch.manual_seed(args.seed)
     if opts.mode == "online":  # RQ4: the teacher starts from the base model like the student, and trains alongside
-        teacher, _ = build(trun.llm_model)
+        teacher = online_teacher(trun.llm_model, build, args.seed)
     student, ref = build(student_cfg)
     teacher_down = None
     if opts.weight(L_KD) and teacher is None:  # L_kd from the cache: the trained teacher's down-projection
@@ -148,6 +151,17 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
     del model, student  # the task holds them alone, and releases them before the selected weights are reloaded
     return train_llm_run(acc, cfg.run, config, task, args, data, table, eval_batch=cfg.llm.eval_batch,
                          trainable_params=n_trainable, extra_params=extra, on_step=on_step)
+
+
+def online_teacher(cfg: LLMRecConfig, build: Callable, seed: int) -> LLMRec:
+    """RQ4's teacher, fresh from the base model (`build(cfg)`), built on the generator seeded with `seed` (the weights
+    it always started from) inside torch.random.fork_rng, which restores the generator after: the student and the L_ms
+    adapters built next draw exactly what they draw offline, so online and offline students start from the same
+    weights."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return build(cfg)[0]
 
 
 class _Shape:

@@ -9,7 +9,7 @@ from pathlib import Path
 from slmrec_cli.config.evaluate import EvaluateConfig, protocols_of
 from slmrec_cli.data import load_dataset
 from slmrec_cli.distributed import process_state
-from slmrec_cli.evaluation.evaluate import metrics_record, rank_split, write_metrics
+from slmrec_cli.evaluation.evaluate import eval_precision, metrics_record, rank_split, write_metrics
 from slmrec_cli.evaluation.popularity import popularity_scorer
 from slmrec_cli.evaluation.tables import print_records
 from slmrec_cli.runs import Run
@@ -60,9 +60,10 @@ def evaluate(opts: EvaluateConfig) -> list[dict]:
         model = run.load_model(device, quant)
         res = rank_split(model.score_all, ds, split, protocols, max_len=model.cfg.max_len, batch_size=batch_size,
                          mask_history=mask_history, device=device, desc=f"{run.path} {split}")
+        precision = eval_precision(model)
         del model
         for p in protocols:
-            rec = metrics_record(res[p], ds, split, str(run.path))
+            rec = metrics_record(res[p], ds, split, str(run.path), precision)
             if run.kind.llm:
                 rec["quantization"] = quant
             if main and quant == run.quantization:  # a run's metrics files hold it as it trained
@@ -72,7 +73,7 @@ def evaluate(opts: EvaluateConfig) -> list[dict]:
         ds = dataset(data or loaded[0].data.path)
         res = rank_split(popularity_scorer(ds), ds, split, protocols, max_len=1, batch_size=batch_size,
                          mask_history=mask_history, desc=f"popularity {split}")
-        records.extend(metrics_record(res[p], ds, split, "popularity") for p in protocols)
+        records.extend(metrics_record(res[p], ds, split, "popularity", "fp32") for p in protocols)
     return records
 
 

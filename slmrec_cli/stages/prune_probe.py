@@ -13,6 +13,7 @@ from slmrec_cli.base_model import base_label
 from slmrec_cli.config.evaluate import ProbeConfig
 from slmrec_cli.data import load_dataset, pad_to_longest
 from slmrec_cli.errors import SlmrecError
+from slmrec_cli.evaluation.evaluate import eval_precision
 from slmrec_cli.evaluation.ranking import METRIC_NAMES, metrics_from_ranks, pessimistic_ranks
 from slmrec_cli.io import read_json, write_json
 from slmrec_cli.plots import metric_panels
@@ -89,6 +90,7 @@ def prune_probe(c: ProbeConfig) -> dict:
               "candidates": int(data.negatives.shape[1] + 1), "version": __version__,
               "base_model": loaded.llm_base.ref, "pretrained": loaded.llm_base.pretrained,
               "weights": base_label(loaded.llm_base) or "pretrained", "quantization": loaded.quantization,
+              "eval_precision": eval_precision(model),
               "layers": [{"layer": layer, "metrics": metrics_from_ranks(ranks[layer])} for layer in chosen]}
     out = Path(run) / "probe"
     write_json(out / f"{split}.json", record)

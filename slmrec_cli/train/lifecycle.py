@@ -1,5 +1,6 @@
 """A training stage's run, start to end, the same for SASRec, teacher and student: open the run dir → write
-config.json → fit → reload the selected weights → score valid and test once → efficiency.json."""
+config.json → fit → reload the selected weights → check they reproduce the selected validation MRR → score valid and
+test once → efficiency.json."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 
 from slmrec_cli.config.train import RunOptions, TrainArgs
 from slmrec_cli.devices import device_name, peak_memory_bytes
-from slmrec_cli.evaluation.evaluate import PROTOCOLS, metrics_record, rank_split, write_metrics
+from slmrec_cli.evaluation.evaluate import PROTOCOLS, eval_precision, metrics_record, rank_split, write_metrics
 from slmrec_cli.io import write_json
 from slmrec_cli.runs import open_run_dir, save_config
 from slmrec_cli.train.accelerator import precision_of
 from slmrec_cli.train.engine import fit
+from slmrec_cli.train.reload_check import check_reload
 
 
 def process_sections(acc, args: TrainArgs) -> dict:
@@ -36,12 +38,15 @@ def train_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, *
         setup(run_dir)
     result = fit(task, args, run_dir, resume=run.resume, accelerator=acc, on_step=on_step)
     best = reload(run_dir)
+    valid = check_reload(best, data, run_dir, best_mrr=result.best_mrr, best_step=result.best_step,
+                         best_valid=result.best_valid, batch_size=getattr(task, "eval_batch", eval_batch),
+                         max_len=best.cfg.max_len, device=acc.device)  # before the test split is read
     fit_record = asdict(replace(result, best_valid=None))
     del fit_record["best_valid"]
     summary = {"fit": fit_record}
     ev = evaluate_and_record(best, data, run_dir, max_len=best.cfg.max_len, device=acc.device,
                              batch_size=eval_batch, write=acc.is_main_process,  # every process scores its share
-                             valid=result.best_valid, extra=record_extra)
+                             valid=valid, extra=record_extra)
     if acc.is_main_process:
         write_efficiency(run_dir, best, seconds_per_epoch=result.seconds_per_epoch,
                          seconds_per_step=result.seconds_per_step, inference_seconds=ev["inference_seconds"],
@@ -71,7 +76,7 @@ def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, bat
                                  device=device, mask_history=mask_history, desc=f"eval {split}")
         timing[split] = time.perf_counter() - t0  # one forward pass serves both protocols
         for res in results.values():
-            rec = metrics_record(res, data, split, str(run_dir)) | (extra or {})
+            rec = metrics_record(res, data, split, str(run_dir), eval_precision(model)) | (extra or {})
             if write:
                 write_metrics(run_dir, rec)
             records[(split, res.protocol)] = rec

@@ -15,6 +15,7 @@ from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE, param_counts
 from slmrec_cli.models.llmrec import LLMRec
 from slmrec_cli.runs import Run, record_checksums, save_llmrec_weights
+from slmrec_cli.train.accelerator import base_dtype
 from slmrec_cli.train.lifecycle import train_run, validate_split
 
 
@@ -94,9 +95,9 @@ def train_llm_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, dat
     def params(best) -> dict:
         return {**param_counts(best), "trainable": trainable_params, **(extra_params or {})}
 
-    def reload(run_dir: Path):
+    def reload(run_dir: Path):  # the base in the dtype it trained in (fp16 under fp16, as base_dtype gave it)
         release(task, acc)
-        return Run.load(run_dir).load_model(str(acc.device))
+        return Run.load(run_dir).load_model(str(acc.device), dtype=base_dtype(acc))
 
     return train_run(acc, run, config, task, args, data, setup=save_table, eval_batch=eval_batch, params=params,
                      reload=reload, on_step=on_step, record_extra={"quantization": quantization})
