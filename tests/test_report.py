@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO, TEACHER_TINY, copy_runs, run_cli, student_run, teacher_run
 
 from slmrec_cli.config.evaluate import ProbeConfig
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.stages.prune_probe import prune_probe
+from tests.helpers import REPO, TEACHER_TINY, copy_runs, run_cli, student_run, teacher_run
 
 ARGS = TrainArgs(epochs=1, batch_size=16, lr=5e-3)
 SECTIONS = ("The paper's claims, checked", "Dataset (paper Table 1)", "Quality (paper Tables 2–3)",

@@ -8,7 +8,7 @@ import json
 import shlex
 import subprocess
 
-from helpers import REPO, cli_env, make_dataset, run_cli
+from tests.helpers import REPO, cli_env, make_dataset, run_cli
 
 TOY = {"BASE": "tiny-random", "TEACHER": "4", "STUDENT": "2", "FULL": "4", "BLOCKS": "2", "B_SWEEP": "1",
        "SWEEP": "1", "PAIRS": "2:1", "SEEDS": "1", "EPOCHS": "1", "EVAL_BATCH": "32", "SASREC_PATIENCE": "1",
