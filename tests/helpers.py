@@ -141,6 +141,17 @@ def features_of(model, key=None):
     return lambda items: model.teacher_features(items, positions)[0]
 
 
+def histories(n_items, batch=5, length=8, seed=1):
+    """Random left-padded histories [batch, length] of item ids 1..n_items, each with its own amount of padding."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    items = rng.integers(1, n_items + 1, size=(batch, length))
+    for row in range(batch):
+        items[row, : rng.integers(0, length - 1)] = 0
+    return torch.from_numpy(items)
+
+
 def copy_runs(runs: tuple[Path, Path, Path], root: Path) -> tuple[Path, Path, Path]:
     """A private copy of the shared (data, SASRec, teacher) under root, for a test that writes into them. The runs
     keep pointing at the shared dataset, which no test writes."""
