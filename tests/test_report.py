@@ -148,6 +148,23 @@ def test_students_with_l_kd_are_labelled_apart_from_the_papers_loss():
     assert kd_label(alone) == "L_kd only, λ=0.5, τ=1"
 
 
+def test_student_labels_name_what_differs_from_the_papers_setup(tmp_path):
+    """The study's variants each get their own row name: a λ_ms sweep is never read as the paper's loss."""
+    from slmrec_cli.report.collect import Run, label
+
+    paper = {"student_layers": 2, "teacher_layers": 4, "blocks": 2, "lambda_cos": 1.0, "lambda_norm": 0.1,
+             "lambda_ms": 0.1}
+
+    def named(**d):
+        return label(Run(tmp_path, {"kind": "student", "model": {"layers": 2}, "distill": {**paper, **d}}))
+
+    assert named() == "SLMRec 2←4 (B=2)"
+    assert named(lambda_ms=1.0) == "SLMRec 2←4 (all three, λ_ms=1; B=2)"
+    assert named(align="all") == "SLMRec 2←4 (B=2; aligned at every position)"
+    assert named(lambda_cos=0.0, lambda_norm=0.0, lambda_ms=0.0, lambda_kd=1.0, kd_temperature=2.0) == \
+        "SLMRec 2←4 (B=2; L_kd only, λ=1, τ=2)"
+
+
 def test_learning_curves_read_every_validation(tmp_path):
     from slmrec_cli.report.collect import Run
     from slmrec_cli.report.curves import learning_curves, valid_points
