@@ -22,3 +22,19 @@ def tiny_runs(tmp_path_factory):
     from tests.helpers import tiny_teacher
 
     return tiny_teacher(tmp_path_factory.mktemp("shared"), epochs=2)
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_runs, tmp_path_factory):
+    """(data dir, run, export dir, export result): one export of the session's tiny teacher with every variant (onnx
+    int8/int4/fp16, bnb), quality and a benchmark, built the first time a test asks for it (the export modules'
+    slowest step). Read it as it is; a test that damages or edits it works on a copy."""
+    from slmrec_cli.config.export import ExportConfig
+    from slmrec_cli.stages.export import export
+
+    data, _, run = tiny_runs
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("export") / "exp"
+    result = export(run, out, ExportConfig(format=["onnx", "safetensors"], quantize=["int8", "int4", "fp16"],
+                                           bench=True, batch_sizes=[1, 4], threads=1, min_seconds=0.0))
+    return data, run, out, result

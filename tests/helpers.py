@@ -104,6 +104,53 @@ def student_run(teacher: Path, out: Path, student_layers: int, args, *, resume: 
     return distill(cfg, on_step=on_step)
 
 
+def distill_args(**kw):
+    """The distill tests' training: two epochs of batch 16 at lr 5e-3, logged every step (kw override)."""
+    from slmrec_cli.config.train import TrainArgs
+
+    return TrainArgs(**{"epochs": 2, "batch_size": 16, "lr": 5e-3, "log_every": 1, **kw})
+
+
+def distiller(runs: tuple[Path, Path, Path], **kw):
+    """(a 2←4 Distiller with B = 2 over the shared tiny teacher, its dataset, the teacher run); kw: DistillOptions."""
+    from dataclasses import replace
+
+    import torch
+
+    from slmrec_cli.config.distill import DistillOptions
+    from slmrec_cli.data import load_dataset
+    from slmrec_cli.distill.blocks import block_layers
+    from slmrec_cli.distill.model import Distiller
+    from slmrec_cli.models.build import build_model
+    from slmrec_cli.runs import Run
+
+    data_dir, _, t4 = runs
+    teacher = Run.load(t4)
+    t = teacher.load_model()
+    scfg = replace(teacher.llm_model, layers=2)
+    torch.manual_seed(0)
+    s, _ = build_model(scfg, "tiny-random", t.id_table)
+    opts = DistillOptions(**{"student_layers": 2, "blocks": 2, "norm_loss": "squared", **kw})
+    return Distiller(s, t, block_layers(4, 2, 2), opts), load_dataset(data_dir), t4
+
+
+def features_of(model, key=None):
+    """What distill builds a cache from: the teacher's block states at the key's positions."""
+    positions = (key or {}).get("positions", "last")
+    return lambda items: model.teacher_features(items, positions)[0]
+
+
+def histories(n_items, batch=5, length=8, seed=1):
+    """Random left-padded histories [batch, length] of item ids 1..n_items, each with its own amount of padding."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    items = rng.integers(1, n_items + 1, size=(batch, length))
+    for row in range(batch):
+        items[row, : rng.integers(0, length - 1)] = 0
+    return torch.from_numpy(items)
+
+
 def copy_runs(runs: tuple[Path, Path, Path], root: Path) -> tuple[Path, Path, Path]:
     """A private copy of the shared (data, SASRec, teacher) under root, for a test that writes into them. The runs
     keep pointing at the shared dataset, which no test writes."""

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 import typer
-from helpers import make_dataset, run_cli
+
+from tests.helpers import make_dataset, run_cli
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 WRITE = os.environ.get("SLMREC_WRITE_SNAPSHOT") == "1"

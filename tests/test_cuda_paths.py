@@ -5,8 +5,6 @@ records, and how the DDP wrapper is built. Nothing here pretends to run CUDA."""
 import os
 from pathlib import Path
 
-import pytest
-
 
 class FakeSession:
     """Stands in for onnxruntime.InferenceSession: records the providers it was given and claims them all."""
@@ -85,13 +83,6 @@ def test_a_benchmark_row_says_where_its_compute_ran():
     assert ran_on("cuda", placement_off(on_gpu)) == "cuda"
     assert ran_on("cuda", placement_off(int8)) == "cuda+cpu"
     assert ran_on("cuda", None) == "cuda" and ran_on("cpu", placement_off(int8)) == "cpu"
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_runs, tmp_path_factory):
-    from tests.shared_export import shared_export
-
-    return shared_export(tiny_runs, tmp_path_factory)
 
 
 def test_bench_keeps_int8_on_the_cpu_provider_and_labels_what_ran(exported, monkeypatch):

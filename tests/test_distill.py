@@ -7,7 +7,6 @@ import torch
 
 from slmrec_cli.config.distill import DistillOptions
 from slmrec_cli.config.models import LLMRecConfig
-from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset
 from slmrec_cli.distill.blocks import block_layers
 from slmrec_cli.distill.cache import cache_key, load_or_build, teacher_fingerprint
@@ -15,7 +14,15 @@ from slmrec_cli.distill.model import Distiller
 from slmrec_cli.models.build import build_model
 from slmrec_cli.runs import Run, RunKind
 from slmrec_cli.stages.distill import DistillTask
-from tests.helpers import eval_records, make_dataset, run_cli, student_run
+from tests.helpers import (
+    distill_args,
+    distiller,
+    eval_records,
+    features_of,
+    make_dataset,
+    run_cli,
+    student_run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +30,11 @@ def teacher(tiny_runs):
     return tiny_runs
 
 
-def args(**kw):
-    return TrainArgs(**{"epochs": 2, "batch_size": 16, "lr": 5e-3, "log_every": 1, **kw})
-
-
 @pytest.mark.parametrize("mode", ["offline", "online"])
 def test_distillation_runs_end_to_end(teacher, tmp_path, mode):
     _, _, t4 = teacher
     out = tmp_path / f"s2-{mode}"
-    summary = student_run(t4, out, 2, args(), blocks=2, mode=mode)
+    summary = student_run(t4, out, 2, distill_args(), blocks=2, mode=mode)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["kind"] == "student" and cfg["model"]["layers"] == 2
     assert cfg["distill"]["teacher"] == str(t4) and len(cfg["distill"]["teacher_hash"]) >= 16
@@ -50,7 +53,7 @@ def test_distillation_runs_end_to_end(teacher, tmp_path, mode):
 def test_student_works_with_evaluate_and_probe(teacher, tmp_path, capsys):
     _, _, t4 = teacher
     out = tmp_path / "s2"
-    student_run(t4, out, 2, args(epochs=1), blocks=2)
+    student_run(t4, out, 2, distill_args(epochs=1), blocks=2)
     code, stdout, err = run_cli(["evaluate", out, "--protocol", "sampled", "--json"], capsys)
     assert code == 0, err
     assert json.loads(stdout)[0]["metrics"] == json.loads((out / "eval/test-sampled.json").read_text())["metrics"]
@@ -63,38 +66,21 @@ def test_an_interrupted_student_resumes_to_the_same_numbers(teacher, tmp_path):
     from slmrec_cli.train import engine
 
     _, _, t4 = teacher
-    student_run(t4, tmp_path / "full", 2, args(), blocks=2)
+    student_run(t4, tmp_path / "full", 2, distill_args(), blocks=2)
 
     def stop(step):
         if step == 3:
             engine.request_stop()
 
     with pytest.raises(Interrupted):
-        student_run(t4, tmp_path / "cut", 2, args(), blocks=2, on_step=stop)
-    student_run(t4, tmp_path / "cut", 2, args(), blocks=2, resume=True)
+        student_run(t4, tmp_path / "cut", 2, distill_args(), blocks=2, on_step=stop)
+    student_run(t4, tmp_path / "cut", 2, distill_args(), blocks=2, resume=True)
     assert eval_records(tmp_path / "cut") == eval_records(tmp_path / "full")
     assert (tmp_path / "cut" / "train_log.jsonl").read_text() == (tmp_path / "full" / "train_log.jsonl").read_text()
 
 
-def _distiller(teacher, **kw):
-    data_dir, _, t4 = teacher
-    tcfg = json.loads((t4 / "config.json").read_text())
-    t = Run.load(t4).load_model()
-    scfg = LLMRecConfig(**{**tcfg["model"], "layers": 2})
-    torch.manual_seed(0)
-    s, _ = build_model(scfg, "tiny-random", t.id_table)
-    opts = DistillOptions(**{"student_layers": 2, "blocks": 2, "norm_loss": "squared", **kw})
-    return Distiller(s, t, block_layers(4, 2, 2), opts), load_dataset(data_dir), t4
-
-
-def features_of(model, key=None):
-    """What distill builds a cache from: the teacher's block states at the key's positions."""
-    positions = (key or {}).get("positions", "last")
-    return lambda items: model.teacher_features(items, positions)[0]
-
-
 def test_l_kd_reads_the_teachers_own_scores_from_its_last_block_feature(teacher, tmp_path):
-    model, data, t4 = _distiller(teacher, lambda_kd=1.0, kd_temperature=2.0)
+    model, data, t4 = distiller(teacher, lambda_kd=1.0, kd_temperature=2.0)
     model.eval()
     task = DistillTask(model, data, "last", 16, None)
     batch = task.batch(np.arange(8))
@@ -116,14 +102,14 @@ def test_l_kd_trains_offline_and_online_and_is_recorded(teacher, tmp_path):
     _, _, t4 = teacher
     for mode, cache in (("offline", tmp_path / "cache"), ("online", None)):
         out = tmp_path / f"kd-{mode}"
-        student_run(t4, out, 2, args(epochs=1), blocks=2, mode=mode, lambda_kd=0.5, kd_temperature=2.0,
+        student_run(t4, out, 2, distill_args(epochs=1), blocks=2, mode=mode, lambda_kd=0.5, kd_temperature=2.0,
                 teacher_cache=cache)
         cfg = json.loads((out / "config.json").read_text())["distill"]
         assert (cfg["lambda_kd"], cfg["kd_temperature"]) == (0.5, 2.0)
         train = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
         assert all(r["l_kd"] > 0 for r in train if r["event"] == "train")
     plain = tmp_path / "plain"
-    student_run(t4, plain, 2, args(epochs=1, max_steps=1), blocks=2)
+    student_run(t4, plain, 2, distill_args(epochs=1, max_steps=1), blocks=2)
     assert json.loads((plain / "config.json").read_text())["distill"]["lambda_kd"] == 0.0  # the paper's loss
 
 
@@ -154,7 +140,7 @@ def test_each_term_reaches_the_student_and_a_zero_lambda_removes_it(teacher, whi
     """The student's gradient with one term on differs from CE's alone (the term reaches the student, never the
     frozen teacher); with that λ at 0 it is CE's alone."""
     off = {"lambda_cos": 0.0, "lambda_norm": 0.0, "lambda_ms": 0.0, "lambda_kd": 0.0}
-    model, data, _ = _distiller(teacher, **{**off, which: 1.0})
+    model, data, _ = distiller(teacher, **{**off, which: 1.0})
     model.eval()  # no dropout: every pass sees the same network
     batch = DistillTask(model, data, "last", 16, None).batch(np.arange(8))
     ce_alone = _student_grads(model.student(batch["items"], batch["targets"]), model)
@@ -199,7 +185,7 @@ def test_distill_bad_input(teacher, tmp_path, capsys):
 def test_align_all_reads_every_real_position(teacher):
     """The student as its own teacher is aligned at every slot; a teacher that differs at an early slot only moves
     the all-positions terms, never the last-position ones."""
-    model, data, _ = _distiller(teacher)
+    model, data, _ = distiller(teacher)
     batch = DistillTask(model, data, "causal", 16, None).batch(np.arange(8))
     with torch.no_grad():
         _, states = model.student.hidden(batch["items"], all_layers=True, positions="history")
@@ -268,7 +254,7 @@ def test_online_student_starts_from_the_trained_teachers_projections(teacher, tm
 
     monkeypatch.setattr(stage, "Distiller", Spy)
     out = tmp_path / "online"
-    student_run(t4, out, 2, args(epochs=1, max_steps=1), blocks=2, mode="online", init_projections="teacher")
+    student_run(t4, out, 2, distill_args(epochs=1, max_steps=1), blocks=2, mode="online", init_projections="teacher")
     assert torch.equal(seen["up"], trained.up.weight)
     params = json.loads((out / "efficiency.json").read_text())["params"]
     student = Run.load(out).load_model()
@@ -286,7 +272,7 @@ def test_trackers_write_into_the_run_directory(teacher, tmp_path, monkeypatch):
     real = stage.make_accelerator
     monkeypatch.setattr(stage, "make_accelerator",
                         lambda a, run_dir=None, **kw: dirs.append(run_dir) or real(a, run_dir, **kw))
-    student_run(t4, tmp_path / "s", 2, args(epochs=1, max_steps=1), blocks=2)
+    student_run(t4, tmp_path / "s", 2, distill_args(epochs=1, max_steps=1), blocks=2)
     assert dirs == [tmp_path / "s"]  # accelerate's project_dir for --log-with, never ./None
 
 
@@ -300,7 +286,7 @@ def test_with_no_term_reading_the_teacher_it_is_never_loaded(teacher, tmp_path, 
         return real(run, *a, **k)
 
     monkeypatch.setattr(Run, "load_model", no_teacher)
-    student_run(t4, tmp_path / "s", 2, args(epochs=1), blocks=2, lambda_cos=0, lambda_norm=0,
+    student_run(t4, tmp_path / "s", 2, distill_args(epochs=1), blocks=2, lambda_cos=0, lambda_norm=0,
                 teacher_cache=tmp_path / "cache")
     log = [json.loads(x) for x in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
     assert all(r["d_cos"] == 0 and r["l_ms"] > 0 for r in log if r["event"] == "train")

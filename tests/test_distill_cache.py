@@ -11,8 +11,7 @@ from slmrec_cli.distill.cache import cache_key, load_or_build, teacher_fingerpri
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.runs import Run, RunKind
 from slmrec_cli.stages.distill import DistillTask
-from tests.helpers import student_run
-from tests.test_distill import _distiller, args, features_of
+from tests.helpers import distill_args, distiller, features_of, student_run
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +20,7 @@ def teacher(tiny_runs):
 
 
 def test_cache_gives_the_same_losses_as_the_live_teacher(teacher, tmp_path):
-    model, data, t4 = _distiller(teacher)
+    model, data, t4 = distiller(teacher)
     model.eval()
     task = DistillTask(model, data, "last", 16, None)
     key = cache_key(teacher_fingerprint(t4), data.content_hash, "last", 8, model.pairs, dtype="fp32")
@@ -46,7 +45,7 @@ def test_cache_gives_the_same_losses_as_the_live_teacher(teacher, tmp_path):
 
 
 def test_a_cache_with_more_teacher_layers_serves_fewer_blocks(teacher, tmp_path):
-    model, data, t4 = _distiller(teacher)  # B = 2: teacher layers 2 and 4
+    model, data, t4 = distiller(teacher)  # B = 2: teacher layers 2 and 4
     model.eval()
     task = DistillTask(model, data, "last", 16, None)
     t_hash = teacher_fingerprint(t4)
@@ -55,7 +54,7 @@ def test_a_cache_with_more_teacher_layers_serves_fewer_blocks(teacher, tmp_path)
         return cache_key(t_hash, data.content_hash, "last", 8, pairs, dtype="fp32")
 
     feats = load_or_build(tmp_path / "cache", key(model.pairs), task, features_of(model), 16, "cpu").all()
-    b1, _, _ = _distiller(teacher)
+    b1, _, _ = distiller(teacher)
     b1.pairs = block_layers(4, 2, 1)  # B = 1: teacher layer 4 only
     one = load_or_build(tmp_path / "cache", key(b1.pairs), task, features_of(b1), 16, "cpu").all()
     assert torch.equal(one, feats[:, 1:])
@@ -91,7 +90,8 @@ def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teach
             ("bf16", tmp_path / "c16", "bf16"))
     for name, cache, dtype in runs:
         loads.clear()
-        student_run(t4, tmp_path / name, 2, args(epochs=1), blocks=2, teacher_cache=cache, teacher_cache_dtype=dtype)
+        student_run(t4, tmp_path / name, 2, distill_args(epochs=1), blocks=2, teacher_cache=cache,
+                    teacher_cache_dtype=dtype)
         records = [json.loads(x) for x in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
         logs[name] = [r for r in records if r["event"] == "train"]
         # the teacher's decoder is loaded to train live or to build a cache, never to read a built one
@@ -122,7 +122,7 @@ def live_and_cached(model, task, cache, idx):
 
 @pytest.mark.parametrize("align", ["last", "all"])
 def test_cache_equals_live_under_causal_targets(teacher, tmp_path, align):
-    model, data, t4 = _distiller(teacher, lambda_kd=1.0, align=align)
+    model, data, t4 = distiller(teacher, lambda_kd=1.0, align=align)
     model.eval()
     task = DistillTask(model, data, "causal", 16, None)
     positions = model.cached_positions(causal=True)
@@ -144,7 +144,7 @@ def test_cache_equals_live_under_causal_targets(teacher, tmp_path, align):
 
 
 def test_a_cache_is_keyed_by_dtype_autocast_and_version_and_old_ones_are_refused(teacher, tmp_path):
-    model, data, t4 = _distiller(teacher)
+    model, data, t4 = distiller(teacher)
     task = DistillTask(model, data, "last", 16, None)
     key = cache_key(teacher_fingerprint(t4), data.content_hash, "last", 8, model.pairs, dtype="fp32")
     load_or_build(tmp_path / "cache", key, task, features_of(model), 16, "cpu")
@@ -165,7 +165,7 @@ def test_a_cache_is_keyed_by_dtype_autocast_and_version_and_old_ones_are_refused
 
 
 def test_the_cache_is_built_under_the_live_teachers_autocast(teacher, tmp_path):
-    model, data, t4 = _distiller(teacher)
+    model, data, t4 = distiller(teacher)
     task = DistillTask(model, data, "last", 16, None)
     key = cache_key(teacher_fingerprint(t4), data.content_hash, "last", 8, model.pairs, dtype="fp32",
                     autocast="bf16")
@@ -183,7 +183,7 @@ def test_the_cache_is_built_under_the_live_teachers_autocast(teacher, tmp_path):
 def test_a_cache_built_from_cut_batches_serves_cut_batches(teacher, tmp_path):
     """Every-slot features of short windows: built from batches cut to their longest window (here one window a batch),
     stored at max_len slots, read back into a training batch cut to another width: the same terms as live."""
-    model, data, t4 = _distiller(teacher, lambda_kd=1.0, align="all")
+    model, data, t4 = distiller(teacher, lambda_kd=1.0, align="all")
     model.eval()
     task = DistillTask(model, data, "causal", 16, None)
     key = cache_key(teacher_fingerprint(t4), data.content_hash, "causal", 8, model.pairs, "history", dtype="fp32")

@@ -1,18 +1,11 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from slmrec_cli.export.model import load_export, merge_run
 from slmrec_cli.runs import Run
-from tests.helpers import run_cli
-from tests.shared_export import histories, shared_export
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_runs, tmp_path_factory):
-    return shared_export(tiny_runs, tmp_path_factory)
+from tests.helpers import histories, run_cli
 
 
 def test_merged_equals_unmerged(exported):

@@ -10,16 +10,10 @@ import pytest
 import torch
 
 from slmrec_cli.errors import SlmrecError
-from tests.helpers import run_cli
-from tests.shared_export import histories, shared_export
+from tests.helpers import histories, run_cli
 
 ONNX = {"onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx", "onnx-int4": "model.int4.onnx",
         "onnx-fp16": "model.fp16.onnx"}
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_runs, tmp_path_factory):
-    return shared_export(tiny_runs, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

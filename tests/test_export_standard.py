@@ -12,12 +12,6 @@ import torch
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.export.model import load_export
 from tests.helpers import run_cli
-from tests.shared_export import shared_export
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_runs, tmp_path_factory):
-    return shared_export(tiny_runs, tmp_path_factory)
 
 
 def snippets(out) -> list[str]:

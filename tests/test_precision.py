@@ -27,7 +27,11 @@ def train(tmp_path, name, precision):
     return json.loads((out / "config.json").read_text())["precision"]
 
 
-def test_auto_trains_in_fp32_on_cpu_and_records_it(tmp_path):
+def test_sasrec_at_auto_trains_in_fp32_even_on_a_bf16_cpu_and_records_it(tmp_path, monkeypatch):
+    """SASRec, the fixed baseline, never asks auto for bf16: on a CPU that has it, with auto bf16 allowed (the conftest
+    turns it off, which would keep any stage at fp32), it still trains in fp32."""
+    monkeypatch.setattr(accelerator, "cpu_bf16_supported", lambda: True)
+    monkeypatch.setenv("SLMREC_CPU_AUTO_BF16", "1")
     assert train(tmp_path, "auto", "auto") == "fp32"
     assert train(tmp_path, "no", "no") == "fp32"
 

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import fake_result, fake_run_config, run_cli
 
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.ranking import METRIC_NAMES
 from slmrec_cli.report.collect import Result, fold_replicates
 from slmrec_cli.report.published import HOME, load_published, published_files, published_section
+from tests.helpers import fake_result, fake_run_config, run_cli
 
 STATS = {"users": 50, "items": 40, "interactions": 600}
 META = {"stats": STATS}

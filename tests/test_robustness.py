@@ -117,13 +117,33 @@ def test_damaged_dataset_loads_or_is_refused(dataset, tmp_path_factory, name, wh
         assert np.array_equal(loaded.negatives, original.negatives)
 
 
+_option = st.text(alphabet="ab-", min_size=1, max_size=6)  # no "_": two names never map to one
+_value = st.booleans() | st.integers(-5, 5) | st.text(alphabet="ab 1", max_size=4)
+
+
+def written(options: dict, suffix: str) -> str:
+    """The options as a user would write them in a YAML or TOML file."""
+    import yaml
+
+    if suffix == ".toml":
+        return "".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in options.items())
+    return yaml.safe_dump(options)
+
+
 @FUZZ
-@given(text=st.text(max_size=200), suffix=st.sampled_from([".yaml", ".yml", ".toml"]))
-def test_any_config_file_parses_or_is_refused(text, suffix) -> None:
+@given(options=st.dictionaries(_option, _value, max_size=4), suffix=st.sampled_from([".yaml", ".yml", ".toml"]),
+       junk=st.none() | st.text(max_size=200))
+def test_any_config_file_reads_back_its_options_or_is_refused(options, suffix, junk) -> None:
+    """A file written from options reads back as those options, each name as the command line's (- becomes _);
+    any other text is refused in one line or read as a mapping of such names."""
+    text = written(options, suffix) if junk is None else junk
     tmp, path = in_file(text.encode("utf-8", "surrogatepass"), f"opts{suffix}")
     with tmp:
         cfg = refused_in_one_line(lambda: load_config_file(path))
-    assert cfg is None or isinstance(cfg, dict)
+    if junk is None:
+        assert cfg == {k.replace("-", "_"): v for k, v in options.items()}, text
+    elif cfg is not None:
+        assert all(isinstance(k, str) and "-" not in k for k in cfg), cfg
 
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
