@@ -98,7 +98,8 @@ def build(cls: type, values: dict[str, Any]) -> Any:
 
 def to_json(value: Any) -> Any:
     """A config as plain JSON values (paths as strings)."""
-    return json.loads(json.dumps(asdict(value) if is_dataclass(value) else value, default=str))
+    plain = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+    return json.loads(json.dumps(plain, default=str))
 
 
 def check_choice(value: Any, allowed: tuple[str, ...], option: str) -> None:
@@ -116,7 +117,7 @@ def complete_device(incomplete: str) -> list[str]:
     return [d for d in (*DEVICES, *(f"cuda:{i}" for i in range(8))) if d.startswith(incomplete)]
 
 
-def device_opt(help: str) -> Field:
+def device_opt(help: str) -> Any:
     """--device: auto | cpu | cuda | cuda:N (checked by check_device, resolved by slmrec_cli.devices)."""
     return opt(help, "auto", panel=RUN, cli_extra={"autocompletion": complete_device})
 

@@ -34,7 +34,7 @@ class PretrainConfig:
     """Train SASRec (full-softmax CE on every position): the classic baseline and the item-id table."""
 
     data: Path = opt("Dataset directory from `slmrec prepare`.")
-    run: RunOptions
+    run: RunOptions  # type: ignore[misc]  # required: mypy reads the opt(...) above as a default; it has none
     model: SASRecConfig = field(default_factory=SASRecConfig)
     train: SASRecTrain = field(default_factory=SASRecTrain)
     eval_batch: int = opt("Users per evaluation batch.", 256, panel=RUN)
@@ -51,7 +51,7 @@ class TeacherConfig:
 
     data: Path = opt("Dataset directory from `slmrec prepare`.")
     ids: Path = opt("SASRec run from `slmrec pretrain-ids` (its frozen item-id table).")
-    run: RunOptions
+    run: RunOptions  # type: ignore[misc]  # required: mypy reads the opt(...) above as a default; it has none
     base_model: str = opt("smollm2-135m | tiny-random | a local HF model folder | a .gguf file.", "smollm2-135m")
     targets: str = opt(TARGETS_HELP, "causal", choices=TARGETS)
     model: LLMRecConfig = field(default_factory=LLMRecConfig)
@@ -79,7 +79,7 @@ class DistillConfig:
     """Distill an N-layer student from a trained M-layer teacher: CE + λ1(1−D_cos) + λ2·D_norm + λ3·L_ms."""
 
     teacher: Path = opt("A teacher run from `slmrec train-teacher`.")
-    run: RunOptions
+    run: RunOptions  # type: ignore[misc]  # required: mypy reads the opt(...) above as a default; it has none
     distill: DistillOptions = field(default_factory=DistillOptions)
     teacher_cache: Path | None = opt("Directory for the frozen teacher's block features (built once, reused; "
                                      "offline only).", None, from_cli=run_path)

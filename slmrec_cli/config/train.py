@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slmrec_cli.config.fields import OPT, RUN, check_choice, opt, with_defaults
 from slmrec_cli.errors import SlmrecError
@@ -56,9 +57,14 @@ class TrainArgs:
         check_choice(self.mixed_precision, PRECISIONS, "--mixed-precision")
 
 
-SASRecTrain = with_defaults(TrainArgs, "SASRecTrain", "SASRec's training (`pretrain-ids`): the TrainArgs defaults.")
-LLMTrain = with_defaults(TrainArgs, "LLMTrain", "The LLM stages' training (`train-teacher`, `distill`).",
-                         epochs=10, batch_size=32, warmup_ratio=0.05, patience=3)
+if TYPE_CHECKING:  # to a type checker both are TrainArgs (they differ only by their defaults)
+    SASRecTrain = TrainArgs
+    LLMTrain = TrainArgs
+else:
+    SASRecTrain = with_defaults(TrainArgs, "SASRecTrain",
+                                "SASRec's training (`pretrain-ids`): the TrainArgs defaults.")
+    LLMTrain = with_defaults(TrainArgs, "LLMTrain", "The LLM stages' training (`train-teacher`, `distill`).",
+                             epochs=10, batch_size=32, warmup_ratio=0.05, patience=3)
 
 
 @dataclass

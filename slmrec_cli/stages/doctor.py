@@ -120,6 +120,7 @@ def bnb_checks(devices: list[str]) -> list[dict]:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         for kind in ("int8", "nf4"):
             try:
+                layer: torch.nn.Module
                 if kind == "int8":
                     layer = bnb.nn.Linear8bitLt(64, 32, bias=False, has_fp16_weights=False)
                     layer.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)

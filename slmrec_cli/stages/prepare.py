@@ -4,6 +4,7 @@ meta.json with its path."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -29,14 +30,16 @@ def prepare_dataset(cfg: PrepareConfig) -> Path:
         source = {"kind": "builtin", "dataset": cfg.dataset, "file": path.name}
         name = cfg.name or cfg.dataset
     else:
-        path, fmt = Path(cfg.input), cfg.format
+        assert cfg.input is not None  # PrepareConfig takes exactly one of --input and --dataset
+        path, fmt = Path(cfg.input), str(cfg.format)
         source = {"kind": "file", "path": str(path), "format": fmt}
         name = cfg.name or path.name.split(".")[0]
     csv_options = {k: getattr(cfg, k) for k in COLUMN_OPTIONS}
     log = read_log(path, fmt, **(csv_options if fmt == "csv" else {}))
     source["file_sha256"] = file_sha256(path)
-    options = {"min_rating": cfg.min_rating, "k_core": cfg.k_core, "keep_duplicates": cfg.keep_duplicates,
-               "num_negatives": cfg.num_negatives, "seed": cfg.seed}
+    options: dict[str, Any] = {"min_rating": cfg.min_rating, "k_core": cfg.k_core,
+                               "keep_duplicates": cfg.keep_duplicates, "num_negatives": cfg.num_negatives,
+                               "seed": cfg.seed}
     out = Path(cfg.out) if cfg.out else Path("data") / name
     prepared = prepare(log, **options)
     del log  # the raw log (0.8 GB at 32 M rows) is not needed while the negatives are drawn and written

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
+from slmrec_cli.config.models import LLMRecConfig
 from slmrec_cli.config.train import RunOptions, TrainArgs
 from slmrec_cli.data import pad_to_longest, training_windows, trim_windows, window_inputs_targets, window_lengths
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE, param_counts
-from slmrec_cli.models.llmrec import LLMRec
 from slmrec_cli.runs import Run, record_checksums, save_llmrec_weights
 from slmrec_cli.train.accelerator import base_dtype
 from slmrec_cli.train.lifecycle import train_run, validate_split
@@ -36,11 +37,19 @@ def training_examples(data, targets: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(users, dtype=np.int64), np.asarray(ends, dtype=np.int64)
 
 
+class Configured(Protocol):
+    """What the task reads of its model to lay out the examples: an LLMRec, the Distiller holding one, or a bare
+    config holder when only the layout is needed."""
+
+    @property
+    def cfg(self) -> LLMRecConfig: ...
+
+
 class LLMRecTask:
     """targets causal: the max-length windows of each training history (as SASRec), every real slot a target from
     one forward; last/all: one (history → target) example each."""
 
-    def __init__(self, model: LLMRec, data, targets: str, eval_batch: int = 32):
+    def __init__(self, model: Configured, data, targets: str, eval_batch: int = 32):
         self.model, self.data, self.eval_batch, self.targets = model, data, eval_batch, targets
         max_len = model.cfg.max_len
         if targets == "causal":
