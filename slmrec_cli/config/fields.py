@@ -21,7 +21,6 @@ from slmrec_cli.errors import SlmrecError
 OPT = "Optimisation"
 RUN = "Run"
 LORA = "LoRA"
-CLI_KEYS = ("help", "panel", "decls", "argument", "cli_type", "from_cli", "cli_default", "choices", "aliases")
 
 
 def opt(help: str, default: Any = MISSING, *, factory: Callable[[], Any] | Any = MISSING, panel: str | None = None,

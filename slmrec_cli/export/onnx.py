@@ -73,10 +73,6 @@ def initializer_bytes(model) -> int:
     return sum(tensor_bytes(t) for t in _tensors(model.graph))
 
 
-def uses_external_data(path: Path) -> bool:
-    return Path(path).with_name(external_data_name(Path(path).name)).is_file()
-
-
 @contextmanager
 def onnx_work(path: Path) -> Iterator[Path]:
     """A private temp dir next to `path`, removed after: where an ONNX file is made under its final name, so that the
