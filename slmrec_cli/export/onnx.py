@@ -277,7 +277,7 @@ def onnx_scorer(sess, io_binding: bool = False):
     return bound
 
 
-def random_histories(n_items: int, max_len: int, seed: int = 0) -> Iterator[np.ndarray]:
+def padded_histories(n_items: int, max_len: int, seed: int = 0) -> Iterator[np.ndarray]:
     """Left-padded random histories in shapes not seen at export: batch 1, 3 and 7, lengths up to max_len + 4."""
     rng = np.random.default_rng(seed)
     for batch, length in ((1, 3), (3, 11), (7, max_len + 4)):
@@ -297,7 +297,7 @@ def check_onnx(rec: Recommender, path: Path, n_items: int, variant: str = "onnx-
     sess = session(path, threads=1 if provider == "cpu" else None, provider=provider)
     device = next(rec.parameters()).device
     diff = ref_max = 0.0
-    for items in random_histories(n_items, rec.max_len, seed):
+    for items in padded_histories(n_items, rec.max_len, seed):
         with torch.no_grad():
             ref = rec(torch.from_numpy(items).to(device)).float().cpu().numpy()
         got = sess.run(["user"], {"items": items})[0].astype(np.float32)
