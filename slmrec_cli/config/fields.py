@@ -124,10 +124,11 @@ def check_device(spec: str) -> None:
         raise SlmrecError(f"--device must be auto, cpu, cuda or cuda:N (N a GPU index), got '{spec}'")
 
 
-def split_commas(text: str | list[str]) -> list[str]:
-    """A comma list from the command line ("a,b") or a config file (either form)."""
-    items = text if isinstance(text, list) else str(text).split(",")
-    return [str(t).strip() for t in items if str(t).strip()]
+def split_commas(text: str | list | tuple | None) -> list[str]:
+    """The items of a comma list, blanks dropped: from the command line ("a,b", or a repeatable option's values, each
+    maybe a comma list) or a config file (either form). The one comma-list parser of options and inputs."""
+    parts = [] if text is None else text if isinstance(text, (list, tuple)) else [text]
+    return [item for part in parts for item in (x.strip() for x in str(part).split(",")) if item]
 
 
 def run_path(value: Path | str | None) -> Path | None:

@@ -13,12 +13,13 @@ import torch
 
 from slmrec_cli import ui
 from slmrec_cli.config.export import INT8_FLOOR, INT8_SERVES, RecommendConfig
+from slmrec_cli.config.fields import split_commas
 from slmrec_cli.data import pad_to_longest, read_item_map
 from slmrec_cli.errors import SlmrecError
 
 
 def parse_history(text: str, index: dict[str, int], where: str) -> np.ndarray:
-    raw = [x.strip() for x in text.split(",") if x.strip()]
+    raw = split_commas(text)
     if not raw:
         raise SlmrecError(f"{where}: the history is empty; give at least one item id")
     unknown = [x for x in raw if x not in index]
