@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import re
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, Field, asdict, field, fields, is_dataclass
+from dataclasses import MISSING, Field, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +91,6 @@ def build(cls: type, values: dict[str, Any]) -> Any:
             convert = f.metadata.get("from_cli")
             kwargs[f.name] = convert(value) if convert else value
     return cls(**kwargs)
-
-
-def to_json(value: Any) -> Any:
-    """A config as plain JSON values (paths as strings)."""
-    return json.loads(json.dumps(asdict(value) if is_dataclass(value) else value, default=str))
 
 
 def check_choice(value: Any, allowed: tuple[str, ...], option: str) -> None:
