@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmrec_cli.config.fields import RUN, check_choice, check_device, device_opt, opt, split_commas
+from slmrec_cli.config.fields import (
+    RUN,
+    check_choice,
+    check_device,
+    check_eval_batch,
+    device_opt,
+    opt,
+    split_commas,
+)
 from slmrec_cli.errors import SlmrecError
 
 FORMATS = ("onnx", "safetensors")
@@ -60,8 +68,7 @@ class ExportConfig:
         check_names(self.format, FORMATS, "--format")
         check_names(self.quantize, QUANTIZE, "--quantize")
         check_names([self.int8_scheme], INT8_SCHEMES, "--int8-scheme")
-        if self.eval_batch < 1:
-            raise SlmrecError(f"--eval-batch must be at least 1, got {self.eval_batch}")
+        check_eval_batch(self.eval_batch)
         check_device(self.device)
         if self.smooth_alpha is not None and not 0.0 <= self.smooth_alpha <= 1.0:
             raise SlmrecError(f"--smooth-alpha must be between 0 and 1, got {self.smooth_alpha}")

@@ -100,6 +100,18 @@ def check_choice(value: Any, allowed: tuple[str, ...], option: str) -> None:
         raise SlmrecError(f"{option} must be one of {', '.join(allowed)}, got '{value}'")
 
 
+def check_eval_batch(value: int) -> None:
+    """--eval-batch of every command that scores users."""
+    if value < 1:
+        raise SlmrecError(f"--eval-batch must be at least 1, got {value}")
+
+
+def check_one_quantization(load_in_8bit: bool, load_in_4bit: bool) -> None:
+    """--load-in-8bit and --load-in-4bit: a base model loads one way."""
+    if load_in_8bit and load_in_4bit:
+        raise SlmrecError("--load-in-8bit and --load-in-4bit exclude each other; pass one of them")
+
+
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmrec_cli.config.fields import OPT, RUN, check_choice, opt, with_defaults
+from slmrec_cli.config.fields import OPT, RUN, check_choice, check_eval_batch, opt, with_defaults
 from slmrec_cli.errors import SlmrecError
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -80,5 +80,4 @@ class LLMRunOptions:
                                        decls=("--gradient-checkpointing",))
 
     def __post_init__(self) -> None:
-        if self.eval_batch < 1:
-            raise SlmrecError(f"--eval-batch must be at least 1, got {self.eval_batch}")
+        check_eval_batch(self.eval_batch)
