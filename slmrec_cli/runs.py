@@ -14,7 +14,7 @@ from slmrec_cli import __version__, provenance
 from slmrec_cli.base_model import BaseModelRef
 from slmrec_cli.config.models import LLMRecConfig, SASRecConfig
 from slmrec_cli.errors import SlmrecError, first_line
-from slmrec_cli.io import file_sha256, read_json, write_json
+from slmrec_cli.io import CHECKSUMS, file_sha256, read_json, write_json
 from slmrec_cli.models.build import (
     ADAPTER,
     ADAPTER_FILES,
@@ -28,7 +28,6 @@ from slmrec_cli.models.sasrec import SASRec
 
 RUN_FORMAT = "slmrec-run"
 RUN_FORMAT_VERSION = 1
-CHECKSUMS = "checksums.json"
 
 
 def prepare_run_dir(out: Path, *, resume: bool, force: bool, create: bool = True) -> Path:
