@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
 from pathlib import Path
 
 from slmrec_cli.config.train import RunOptions, TrainArgs
@@ -36,9 +35,7 @@ def train_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, *
         setup(run_dir)
     result = fit(task, args, run_dir, resume=run.resume, accelerator=acc, on_step=on_step)
     best = reload(run_dir)
-    fit_record = asdict(replace(result, best_valid=None))
-    del fit_record["best_valid"]
-    summary = {"fit": fit_record}
+    summary = {"fit": result.record()}
     ev = evaluate_and_record(best, data, run_dir, max_len=best.cfg.max_len, device=acc.device,
                              batch_size=eval_batch, write=acc.is_main_process,  # every process scores its share
                              valid=result.best_valid, extra=record_extra)
