@@ -20,7 +20,7 @@ from slmrec_cli import ui
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.errors import Interrupted, SlmrecError
 from slmrec_cli.io import atomic_path
-from slmrec_cli.train.accelerator import check_parallelism, make_accelerator
+from slmrec_cli.train.accelerator import make_accelerator
 from slmrec_cli.train.checkpoint import (
     CKPT,
     TrainState,
@@ -347,10 +347,10 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
 
     Under several processes every process runs this: each takes its shard of every epoch's permutation, DDP averages
     the gradients, validation is split across processes and gathered (so every process sees the same metrics and
-    takes the same early-stopping decision), and only the main process writes files."""
+    takes the same early-stopping decision), and only the main process writes files. `accelerator`: one from
+    train.accelerator.make_accelerator (which refuses the sharded engines), made here when not given."""
     run_dir = Path(run_dir)
     acc = accelerator or make_accelerator(args, run_dir)
-    check_parallelism(acc)
     loop = _Fit(task, args, run_dir, acc, on_step)
     if resume:
         loop.resume()
