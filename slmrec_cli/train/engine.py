@@ -263,7 +263,12 @@ class _Fit:
     def micro_batch(self, indices: np.ndarray, last_of_epoch: bool) -> tuple[torch.Tensor, dict, bool]:
         """Forward and backward one micro-batch; (loss, terms, whether an optimizer step follows). A step comes every
         grad_accum micro-batches and at the epoch's end, so a checkpoint (always after a step) never leaves
-        gradients half accumulated; the last group may be short, and its loss is scaled to stay a mean."""
+        gradients half accumulated; the last group may be short.
+
+        The one place the loss is scaled for gradient accumulation (make_accelerator leaves accelerate's
+        gradient_accumulation_steps at 1, so acc.backward divides by 1): each micro-batch's mean loss counts 1/group,
+        so a step's gradient is the mean over its group, a short last group too. Written × accum/group ÷ accum, the
+        order in which the two halves of this scaling ran when accelerate held the ÷ accum: the same bits."""
         st, acc, accum = self.state, self.acc, self.args.grad_accum
         step_now = (st.batch + 1) % accum == 0 or last_of_epoch
         group = min(accum, self.epoch_len - st.batch // accum * accum)
@@ -272,7 +277,7 @@ class _Fit:
             loss, terms = self.task.loss(self.model, batch)
             bad = ~torch.isfinite(loss.detach())  # read on the host only at check_finite: no sync every step
             self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
-            acc.backward(loss * (accum / group))  # backward divides by grad_accum: a mean
+            acc.backward(loss * (accum / group) / accum)  # the group's mean (see above)
         st.batch += 1
         return loss, terms, step_now
 
