@@ -1,6 +1,5 @@
 """Scaling pieces without launching processes: sharded epochs, the exact gather, gradient checkpointing, configs."""
 
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -116,7 +115,8 @@ def test_gradient_checkpointing_saves_memory_not_numbers():
     results = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model, _ = build_model(replace(cfg), "tiny-random", table, gradient_checkpointing=checkpointing)
+        model, _ = build_model(cfg, "tiny-random", table, gradient_checkpointing=checkpointing)
+        assert cfg.hidden == 0 and model.cfg.hidden == 64  # the model's own config: the caller's is left as it was
         base = model._base()
         assert getattr(base, "is_activation_checkpointing", None) is checkpointing or \
             base.is_gradient_checkpointing is checkpointing

@@ -39,7 +39,7 @@ def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
     model, ref = build_model(model_cfg, base, table, device=device, load_in_8bit=cfg.load_in_8bit,
                              load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.llm.gradient_checkpointing,
                              dtype=base_dtype(acc))
-    config = run_config("teacher", data, model=asdict(model_cfg), base_model=asdict(ref), train=asdict(args),
+    config = run_config("teacher", data, model=asdict(model.cfg), base_model=asdict(ref), train=asdict(args),
                         targets=cfg.targets, ids={"run": str(cfg.ids), "data_hash": ids_cfg["data"]["hash"]},
                         quantized={"load_in_8bit": cfg.load_in_8bit, "load_in_4bit": cfg.load_in_4bit},
                         gradient_checkpointing=cfg.llm.gradient_checkpointing, **process_sections(acc, args))
