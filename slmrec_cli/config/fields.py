@@ -137,5 +137,6 @@ def split_commas(text: str | list | tuple | None) -> list[str]:
     return [item for part in parts for item in (x.strip() for x in str(part).split(",")) if item]
 
 
-def run_path(value: Path | str | None) -> Path | None:
+def optional_path(value: Path | str | None) -> Path | None:
+    """An optional path option's value as a Path (None stays None)."""
     return None if value is None else Path(value)

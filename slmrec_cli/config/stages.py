@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slmrec_cli.config.distill import DistillOptions
-from slmrec_cli.config.fields import RUN, check_choice, check_eval_batch, check_one_quantization, opt, run_path
+from slmrec_cli.config.fields import RUN, check_choice, check_eval_batch, check_one_quantization, opt, optional_path
 from slmrec_cli.config.models import TARGETS, LLMRecConfig, SASRecConfig
 from slmrec_cli.config.train import LLMRunOptions, LLMTrain, RunOptions, SASRecTrain
 from slmrec_cli.errors import SlmrecError
@@ -81,7 +81,7 @@ class DistillConfig:
     run: RunOptions
     distill: DistillOptions = field(default_factory=DistillOptions)
     teacher_cache: Path | None = opt("Directory for the frozen teacher's block features (built once, reused; "
-                                     "offline only).", None, from_cli=run_path)
+                                     "offline only).", None, from_cli=optional_path)
     load_in_8bit: bool = opt("Load the teacher's base in 8-bit (bitsandbytes; default: as the teacher trained).",
                              False, panel=RUN, decls=("--load-in-8bit",))
     load_in_4bit: bool = opt("Load the teacher's base in 4-bit NF4 (bitsandbytes; default: as the teacher trained).",

@@ -104,7 +104,9 @@ def main(cfg: ExportConfig) -> dict:
     return result
 
 
-def export(model: Path, out: Path, cfg: ExportConfig) -> dict:
+def export(run: Path, out: Path, cfg: ExportConfig) -> dict:
+    """Export the teacher or student `run` into `out` (ExportConfig says how); {"quality"} and, with cfg.bench,
+    {"bench"}."""
     formats, quantize, bench, batches = cfg.format, cfg.quantize, cfg.bench, cfg.batch_sizes
     threads, eval_batch, force, min_seconds = cfg.threads, cfg.eval_batch, cfg.force, cfg.min_seconds
     int8_scheme, smooth_alpha = cfg.int8_scheme, cfg.smooth_alpha
@@ -113,8 +115,8 @@ def export(model: Path, out: Path, cfg: ExportConfig) -> dict:
     torch.set_num_threads(threads)
     from slmrec_cli.export.build import build_export
 
-    quality = build_export(Path(model), Path(out), formats, quantize, force, int8_scheme=int8_scheme,
-                           smooth_alpha=smooth_alpha, eval_batch=eval_batch, device=device or auto_device(model))
+    quality = build_export(Path(run), Path(out), formats, quantize, force, int8_scheme=int8_scheme,
+                           smooth_alpha=smooth_alpha, eval_batch=eval_batch, device=device or auto_device(run))
     result = {"quality": quality}
     if bench:
         result["bench"] = run_bench(out, present(out), batches, threads, min_seconds, device)

@@ -14,12 +14,11 @@ from slmrec_cli.config.models import check_prompt_for_targets
 from slmrec_cli.config.stages import TeacherConfig
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset
-from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.models.build import build_model
 from slmrec_cli.random_init import check_prompt
 from slmrec_cli.runs import load_id_table, run_config
 from slmrec_cli.train.accelerator import base_dtype, make_accelerator
-from slmrec_cli.train.lifecycle import process_sections
+from slmrec_cli.train.lifecycle import process_sections, training_result
 from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from slmrec_cli.config.train import RunOptions, TrainArgs
 from slmrec_cli.devices import device_name, peak_memory_bytes
 from slmrec_cli.evaluation.evaluate import PROTOCOLS, metrics_record, rank_split, write_metrics
+from slmrec_cli.evaluation.tables import print_summary
 from slmrec_cli.io import write_json
 from slmrec_cli.runs import open_run_dir, save_config
 from slmrec_cli.train.accelerator import precision_of
@@ -46,6 +47,18 @@ def train_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, *
                          device=acc.device, params=params(best) if params else None)
         summary["records"] = list(ev["records"].values())
     return summary
+
+
+def training_result(summary: dict, run: Path, title: str) -> dict:
+    """A training stage's output: its table for people, and its result for --json: the run, how the fit went, its
+    valid and test metrics records and efficiency.json (main process; the others have no records)."""
+    import json
+
+    print_summary(summary, title)
+    efficiency = Path(run) / "efficiency.json"
+    return {"run": str(run), "fit": summary.get("fit"), "records": summary.get("records", []),
+            "efficiency": json.loads(efficiency.read_text()) if "records" in summary and efficiency.exists()
+            else None}
 
 
 def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, batch_size: int = 256,
