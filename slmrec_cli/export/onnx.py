@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slmrec_cli.config.export import INT8_SCHEMES
 from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.export.files import external_data_name
 from slmrec_cli.export.model import Recommender, WithScores
@@ -330,9 +331,6 @@ def int8_excluded_nodes(model_path: Path, outliers: bool = True) -> list[str]:
         if (outliers and "down_proj" in node.name) or node.name.startswith(head) or top_level:
             out.append(node.name)
     return out
-
-
-INT8_SCHEMES = ("smooth", "block", "dynamic")
 
 
 @contextmanager
