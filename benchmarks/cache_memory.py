@@ -121,7 +121,9 @@ def main() -> None:
                         "--random-init", "--layers", 8, "--max-len", a.max_len, "--max-steps", 1, "--epochs", 1,
                         "--batch-size", 2, "--out", runs / "t8", "--force", *common], "teacher, 8 layers (1 step)"))
     n = synthetic_cache(out / "cache", runs / "t8", data, a.max_len, 4, shape["hidden_size"])
-    size = (out / "cache" / "features.npy").stat().st_size
+    from slmrec_cli.distill.cache import FEATURES
+
+    size = (out / "cache" / FEATURES).stat().st_size
     print(f"== synthetic cache: {n} examples, {size / 2**30:.2f} GiB", flush=True)
     student = ["distill", "--teacher", runs / "t8", "--student-layers", 4, "--blocks", 4, "--max-steps", a.steps,
                "--epochs", 1, "--batch-size", 4, *common]

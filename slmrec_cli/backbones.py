@@ -33,6 +33,7 @@ from slmrec_cli.base_model import (
     quiet_transformers,
     set_depth,
 )
+from slmrec_cli.config.fields import check_one_quantization
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.gguf_convert import converted, converted_ref, resolve_gguf, smollm2_gguf
 from slmrec_cli.random_init import RANDOM, build_random, random_ref, random_tokenizer
@@ -163,8 +164,7 @@ def _check_layers(ref: BaseModelRef, layers: int) -> None:
 
 def _check_device(device: str, load_in_8bit: bool, load_in_4bit: bool) -> torch.dtype:
     """Validate device and quantization flags; return the compute dtype."""
-    if load_in_8bit and load_in_4bit:
-        raise SlmrecError("--load-in-8bit and --load-in-4bit exclude each other; pass one of them")
+    check_one_quantization(load_in_8bit, load_in_4bit)
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import importlib
 import inspect
-import json
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import MISSING, Field
@@ -21,8 +20,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from slmrec_cli.config.fields import RUN, build, cli_default, flat_fields, to_json
+from slmrec_cli.config.fields import RUN, build, cli_default, flat_fields
 from slmrec_cli.errors import SlmrecError
+from slmrec_cli.json_output import dumps
 
 
 class _FlagsWithoutPlaceholder:
@@ -207,7 +207,7 @@ def command(app: typer.Typer, name: str, cls: type, run: str, *, config_file: bo
         resolve_aliases(cls, values, ctx)
         cfg = build(cls, {k: _plain(v) for k, v in values.items()})
         if show:
-            ui.out.print_json(json.dumps(to_json(cfg)))
+            ui.out.print_json(dumps(cfg))
             return
         run_stage(run, cfg, as_json)
 

@@ -14,6 +14,11 @@ from typing import Any
 
 from slmrec_cli.errors import StorageError, write_failure
 
+# The sha256 of the files a run or an export is loaded from (file_sha256), in that directory. What a missing one means
+# is its reader's rule: a run without it passes unchecked (runs.verify_checksum: runs from before checksums), an
+# export without it is refused (export.files.recorded: every export format that slmrec loads writes one).
+CHECKSUMS = "checksums.json"
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -2,7 +2,8 @@
 
 While a command runs in JSON mode, whatever it would print on stdout (tables, library chatter) goes to stderr (or
 nowhere with --quiet); `emit` writes to the real stdout. `plain` turns a result into JSON values: paths and enums as
-strings, numpy scalars and arrays as numbers and lists, NaN and infinities as null (strict JSON)."""
+strings, numpy scalars and arrays as numbers and lists, NaN and infinities as null (strict JSON): what --json,
+--jsonl and --print-config print."""
 
 from __future__ import annotations
 

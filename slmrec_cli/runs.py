@@ -18,7 +18,7 @@ from slmrec_cli.config.distill import DistillOptions
 from slmrec_cli.config.models import LLMRecConfig, SASRecConfig
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.errors import SlmrecError, first_line
-from slmrec_cli.io import file_sha256, read_json, write_json
+from slmrec_cli.io import CHECKSUMS, file_sha256, read_json, write_json
 from slmrec_cli.models.build import (
     ADAPTER,
     ADAPTER_FILES,
@@ -32,7 +32,6 @@ from slmrec_cli.models.sasrec import SASRec
 
 RUN_FORMAT = "slmrec-run"
 RUN_FORMAT_VERSION = 1
-CHECKSUMS = "checksums.json"
 
 
 def prepare_run_dir(out: Path, *, resume: bool, force: bool, create: bool = True) -> Path:

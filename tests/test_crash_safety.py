@@ -134,6 +134,29 @@ def test_kill_between_the_checkpoint_renames_keeps_the_previous_one(tmp_path):
     assert (tmp_path / "checkpoint" / "state.json").exists() and not old.exists()
 
 
+def test_a_checkpoint_lacking_a_later_state_field_resumes_with_its_default(tmp_path):
+    """The trainer state round-trips through a checkpoint; one written before a later TrainState field existed
+    (epochs_done came with --max-steps) resumes with its default, one without an always-saved field is refused."""
+    import torch
+
+    from slmrec_cli.errors import SlmrecError
+    from slmrec_cli.train.checkpoint import CKPT, STATE, TrainState, load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    saved = TrainState(epoch=2, step=7, best_mrr=0.5, best_step=6, epochs_done=2, history=[{"step": 6}])
+    save_checkpoint(tmp_path, model, optimizer, scheduler, saved)
+    assert load_checkpoint(tmp_path, model, optimizer, scheduler) == saved
+    path = tmp_path / CKPT / STATE
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in state.items() if k != "epochs_done"}))
+    assert load_checkpoint(tmp_path, model, optimizer, scheduler).epochs_done == 0
+    path.write_text(json.dumps({k: v for k, v in state.items() if k != "bad_evals"}))
+    with pytest.raises(SlmrecError, match="incomplete \\(no bad_evals\\)"):
+        load_checkpoint(tmp_path, model, optimizer, scheduler)
+
+
 def test_resume_is_exact_with_a_short_last_accumulation_group(tiny):
     """8 micro-batches per epoch in groups of 3: steps of 3, 3 and 2; stop mid-epoch, resume, same numbers."""
     from slmrec_cli.errors import Interrupted

@@ -125,7 +125,7 @@ def test_fp16_graph_keeps_the_norm_statistic_in_fp32(tiny_runs, tmp_path):
     from onnx.reference import ReferenceEvaluator
 
     from slmrec_cli.export.model import merge_run
-    from slmrec_cli.export.onnx import TOLERANCES, convert_fp16, export_onnx, random_histories
+    from slmrec_cli.export.onnx import TOLERANCES, convert_fp16, export_onnx, padded_histories
     from slmrec_cli.runs import Run
 
     _, _, run = tiny_runs
@@ -136,7 +136,7 @@ def test_fp16_graph_keeps_the_norm_statistic_in_fp32(tiny_runs, tmp_path):
     seen = []
     hook = rec.decoder.layers[0].input_layernorm.register_forward_hook(lambda m, i, o: seen.append(i[0].abs().max()))
     n_items = rec.id_table.shape[0] - 1
-    histories = list(random_histories(n_items, rec.max_len))
+    histories = list(padded_histories(n_items, rec.max_len))
     with torch.no_grad():
         ref = [rec(torch.from_numpy(items)).numpy() for items in histories]
     hook.remove()

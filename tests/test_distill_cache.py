@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from slmrec_cli.distill.blocks import block_layers
-from slmrec_cli.distill.cache import cache_key, load_or_build, teacher_fingerprint
+from slmrec_cli.distill.cache import FEATURES, OLD_FILE, cache_key, load_or_build, teacher_fingerprint
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.runs import Run, RunKind
 from slmrec_cli.stages.distill import DistillTask
@@ -102,7 +102,7 @@ def test_a_cached_run_trains_like_a_live_one_without_the_teacher_in_memory(teach
         for a, b in zip(logs["live"], logs[other], strict=True):
             for k in ("loss", "ce", "d_cos", "d_norm", "l_ms"):
                 assert a[k] == pytest.approx(b[k], rel=rel, abs=1e-6), (other, a["step"], k)
-    assert (tmp_path / "c16" / "features.npy").stat().st_size < 0.6 * (tmp_path / "c32" / "features.npy").stat().st_size
+    assert (tmp_path / "c16" / FEATURES).stat().st_size < 0.6 * (tmp_path / "c32" / FEATURES).stat().st_size
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["distill"]["teacher_cache_dtype"] == "bf16"
 
 
@@ -154,7 +154,7 @@ def test_a_cache_is_keyed_by_dtype_autocast_and_version_and_old_ones_are_refused
             load_or_build(tmp_path / "cache", {**key, field: value}, task, features_of(model), 16, "cpu")
     old = tmp_path / "old"
     old.mkdir()
-    (old / "teacher_features.safetensors").write_bytes(b"x")
+    (old / OLD_FILE).write_bytes(b"x")
     with pytest.raises(SlmrecError, match="older slmrec"):
         load_or_build(old, key, task, features_of(model), 16, "cpu")
     (tmp_path / "busy").mkdir()

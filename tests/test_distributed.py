@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import torch
 
+from slmrec_cli.distill.cache import FEATURES, META
 from tests.helpers import cli_command, cli_env, eval_records, make_dataset, run_cli, run_subprocess, wait_for_file
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
@@ -128,14 +129,14 @@ def test_two_processes_train_teacher_and_distill(sasrec2, tiny, capsys):
                               "--eval-batch", "16"], nproc=2))
     one_set_of_artifacts(student, proc, validations=1)
     assert not (student / "ms_adapters.safetensors").exists()
-    assert sorted(p.name for p in cache.iterdir()) == ["cache.json", "features.npy"]
+    assert sorted(p.name for p in cache.iterdir()) == sorted([META, FEATURES])
     # each process built its share of the cache into the one file: the same bytes as one process builds
     one = tiny.parent / "cache1"
     code, _, err = run_cli(["distill", "--teacher", teacher, "--out", tiny.parent / "s1", "--student-layers", "2",
                             "--blocks", "2", "--lambda-ms", "0", "--teacher-cache", one, "--epochs", "1",
                             "--batch-size", "8", "--eval-batch", "16"], capsys)
     assert code == 0, err
-    assert (one / "features.npy").read_bytes() == (cache / "features.npy").read_bytes()
+    assert (one / FEATURES).read_bytes() == (cache / FEATURES).read_bytes()
     for run in (teacher, student):  # what two processes wrote is what one process computes
         written = eval_records(run)
         for split in ("valid", "test"):

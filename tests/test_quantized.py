@@ -8,6 +8,7 @@ import json
 import pytest
 
 from slmrec_cli.config.train import TrainArgs
+from slmrec_cli.distill.cache import META
 from slmrec_cli.io import read_json
 from tests.helpers import TEACHER_TINY, run_cli, student_run, teacher_run
 
@@ -53,7 +54,7 @@ def test_distill_loads_the_teacher_as_it_trained_or_as_told(quantized_teacher, t
                 teacher_cache=tmp_path / "cache")
     section = read_json(tmp_path / "s" / "config.json")["distill"]
     assert section["teacher_quantization"] == "4bit"
-    assert read_json(tmp_path / "cache" / "cache.json")["teacher_quantization"] == "4bit"
+    assert read_json(tmp_path / "cache" / META)["teacher_quantization"] == "4bit"
 
 
 def test_a_4bit_run_exports_from_the_full_precision_base_and_is_compared_with_its_4bit_self(quantized_teacher,

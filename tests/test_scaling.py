@@ -1,6 +1,5 @@
 """Scaling pieces without launching processes: sharded epochs, the exact gather, gradient checkpointing, configs."""
 
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +31,48 @@ def test_every_process_gets_the_same_number_of_batches_and_all_examples(n, world
 
 def test_optimizer_steps_count_the_short_last_group():
     assert [optimizer_steps(n, 4) for n in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]
+
+
+def test_each_optimizer_step_gets_the_mean_gradient_of_its_group(tmp_path):
+    """--grad-accum 2 over 8-example micro-batches steps with the gradient of one 16-example batch, and the short last
+    group (one micro-batch of 8) with that batch's own: the loss is scaled once, in engine._Fit.micro_batch."""
+    from slmrec_cli.config.train import TrainArgs
+    from slmrec_cli.train.engine import fit
+
+    x = torch.randn(40, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.randn(40, 1, generator=torch.Generator().manual_seed(1))
+
+    class Regression:
+        n_examples = 40
+        lengths = np.ones(40, dtype=np.int64)
+
+        def __init__(self):
+            torch.manual_seed(0)
+            self.model = torch.nn.Linear(3, 1)
+            self.grads = []  # the weight's gradient after each micro-batch's backward
+            self.model.weight.register_post_accumulate_grad_hook(lambda p: self.grads.append(p.grad.clone()))
+
+        def batch(self, indices):
+            return {"x": x[indices], "y": y[indices]}
+
+        def loss(self, model, batch):
+            return ((model(batch["x"]) - batch["y"]) ** 2).mean(), {}
+
+        def validate(self, model):
+            return {"sampled": SimpleNamespace(metrics={"MRR": 0.0})}
+
+        def save_best(self, model, run_dir):
+            pass
+
+    runs = {}
+    for batch_size, accum in ((16, 1), (8, 2)):
+        task, run_dir = Regression(), tmp_path / f"accum{accum}"
+        run_dir.mkdir()
+        fit(task, TrainArgs(epochs=1, batch_size=batch_size, grad_accum=accum, grad_clip=0.0, seed=3), run_dir)
+        runs[accum] = task.grads
+    assert len(runs[1]) == 3 and len(runs[2]) == 5  # steps over 16, 16, 8 examples; micro-batches 8+8, 8+8, 8
+    for whole, accumulated in zip(runs[1], [runs[2][i] for i in (1, 3, 4)], strict=True):
+        assert torch.allclose(whole, accumulated, rtol=1e-6, atol=1e-7)
 
 
 class FakeState:
@@ -73,7 +114,8 @@ def test_gradient_checkpointing_saves_memory_not_numbers():
     results = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
-        model, _ = build_model(replace(cfg), "tiny-random", table, gradient_checkpointing=checkpointing)
+        model, _ = build_model(cfg, "tiny-random", table, gradient_checkpointing=checkpointing)
+        assert cfg.hidden == 0 and model.cfg.hidden == 64  # the model's own config: the caller's is left as it was
         base = model._base()
         assert getattr(base, "is_activation_checkpointing", None) is checkpointing or \
             base.is_gradient_checkpointing is checkpointing

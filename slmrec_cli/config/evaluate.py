@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmrec_cli.config.fields import RUN, check_choice, check_device, device_opt, opt
+from slmrec_cli.config.fields import RUN, check_choice, check_device, check_eval_batch, device_opt, opt
 from slmrec_cli.errors import SlmrecError
 
 PROTOCOLS = ("sampled", "full")
@@ -21,11 +21,6 @@ def protocols_of(protocol: str) -> tuple[str, ...]:
     if protocol not in PROTOCOLS:
         raise SlmrecError(f"--protocol must be sampled, full or both, got '{protocol}'")
     return (protocol,)
-
-
-def check_eval_batch(value: int) -> None:
-    if value < 1:
-        raise SlmrecError(f"--eval-batch must be at least 1, got {value}")
 
 
 @dataclass

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmrec_cli.config.fields import RUN, check_choice, check_device, device_opt, opt
+from slmrec_cli.config.fields import (
+    RUN,
+    check_choice,
+    check_device,
+    check_eval_batch,
+    device_opt,
+    opt,
+    split_commas,
+)
 from slmrec_cli.errors import SlmrecError
 
 FORMATS = ("onnx", "safetensors")
@@ -24,11 +32,6 @@ def check_names(values: list[str], allowed: tuple[str, ...], option: str) -> lis
     return values
 
 
-def split_list(values: list[str] | None, default: list[str]) -> list[str]:
-    out = [v.strip() for value in (values or []) for v in value.split(",") if v.strip()]
-    return out or default
-
-
 @dataclass
 class ExportConfig:
     """Merge LoRA, fold the prompt, write ONNX/safetensors (+ int8/int4), score every variant, benchmark latency."""
@@ -39,11 +42,11 @@ class ExportConfig:
     format: list[str] = opt("onnx, safetensors (both by default; repeatable or comma list).",
                             factory=lambda: list(FORMATS),
                             decls=("--format",), cli_type=list[str] | None, cli_default=None,
-                            from_cli=lambda v: split_list(v, list(FORMATS)))
+                            from_cli=lambda v: split_commas(v) or list(FORMATS))
     quantize: list[str] = opt("none | int8 | int4 | fp16 (repeatable or comma list): ONNX int8 dynamic / int4 block "
                               "MatMul / fp16 for ONNX Runtime's CUDA provider; bitsandbytes int8 / nf4.",
                               factory=lambda: ["none"], cli_type=list[str] | None,
-                              cli_default=None, from_cli=lambda v: split_list(v, ["none"]))
+                              cli_default=None, from_cli=lambda v: split_commas(v) or ["none"])
     int8_scheme: str = opt("onnx-int8 as smooth (SmoothQuant, then ORT dynamic int8 of every MatMul but the head) | "
                            "block (int8 weights and activations in blocks of 32) | dynamic (ORT dynamic int8, "
                            "outlier layers in fp32).", "smooth", choices=INT8_SCHEMES)
@@ -65,8 +68,7 @@ class ExportConfig:
         check_names(self.format, FORMATS, "--format")
         check_names(self.quantize, QUANTIZE, "--quantize")
         check_names([self.int8_scheme], INT8_SCHEMES, "--int8-scheme")
-        if self.eval_batch < 1:
-            raise SlmrecError(f"--eval-batch must be at least 1, got {self.eval_batch}")
+        check_eval_batch(self.eval_batch)
         check_device(self.device)
         if self.smooth_alpha is not None and not 0.0 <= self.smooth_alpha <= 1.0:
             raise SlmrecError(f"--smooth-alpha must be between 0 and 1, got {self.smooth_alpha}")
@@ -75,7 +77,7 @@ class ExportConfig:
 
 
 def int_list(text: str | list) -> list[int]:
-    items = text if isinstance(text, list) else [b for b in str(text).split(",") if b.strip()]
+    items = text if isinstance(text, list) else split_commas(text)
     try:
         return [int(b) for b in items]
     except ValueError:

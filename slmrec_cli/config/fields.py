@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import re
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, Field, asdict, field, fields, is_dataclass
+from dataclasses import MISSING, Field, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from slmrec_cli.errors import SlmrecError
 OPT = "Optimisation"
 RUN = "Run"
 LORA = "LoRA"
-CLI_KEYS = ("help", "panel", "decls", "argument", "cli_type", "from_cli", "cli_default", "choices", "aliases")
 
 
 def opt(help: str, default: Any = MISSING, *, factory: Callable[[], Any] | Any = MISSING, panel: str | None = None,
@@ -96,17 +94,23 @@ def build(cls: type, values: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def to_json(value: Any) -> Any:
-    """A config as plain JSON values (paths as strings)."""
-    plain = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
-    return json.loads(json.dumps(plain, default=str))
-
-
 def check_choice(value: Any, allowed: tuple[str, ...], option: str) -> None:
     """The check behind a `choices` option, for configs built in Python or from a file (the command line checks
     first)."""
     if value not in allowed:
         raise SlmrecError(f"{option} must be one of {', '.join(allowed)}, got '{value}'")
+
+
+def check_eval_batch(value: int) -> None:
+    """--eval-batch of every command that scores users."""
+    if value < 1:
+        raise SlmrecError(f"--eval-batch must be at least 1, got {value}")
+
+
+def check_one_quantization(load_in_8bit: bool, load_in_4bit: bool) -> None:
+    """--load-in-8bit and --load-in-4bit: a base model loads one way."""
+    if load_in_8bit and load_in_4bit:
+        raise SlmrecError("--load-in-8bit and --load-in-4bit exclude each other; pass one of them")
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -127,11 +131,13 @@ def check_device(spec: str) -> None:
         raise SlmrecError(f"--device must be auto, cpu, cuda or cuda:N (N a GPU index), got '{spec}'")
 
 
-def split_commas(text: str | list[str]) -> list[str]:
-    """A comma list from the command line ("a,b") or a config file (either form)."""
-    items = text if isinstance(text, list) else str(text).split(",")
-    return [str(t).strip() for t in items if str(t).strip()]
+def split_commas(text: str | list | tuple | None) -> list[str]:
+    """The items of a comma list, blanks dropped: from the command line ("a,b", or a repeatable option's values, each
+    maybe a comma list) or a config file (either form). The one comma-list parser of options and inputs."""
+    parts = [] if text is None else text if isinstance(text, (list, tuple)) else [text]
+    return [item for part in parts for item in (x.strip() for x in str(part).split(",")) if item]
 
 
-def run_path(value: Path | str | None) -> Path | None:
+def optional_path(value: Path | str | None) -> Path | None:
+    """An optional path option's value as a Path (None stays None)."""
     return None if value is None else Path(value)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slmrec_cli.config.distill import DistillOptions
-from slmrec_cli.config.fields import RUN, check_choice, opt, run_path
+from slmrec_cli.config.fields import RUN, check_choice, check_eval_batch, check_one_quantization, opt, optional_path
 from slmrec_cli.config.models import TARGETS, LLMRecConfig, SASRecConfig
 from slmrec_cli.config.train import LLMRunOptions, LLMTrain, RunOptions, SASRecTrain
 from slmrec_cli.errors import SlmrecError
@@ -40,8 +40,7 @@ class PretrainConfig:
     eval_batch: int = opt("Users per evaluation batch.", 256, panel=RUN)
 
     def __post_init__(self) -> None:
-        if self.eval_batch < 1:
-            raise SlmrecError(f"--eval-batch must be at least 1, got {self.eval_batch}")
+        check_eval_batch(self.eval_batch)
 
 
 @trains
@@ -82,7 +81,7 @@ class DistillConfig:
     run: RunOptions  # type: ignore[misc]  # required: mypy reads the opt(...) above as a default; it has none
     distill: DistillOptions = field(default_factory=DistillOptions)
     teacher_cache: Path | None = opt("Directory for the frozen teacher's block features (built once, reused; "
-                                     "offline only).", None, from_cli=run_path)
+                                     "offline only).", None, from_cli=optional_path)
     load_in_8bit: bool = opt("Load the teacher's base in 8-bit (bitsandbytes; default: as the teacher trained).",
                              False, panel=RUN, decls=("--load-in-8bit",))
     load_in_4bit: bool = opt("Load the teacher's base in 4-bit NF4 (bitsandbytes; default: as the teacher trained).",
@@ -99,8 +98,7 @@ class DistillConfig:
         if self.targets is not None:
             check_choice(self.targets, TARGETS, "--targets")
         check_choice(self.teacher_cache_dtype, CACHE_DTYPES, "--teacher-cache-dtype")
-        if self.load_in_8bit and self.load_in_4bit:
-            raise SlmrecError("--load-in-8bit and --load-in-4bit exclude each other; pass one of them")
+        check_one_quantization(self.load_in_8bit, self.load_in_4bit)
         if self.teacher_cache is not None and self.distill.mode == "online":
             raise SlmrecError("--teacher-cache needs --mode offline (an online teacher changes as it trains)")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slmrec_cli.config.fields import OPT, RUN, check_choice, opt, with_defaults
+from slmrec_cli.config.fields import OPT, RUN, check_choice, check_eval_batch, opt, with_defaults
 from slmrec_cli.errors import SlmrecError
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -86,5 +86,4 @@ class LLMRunOptions:
                                        decls=("--gradient-checkpointing",))
 
     def __post_init__(self) -> None:
-        if self.eval_batch < 1:
-            raise SlmrecError(f"--eval-batch must be at least 1, got {self.eval_batch}")
+        check_eval_batch(self.eval_batch)

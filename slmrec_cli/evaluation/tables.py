@@ -48,18 +48,6 @@ def print_summary(summary: dict, title: str) -> None:
         print_records(summary["records"], title=title)
 
 
-def training_result(summary: dict, run: Path, title: str) -> dict:
-    """A training stage's output: its table for people, and its result for --json: the run, how the fit went, its
-    valid and test metrics records and efficiency.json (main process; the others have no records)."""
-    import json
-
-    print_summary(summary, title)
-    efficiency = Path(run) / "efficiency.json"
-    return {"run": str(run), "fit": summary.get("fit"), "records": summary.get("records", []),
-            "efficiency": json.loads(efficiency.read_text()) if "records" in summary and efficiency.exists()
-            else None}
-
-
 def ci_text(variant: dict) -> str:
     ci = variant.get("relative_mrr_ci95")
     return f"{ci[0]:.3f}–{ci[1]:.3f}" if ci else ""

@@ -10,6 +10,8 @@ import torch
 
 
 def random_histories(batch: int, length: int, n_items: int, seed: int = 0) -> torch.Tensor:
+    """[batch, length] random item ids, no padding: the benchmark's input (export.onnx.padded_histories are the
+    left-padded ones of the ONNX check)."""
     rng = np.random.default_rng(seed)
     return torch.from_numpy(rng.integers(1, n_items + 1, size=(batch, length)).astype(np.int64))
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from slmrec_cli.errors import SlmrecError
+from slmrec_cli.io import CHECKSUMS
 
 MANIFEST = "config.json"  # slmrec's description of the export (format "slmrec-export"), not a transformers config
 EXPORT_FORMAT = "slmrec-export"
 EXPORT_FORMAT_VERSION = 2  # 2: decoder/ + head.safetensors + checksums.json; 1: one model.safetensors
-CHECKSUMS = "checksums.json"
 DECODER, HEAD, ITEM_MAP, CARD = "decoder", "head.safetensors", "item_map.tsv", "README.md"
 FILES = {"torch-fp32": DECODER, "onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx",
          "onnx-int4": "model.int4.onnx", "onnx-fp16": "model.fp16.onnx", "bnb-int8": "bnb-int8", "bnb-nf4": "bnb-nf4"}
@@ -41,7 +41,8 @@ def record(export_dir: Path) -> None:
 
 
 def recorded(export_dir: Path) -> dict[str, str]:
-    """checksums.json's {relative name: sha256}."""
+    """checksums.json's {relative name: sha256}. Missing or damaged, it is refused: every export slmrec loads was
+    written with one (a run's may be missing: runs.verify_checksum)."""
     from slmrec_cli.io import read_json
 
     path = Path(export_dir) / CHECKSUMS

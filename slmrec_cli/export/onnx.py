@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slmrec_cli.config.export import INT8_SCHEMES
 from slmrec_cli.errors import SlmrecError, first_line
 from slmrec_cli.export.files import external_data_name
 from slmrec_cli.export.model import Recommender, WithScores
@@ -71,10 +72,6 @@ def _tensors(graph) -> Iterator:
 def initializer_bytes(model) -> int:
     """The sum of the sizes of a model's tensors: what decides whether it needs external data."""
     return sum(tensor_bytes(t) for t in _tensors(model.graph))
-
-
-def uses_external_data(path: Path) -> bool:
-    return Path(path).with_name(external_data_name(Path(path).name)).is_file()
 
 
 @contextmanager
@@ -281,7 +278,7 @@ def onnx_scorer(sess, io_binding: bool = False):
     return bound
 
 
-def random_histories(n_items: int, max_len: int, seed: int = 0) -> Iterator[np.ndarray]:
+def padded_histories(n_items: int, max_len: int, seed: int = 0) -> Iterator[np.ndarray]:
     """Left-padded random histories in shapes not seen at export: batch 1, 3 and 7, lengths up to max_len + 4."""
     rng = np.random.default_rng(seed)
     for batch, length in ((1, 3), (3, 11), (7, max_len + 4)):
@@ -301,7 +298,7 @@ def check_onnx(rec: Recommender, path: Path, n_items: int, variant: str = "onnx-
     sess = session(path, threads=1 if provider == "cpu" else None, provider=provider)
     device = next(rec.parameters()).device
     diff = ref_max = 0.0
-    for items in random_histories(n_items, rec.max_len, seed):
+    for items in padded_histories(n_items, rec.max_len, seed):
         with torch.no_grad():
             ref = rec(torch.from_numpy(items).to(device)).float().cpu().numpy()
         got = sess.run(["user"], {"items": items})[0].astype(np.float32)
@@ -334,9 +331,6 @@ def int8_excluded_nodes(model_path: Path, outliers: bool = True) -> list[str]:
         if (outliers and "down_proj" in node.name) or node.name.startswith(head) or top_level:
             out.append(node.name)
     return out
-
-
-INT8_SCHEMES = ("smooth", "block", "dynamic")
 
 
 @contextmanager

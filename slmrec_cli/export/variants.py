@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from slmrec_cli.config.export import VARIANTS
-from slmrec_cli.errors import SlmrecError
 from slmrec_cli.export.files import FILES, MANIFEST, MEANT_FOR, read_manifest, recorded, variant_files, verify
 
 
@@ -96,9 +95,3 @@ def ort_cuda_available() -> bool:
         return False
     return "CUDAExecutionProvider" in ort.get_available_providers()  # confirmed per session in session()
 
-
-def check_names(values: list[str], allowed: tuple[str, ...], option: str) -> list[str]:
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise SlmrecError(f"{option} {bad[0]!r} is not one of {', '.join(allowed)}")
-    return values

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -23,8 +24,9 @@ def build_model(cfg: LLMRecConfig, base_model: str | BaseModelRef, id_table: tor
                 load_in_8bit: bool = False, load_in_4bit: bool = False, expect_hash: str | None = None,
                 adapter_dir: Path | None = None, gradient_checkpointing: bool = False,
                 dtype: torch.dtype | None = None):
-    """(LLMRec, BaseModelRef): fresh LoRA, or the saved adapter in adapter_dir. dtype: the frozen base's (default:
-    the device's, backbones.load_backbone); the LoRA and the projections stay float32 (peft keeps adapters in fp32)."""
+    """(LLMRec, BaseModelRef): fresh LoRA, or the saved adapter in adapter_dir. The model's config is a copy of `cfg`
+    with `hidden` set to the base's width (model.cfg; `cfg` is left as it was). dtype: the frozen base's (default: the
+    device's, backbones.load_backbone); the LoRA and the projections stay float32 (peft keeps adapters in fp32)."""
     from slmrec_cli.backbones import load_backbone
 
     decoder, tokenizer, ref = load_backbone(base_model, cfg.layers, device=device, load_in_8bit=load_in_8bit,
@@ -43,8 +45,7 @@ def build_model(cfg: LLMRecConfig, base_model: str | BaseModelRef, id_table: tor
     decoder = add_lora(decoder, cfg) if adapter_dir is None else load_adapter(decoder, Path(adapter_dir))
     # the adapter's adapter_config.json names the base as the user did (an alias, a path), not slmrec's cache
     decoder.peft_config["default"].base_model_name_or_path = ref.ref
-    cfg.hidden = ref.hidden_size
-    return LLMRec(cfg, decoder, tokenizer, id_table), ref
+    return LLMRec(replace(cfg, hidden=ref.hidden_size), decoder, tokenizer, id_table), ref
 
 
 def save_weights(model: LLMRec, out_dir: Path) -> list[str]:

@@ -22,13 +22,12 @@ from slmrec_cli.distill.cache import FeatureCache, cache_key, load_or_build, ope
 from slmrec_cli.distill.model import Distiller, block_states, cached_positions
 from slmrec_cli.distill.terms import L_KD
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE, PROJECTIONS, build_model, load_projections
 from slmrec_cli.models.llmrec import LLMRec
 from slmrec_cli.runs import Run, RunKind, prepare_run_dir, quantization_of, record_checksums, run_config
 from slmrec_cli.train.accelerator import base_dtype, make_accelerator, precision_of
-from slmrec_cli.train.lifecycle import process_sections
+from slmrec_cli.train.lifecycle import process_sections, training_result
 from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable
 
 MS_ADAPTERS = "ms_adapters.safetensors"

@@ -105,7 +105,9 @@ def main(cfg: ExportConfig) -> dict:
     return result
 
 
-def export(model: Path, out: Path, cfg: ExportConfig) -> dict:
+def export(run: Path, out: Path, cfg: ExportConfig) -> dict:
+    """Export the teacher or student `run` into `out` (ExportConfig says how); {"quality"} and, with cfg.bench,
+    {"bench"}."""
     formats, quantize, bench, batches = cfg.format, cfg.quantize, cfg.bench, cfg.batch_sizes
     threads, eval_batch, force, min_seconds = cfg.threads, cfg.eval_batch, cfg.force, cfg.min_seconds
     int8_scheme, smooth_alpha = cfg.int8_scheme, cfg.smooth_alpha
@@ -114,9 +116,9 @@ def export(model: Path, out: Path, cfg: ExportConfig) -> dict:
     torch.set_num_threads(threads)
     from slmrec_cli.export.build import build_export
 
-    run = Run.load(model).require(*LLM_KINDS, hint="export takes a teacher or student run")
-    quality = build_export(run, Path(out), formats, quantize, force, int8_scheme=int8_scheme,
-                           smooth_alpha=smooth_alpha, eval_batch=eval_batch, device=device or auto_device(run))
+    loaded = Run.load(run).require(*LLM_KINDS, hint="export takes a teacher or student run")
+    quality = build_export(loaded, Path(out), formats, quantize, force, int8_scheme=int8_scheme,
+                           smooth_alpha=smooth_alpha, eval_batch=eval_batch, device=device or auto_device(loaded))
     result = {"quality": quality}
     if bench:
         result["bench"] = run_bench(out, present(out), batches, threads, min_seconds, device)

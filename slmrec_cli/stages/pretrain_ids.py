@@ -12,13 +12,12 @@ from slmrec_cli import ui
 from slmrec_cli.config.stages import PretrainConfig
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset, training_windows, trim_windows, window_inputs_targets, window_lengths
-from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE
 from slmrec_cli.models.sasrec import SASRec
 from slmrec_cli.runs import RunKind, load_run_weights, record_checksums, run_config
 from slmrec_cli.train.accelerator import make_accelerator
-from slmrec_cli.train.lifecycle import process_sections, train_run, validate_split
+from slmrec_cli.train.lifecycle import process_sections, train_run, training_result, validate_split
 
 WEIGHTS = "model.safetensors"
 

@@ -13,12 +13,13 @@ import torch
 
 from slmrec_cli import ui
 from slmrec_cli.config.export import INT8_FLOOR, INT8_SERVES, RecommendConfig
+from slmrec_cli.config.fields import split_commas
 from slmrec_cli.data import pad_to_longest, read_item_map
 from slmrec_cli.errors import SlmrecError
 
 
 def parse_history(text: str, index: dict[str, int], where: str) -> np.ndarray:
-    raw = [x.strip() for x in text.split(",") if x.strip()]
+    raw = split_commas(text)
     if not raw:
         raise SlmrecError(f"{where}: the history is empty; give at least one item id")
     unknown = [x for x in raw if x not in index]
@@ -49,23 +50,23 @@ def int8_holds(record: dict) -> tuple[bool, str]:
         if rel >= INT8_FLOOR else f"onnx-int8's relative MRR {rel:.3f} below {INT8_FLOOR}"
 
 
-def choose_variant(model: Path, requested: str | None) -> tuple[str, str]:
-    """(variant, why): the one asked for, or onnx-int8 when its measured quality holds (quality.json), else
-    onnx-fp32, else torch-fp32."""
+def choose_variant(export: Path, requested: str | None) -> tuple[str, str]:
+    """(variant, why) to serve from the export directory `export`: the one asked for, or onnx-int8 when its measured
+    quality holds (quality.json), else onnx-fp32, else torch-fp32."""
     from slmrec_cli.export.variants import present
 
-    have = [v.name for v in present(model)]
+    have = [v.name for v in present(export)]
     if requested is not None:
         if requested not in have:
-            failed = failed_at_export(model).get(requested)
-            raise SlmrecError(f"{model} has no {requested} variant" + (
+            failed = failed_at_export(export).get(requested)
+            raise SlmrecError(f"{export} has no {requested} variant" + (
                 f": it failed its check against torch at export ({failed})" if failed else
                 f" (it has {', '.join(have) or 'none'}); pass one of those to --variant, or export it with "
                 "`slmrec export --quantize`"))
         return requested, "asked for"
     if importlib.util.find_spec("onnxruntime") is None:  # no ONNX Runtime here: the torch module serves
         have = [n for n in have if not n.startswith("onnx")]
-    quality = model / "quality.json"
+    quality = export / "quality.json"
     measured = {}
     if quality.exists():
         try:
@@ -78,13 +79,13 @@ def choose_variant(model: Path, requested: str | None) -> tuple[str, str]:
     for name in ("onnx-fp32", "torch-fp32"):
         if name in have:
             return name, why_not if "onnx-int8" in have else "onnx-int8 absent here"
-    raise SlmrecError(f"{model} holds no variant recommend can serve; run `slmrec export` again")
+    raise SlmrecError(f"{export} holds no variant recommend can serve; run `slmrec export` again")
 
 
-def failed_at_export(model: Path) -> dict[str, str]:
+def failed_at_export(export: Path) -> dict[str, str]:
     """{variant: why} of the variants the export left out because they failed their check (quality.json)."""
     try:
-        return {f["name"]: f["why"] for f in json.loads((model / "quality.json").read_text()).get("failed", [])}
+        return {f["name"]: f["why"] for f in json.loads((export / "quality.json").read_text()).get("failed", [])}
     except (OSError, ValueError, AttributeError, TypeError, KeyError):
         return {}
 
@@ -119,6 +120,7 @@ def load_scorer(export: Path, requested: str | None = None, device: str = "cpu")
 def read_histories(cfg: RecommendConfig, index: dict[str, int]) -> list[np.ndarray]:
     if cfg.history is not None:
         return [parse_history(cfg.history, index, "--history")]
+    assert cfg.input is not None  # RecommendConfig takes exactly one of --history and --input
     path = Path(cfg.input)
     if not path.exists():
         raise SlmrecError(f"--input {path} does not exist")

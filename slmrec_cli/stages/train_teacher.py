@@ -14,12 +14,11 @@ from slmrec_cli.config.models import check_prompt_for_targets
 from slmrec_cli.config.stages import TeacherConfig
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset
-from slmrec_cli.evaluation.tables import training_result
 from slmrec_cli.models.build import build_model
 from slmrec_cli.random_init import check_prompt
 from slmrec_cli.runs import Run, RunKind, quantization_of, run_config
 from slmrec_cli.train.accelerator import base_dtype, make_accelerator
-from slmrec_cli.train.lifecycle import process_sections
+from slmrec_cli.train.lifecycle import process_sections, training_result
 from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable
 
 
@@ -40,7 +39,7 @@ def train_teacher(cfg: TeacherConfig, *, on_step=None) -> dict:
     model, ref = build_model(model_cfg, base, table, device=device, load_in_8bit=cfg.load_in_8bit,
                              load_in_4bit=cfg.load_in_4bit, gradient_checkpointing=cfg.llm.gradient_checkpointing,
                              dtype=base_dtype(acc))
-    config = run_config(RunKind.TEACHER, data, model=asdict(model_cfg), base_model=asdict(ref), train=asdict(args),
+    config = run_config(RunKind.TEACHER, data, model=asdict(model.cfg), base_model=asdict(ref), train=asdict(args),
                         targets=cfg.targets, ids={"run": str(cfg.ids), "data_hash": ids.data.hash},
                         quantized={"load_in_8bit": cfg.load_in_8bit, "load_in_4bit": cfg.load_in_4bit},
                         gradient_checkpointing=cfg.llm.gradient_checkpointing, **process_sections(acc, args))

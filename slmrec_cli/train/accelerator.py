@@ -96,9 +96,10 @@ def make_accelerator(args: TrainArgs, run_dir: Path | None = None, auto_bf16: bo
         kwargs = {"log_with": args.log_with, "project_dir": str(run_dir)}
     # barriers wait for the slowest process (its share of a teacher cache, a long validation): hours, not 30 min
     handlers = [InitProcessGroupKwargs(timeout=timedelta(hours=3)), ddp_handler()]
-    # cpu=True on a CPU-only machine: without it accelerate ignores torchrun's environment and runs each process alone
-    acc = Accelerator(cpu=use_cpu(), mixed_precision=mp, gradient_accumulation_steps=args.grad_accum,
-                      kwargs_handlers=handlers, **kwargs)
+    # cpu=True on a CPU-only machine: without it accelerate ignores torchrun's environment and runs each process alone;
+    # gradient_accumulation_steps=1: the engine scales the loss for --grad-accum itself (engine._Fit.micro_batch)
+    acc = Accelerator(cpu=use_cpu(), mixed_precision=mp, gradient_accumulation_steps=1, kwargs_handlers=handlers,
+                      **kwargs)
     check_parallelism(acc)  # before any run directory is created
     return acc
 

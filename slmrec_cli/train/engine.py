@@ -20,8 +20,15 @@ from slmrec_cli import ui
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.errors import Interrupted, SlmrecError
 from slmrec_cli.io import atomic_path
-from slmrec_cli.train.accelerator import check_parallelism, make_accelerator
-from slmrec_cli.train.checkpoint import CKPT, load_checkpoint, recover_checkpoint, rng_states, save_checkpoint
+from slmrec_cli.train.accelerator import make_accelerator
+from slmrec_cli.train.checkpoint import (
+    CKPT,
+    TrainState,
+    load_checkpoint,
+    recover_checkpoint,
+    rng_states,
+    save_checkpoint,
+)
 
 
 class Task(Protocol):
@@ -39,17 +46,21 @@ class Task(Protocol):
 
 @dataclass
 class FitResult:
-    best_mrr: float
-    best_step: int
-    steps: int
-    epochs_run: int
-    seconds_per_epoch: float
+    """What `fit` returns: where training ended, its timings, and the selected step's valid results."""
+
+    state: TrainState
+    seconds_per_epoch: float  # over the steps this and earlier (resumed) processes ran, partial epochs included
     seconds_per_step: float
-    stopped_early: bool
-    history: list = field(default_factory=list)
     # the selected step's valid results (protocol → SplitResult), so the run's valid records need no second pass;
     # None when that step was validated before a resume
     best_valid: dict | None = field(default=None, repr=False)
+
+    def record(self) -> dict:
+        """A training stage's "fit" record (in its --json result)."""
+        st = self.state
+        return {"best_mrr": st.best_mrr, "best_step": st.best_step, "steps": st.step, "epochs_run": st.epochs_done,
+                "seconds_per_epoch": self.seconds_per_epoch, "seconds_per_step": self.seconds_per_step,
+                "stopped_early": st.stopped_early, "history": st.history}
 
 
 def step_schedule(optimizer, scheduler) -> None:
@@ -161,22 +172,6 @@ def _trim_log(path: Path, step: int) -> None:
         tmp.write_text("".join(f"{x}\n" for x in keep))
 
 
-@dataclass
-class TrainState:
-    """Where training stands; every checkpoint saves it and --resume restores it."""
-
-    epoch: int = 0  # epochs finished
-    batch: int = 0  # micro-batches done in the current epoch
-    step: int = 0  # optimizer steps done
-    best_mrr: float = -1.0
-    best_step: int = -1
-    bad_evals: int = 0  # validations since the best one
-    train_seconds: float = 0.0
-    epochs_done: int = 0  # epochs run by this and earlier (resumed) processes
-    stopped_early: bool = False
-    history: list = field(default_factory=list)  # {step, epoch, valid_MRR} of each validation
-
-
 class _Fit:
     """One call of `fit`: the prepared model, optimizer and schedule, and the state they move forward."""
 
@@ -211,9 +206,8 @@ class _Fit:
             recover_checkpoint(self.run_dir)
         acc.wait_for_everyone()
         if (self.run_dir / CKPT).exists():  # killed before its first checkpoint: start again from step 0
-            saved = load_checkpoint(self.run_dir, acc.unwrap_model(self.model), self.optimizer, self.scheduler,
-                                    rank=acc.process_index, world_size=acc.num_processes)
-            self.state = TrainState(**{k: v for k, v in saved.items() if k in TrainState.__dataclass_fields__})
+            self.state = load_checkpoint(self.run_dir, acc.unwrap_model(self.model), self.optimizer, self.scheduler,
+                                         rank=acc.process_index, world_size=acc.num_processes)
         if acc.is_main_process:
             _trim_log(self.log_path, self.state.step)
         ui.info(f"resumed {self.run_dir} at epoch {self.state.epoch + 1}, step {self.state.step}")
@@ -237,7 +231,7 @@ class _Fit:
         rng = rng_states(self.acc)  # every process's RNG, gathered: a collective, so before the main-only write
         if self.acc.is_main_process:
             save_checkpoint(self.run_dir, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler,
-                            asdict(self.state), rng, self.acc.num_processes)
+                            self.state, rng, self.acc.num_processes)
         self.acc.wait_for_everyone()
 
     def validate(self) -> None:
@@ -269,7 +263,12 @@ class _Fit:
     def micro_batch(self, indices: np.ndarray, last_of_epoch: bool) -> tuple[torch.Tensor, dict, bool]:
         """Forward and backward one micro-batch; (loss, terms, whether an optimizer step follows). A step comes every
         grad_accum micro-batches and at the epoch's end, so a checkpoint (always after a step) never leaves
-        gradients half accumulated; the last group may be short, and its loss is scaled to stay a mean."""
+        gradients half accumulated; the last group may be short.
+
+        The one place the loss is scaled for gradient accumulation (make_accelerator leaves accelerate's
+        gradient_accumulation_steps at 1, so acc.backward divides by 1): each micro-batch's mean loss counts 1/group,
+        so a step's gradient is the mean over its group, a short last group too. Written × accum/group ÷ accum, the
+        order in which the two halves of this scaling ran when accelerate held the ÷ accum: the same bits."""
         st, acc, accum = self.state, self.acc, self.args.grad_accum
         step_now = (st.batch + 1) % accum == 0 or last_of_epoch
         group = min(accum, self.epoch_len - st.batch // accum * accum)
@@ -278,7 +277,7 @@ class _Fit:
             loss, terms = self.task.loss(self.model, batch)
             bad = ~torch.isfinite(loss.detach())  # read on the host only at check_finite: no sync every step
             self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
-            acc.backward(loss * (accum / group))  # backward divides by grad_accum: a mean
+            acc.backward(loss * (accum / group) / accum)  # the group's mean (see above)
         st.batch += 1
         return loss, terms, step_now
 
@@ -343,11 +342,8 @@ class _Fit:
             self.acc.end_training()
         if st.stopped_early:
             ui.info(f"early stop: no better valid MRR in {args.patience} validations")
-        return FitResult(best_mrr=st.best_mrr, best_step=st.best_step, steps=st.step, epochs_run=st.epochs_done,
-                         seconds_per_epoch=st.train_seconds * self.per_epoch_steps / max(1, st.step),  # partial epochs
-                         seconds_per_step=st.train_seconds / max(1, st.step),
-                         stopped_early=st.stopped_early, history=st.history,
-                         best_valid=self.best_valid)
+        return FitResult(st, seconds_per_epoch=st.train_seconds * self.per_epoch_steps / max(1, st.step),
+                         seconds_per_step=st.train_seconds / max(1, st.step), best_valid=self.best_valid)
 
 
 def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, accelerator=None,
@@ -356,10 +352,10 @@ def fit(task: Task, args: TrainArgs, run_dir: Path, *, resume: bool = False, acc
 
     Under several processes every process runs this: each takes its shard of every epoch's permutation, DDP averages
     the gradients, validation is split across processes and gathered (so every process sees the same metrics and
-    takes the same early-stopping decision), and only the main process writes files."""
+    takes the same early-stopping decision), and only the main process writes files. `accelerator`: one from
+    train.accelerator.make_accelerator (which refuses the sharded engines), made here when not given."""
     run_dir = Path(run_dir)
     acc = accelerator or make_accelerator(args, run_dir)
-    check_parallelism(acc)
     loop = _Fit(task, args, run_dir, acc, on_step)
     if resume:
         loop.resume()

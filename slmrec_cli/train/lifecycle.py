@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
 from pathlib import Path
 
 from slmrec_cli.config.train import RunOptions, TrainArgs
 from slmrec_cli.devices import device_name, peak_memory_bytes
 from slmrec_cli.evaluation.evaluate import PROTOCOLS, eval_precision, metrics_record, rank_split, write_metrics
+from slmrec_cli.evaluation.tables import print_summary
 from slmrec_cli.io import write_json
 from slmrec_cli.runs import open_run_dir, save_config
 from slmrec_cli.train.accelerator import precision_of
@@ -38,12 +38,10 @@ def train_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, *
         setup(run_dir)
     result = fit(task, args, run_dir, resume=run.resume, accelerator=acc, on_step=on_step)
     best = reload(run_dir)
-    valid = check_reload(best, data, run_dir, best_mrr=result.best_mrr, best_step=result.best_step,
+    valid = check_reload(best, data, run_dir, best_mrr=result.state.best_mrr, best_step=result.state.best_step,
                          best_valid=result.best_valid, batch_size=getattr(task, "eval_batch", eval_batch),
                          max_len=best.cfg.max_len, device=acc.device)  # before the test split is read
-    fit_record = asdict(replace(result, best_valid=None))
-    del fit_record["best_valid"]
-    summary = {"fit": fit_record}
+    summary = {"fit": result.record()}
     ev = evaluate_and_record(best, data, run_dir, max_len=best.cfg.max_len, device=acc.device,
                              batch_size=eval_batch, write=acc.is_main_process,  # every process scores its share
                              valid=valid, extra=record_extra)
@@ -54,6 +52,18 @@ def train_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, data, *
                          device=acc.device, params=params(best) if params else None)
         summary["records"] = list(ev["records"].values())
     return summary
+
+
+def training_result(summary: dict, run: Path, title: str) -> dict:
+    """A training stage's output: its table for people, and its result for --json: the run, how the fit went, its
+    valid and test metrics records and efficiency.json (main process; the others have no records)."""
+    import json
+
+    print_summary(summary, title)
+    efficiency = Path(run) / "efficiency.json"
+    return {"run": str(run), "fit": summary.get("fit"), "records": summary.get("records", []),
+            "efficiency": json.loads(efficiency.read_text()) if "records" in summary and efficiency.exists()
+            else None}
 
 
 def evaluate_and_record(model, data, run_dir: Path, *, max_len: int, device, batch_size: int = 256,
