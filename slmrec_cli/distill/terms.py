@@ -62,5 +62,5 @@ TERMS = (  # Eq. 6: CE + λ1(1 − D_cos) + λ2 D_norm + λ3 L_ms; beyond the pa
     Term("l_kd", "lambda_kd", 0.0, "Weight of L_kd, the KL from the teacher's next-item distribution (not in the "
          "paper; 0 = off).", reads_teacher=True, paper=False, value=_l_kd),
 )
-D_COS, D_NORM, L_MS, L_KD = TERMS  # for the code that treats one term apart (L_ms's adapters, L_kd's head)
+L_MS, L_KD = TERMS[2], TERMS[3]  # for the code that treats these apart (L_ms's adapters, L_kd's teacher head)
 PAPER_TERMS = tuple(t for t in TERMS if t.paper)

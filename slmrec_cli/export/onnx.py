@@ -308,11 +308,6 @@ def check_onnx(rec: Recommender, path: Path, n_items: int, variant: str = "onnx-
             "passed": bool(diff <= tolerance), "onnx_on": f"ort/{provider}", "torch_on": str(device)}
 
 
-def max_abs_diff(rec: Recommender, path: Path, n_items: int, seed: int = 0) -> float:
-    """ORT vs torch user vectors on fresh random histories (check_onnx's measure alone)."""
-    return check_onnx(rec, path, n_items, seed=seed)["max_abs_diff"]
-
-
 def int8_excluded_nodes(model_path: Path, outliers: bool = True) -> list[str]:
     """MatMuls left in fp32 by dynamic int8: the recommender head (up/down projections and the item scores: small,
     and where the ranking is decided) and, with `outliers`, the MLP down-projections. Dynamic int8 quantizes each

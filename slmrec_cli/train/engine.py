@@ -125,7 +125,7 @@ class _StopFlag:
         _StopFlag.requested, _StopFlag.signum = False, signal.SIGINT
         self.prev = {}
 
-        def handler(signum, frame):
+        def handler(signum, _frame):
             if _StopFlag.requested:  # second signal: stop now
                 raise KeyboardInterrupt
             _StopFlag.requested, _StopFlag.signum = True, signum
