@@ -182,7 +182,7 @@ def test_resume_lists_every_changed_option_and_allows_only_length_and_logging(te
 
 
 def test_resume_compares_only_what_the_old_run_records():
-    from slmrec_cli.runs import resume_changes
+    from slmrec_cli.run_dirs import resume_changes
 
     old = {"created": "then", "train": {"lr": 0.001, "epochs": 3}, "distill": {"lambda_cos": 1.0}}
     new = {"created": "now", "train": {"lr": 0.001, "epochs": 6}, "distill": {"lambda_cos": 1.0, "lambda_kd": 0.0}}

@@ -22,6 +22,8 @@ import torch
 from slmrec_cli import __version__, ui
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import file_sha256, read_json, write_json
+from slmrec_cli.models.adapter import ADAPTER, ADAPTER_WEIGHTS
+from slmrec_cli.models.build import ID_TABLE, PROJECTIONS
 
 FEATURES, META = "features.npy", "cache.json"
 OLD_FILE = "teacher_features.safetensors"  # the single-file fp32 cache of earlier slmrec (cache format 1)
@@ -33,8 +35,7 @@ def teacher_fingerprint(run: Path) -> str:
     """Hash of what determines the teacher's outputs: its config and trained weights."""
     run = Path(run)
     h = hashlib.sha256()
-    for name in ("config.json", "projections.safetensors", "adapter/adapter_model.safetensors",
-                 "item_embeddings.safetensors"):
+    for name in ("config.json", PROJECTIONS, f"{ADAPTER}/{ADAPTER_WEIGHTS}", ID_TABLE):  # names hashed as written
         path = run / name
         if not path.exists():
             raise SlmrecError(f"--teacher {run} has no {name}; it is not a finished teacher run (train it first)")

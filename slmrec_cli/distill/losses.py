@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from slmrec_cli.config.distill import NORM_LOSSES
 from slmrec_cli.models.scoring import chunk_rows, chunked_mean, item_logits, next_item_ce
 
 
@@ -25,7 +24,7 @@ def d_norm(student: torch.Tensor, teacher: torch.Tensor, kind: str = "squared") 
         return sq.clamp_min(1e-12).sqrt().mean()
     if kind == "normalized":
         return (sq / t.pow(2).sum(-1).clamp_min(1e-12)).mean()
-    raise ValueError(f"unknown norm loss {kind!r}; choose from {NORM_LOSSES}")
+    raise ValueError(f"unknown norm loss {kind!r}; choose from squared, l2, normalized")
 
 
 def l_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -11,6 +11,8 @@ from slmrec_cli.config.distill import DistillOptions
 from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.distill.terms import L_KD, PAPER_TERMS
 from slmrec_cli.errors import SlmrecError
+from slmrec_cli.io import CHECKSUMS
+from slmrec_cli.models.build import ID_TABLE
 from slmrec_cli.runs import DataRecord, DistillRecord, Run, RunKind
 
 ALL_TERMS = "all three"
@@ -150,10 +152,10 @@ def setting_key(run: Result) -> str:
     for section, defaults in LATER_DEFAULTS.items():
         if section and isinstance(cfg.get(section), dict):
             cfg[section] = {k: v for k, v in cfg[section].items() if defaults.get(k, object()) != v}
-    sums = run.path / "checksums.json"
+    sums = run.path / CHECKSUMS
     if run.kind.llm and sums.exists():  # the frozen SASRec table a teacher or student was built on (a SASRec
         # run's own table is its output, other for every seed)
-        cfg["id_table_sha256"] = json.loads(sums.read_text()).get("sha256", {}).get("item_embeddings.safetensors")
+        cfg["id_table_sha256"] = json.loads(sums.read_text()).get("sha256", {}).get(ID_TABLE)
     return json.dumps(cfg, sort_keys=True)
 
 

@@ -25,7 +25,8 @@ from slmrec_cli.errors import SlmrecError
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE, PROJECTIONS, build_model, load_projections
 from slmrec_cli.models.llmrec import LLMRec
-from slmrec_cli.runs import Run, RunKind, prepare_run_dir, quantization_of, record_checksums, run_config
+from slmrec_cli.run_dirs import prepare_run_dir, run_config
+from slmrec_cli.runs import Run, RunKind, quantization_of, record_checksums
 from slmrec_cli.train.accelerator import base_dtype, make_accelerator, precision_of
 from slmrec_cli.train.lifecycle import process_sections, training_result
 from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable

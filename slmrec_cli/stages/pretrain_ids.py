@@ -15,7 +15,8 @@ from slmrec_cli.data import load_dataset, training_windows, trim_windows, window
 from slmrec_cli.io import save_safetensors
 from slmrec_cli.models.build import ID_TABLE
 from slmrec_cli.models.sasrec import SASRec
-from slmrec_cli.runs import RunKind, load_run_weights, record_checksums, run_config
+from slmrec_cli.run_dirs import run_config
+from slmrec_cli.runs import RunKind, load_run_weights, record_checksums
 from slmrec_cli.train.accelerator import make_accelerator
 from slmrec_cli.train.lifecycle import process_sections, train_run, training_result, validate_split
 

@@ -11,6 +11,7 @@ import torch
 from slmrec_cli import __version__, ui
 from slmrec_cli.base_model import base_label
 from slmrec_cli.config.evaluate import ProbeConfig
+from slmrec_cli.config.fields import split_commas
 from slmrec_cli.data import load_dataset, pad_to_longest
 from slmrec_cli.errors import SlmrecError
 from slmrec_cli.evaluation.evaluate import eval_precision
@@ -24,7 +25,7 @@ def parse_layers(spec: str | None, depth: int) -> list[int]:
     if not spec:
         return list(range(1, depth + 1))
     try:
-        layers = sorted({int(x) for x in spec.split(",") if x.strip()})
+        layers = sorted({int(x) for x in split_commas(spec)})
     except ValueError:
         raise SlmrecError(f"--layers must be comma-separated layer numbers like 1,2,8, got '{spec}'") from None
     bad = [x for x in layers if not 1 <= x <= depth]

@@ -16,7 +16,8 @@ from slmrec_cli.config.train import TrainArgs
 from slmrec_cli.data import load_dataset
 from slmrec_cli.models.build import build_model
 from slmrec_cli.random_init import check_prompt
-from slmrec_cli.runs import Run, RunKind, quantization_of, run_config
+from slmrec_cli.run_dirs import run_config
+from slmrec_cli.runs import Run, RunKind, quantization_of
 from slmrec_cli.train.accelerator import base_dtype, make_accelerator
 from slmrec_cli.train.lifecycle import process_sections, training_result
 from slmrec_cli.train.llm_task import LLMRecTask, train_llm_run, trainable

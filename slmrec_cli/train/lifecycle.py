@@ -13,7 +13,7 @@ from slmrec_cli.devices import device_name, peak_memory_bytes
 from slmrec_cli.evaluation.evaluate import PROTOCOLS, eval_precision, metrics_record, rank_split, write_metrics
 from slmrec_cli.evaluation.tables import print_summary
 from slmrec_cli.io import write_json
-from slmrec_cli.runs import open_run_dir, save_config
+from slmrec_cli.run_dirs import open_run_dir, save_config
 from slmrec_cli.train.accelerator import precision_of
 from slmrec_cli.train.engine import fit
 from slmrec_cli.train.reload_check import check_reload
