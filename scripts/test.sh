@@ -9,4 +9,5 @@ PY=${PYTHON:-python3}
 $PY -m ruff check slmrec_cli tests benchmarks
 $PY -m vulture   # dead code; settings and scope in pyproject.toml, exceptions in vulture_allow.py
 $PY -m mypy      # types of config, runs and stages (pyproject.toml); docs/code.md, "Static checks"
-$PY -m pytest -q "$@"
+# one worker per core (pytest-xdist; SLMREC_TEST_WORKERS=0 runs in this process), each test module on one worker
+$PY -m pytest -q -n "${SLMREC_TEST_WORKERS:-auto}" --dist loadscope "$@"

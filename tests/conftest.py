@@ -6,6 +6,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ["SLMREC_CPU_AUTO_BF16"] = "0"  # tests force fp32: `auto` would pick bf16 on a CPU with AMX / AVX-512 BF16
+# pytest-xdist's workers (execnet) set COLUMNS=80 and LINES=24; slmrec's tables, written to a pipe, take their natural
+# width, as the tests (and a user's log) read them
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 import torch  # noqa: E402
 

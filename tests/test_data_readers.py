@@ -382,7 +382,7 @@ INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\nu1\ti1\t5\
     ("amazon-csv", AMAZON.encode()),
     ("amazon-csv", AMAZON.replace("\n", "\r\n").encode()),  # Windows line ends
     ("amazon-csv", b"\xef\xbb\xbf" + AMAZON.encode()),  # a BOM
-    ("amazon-csv", gzip.compress(AMAZON.encode())),
+    ("amazon-csv", gzip.compress(AMAZON.encode(), mtime=0)),
     ("amazon-csv", b"\n\n" + AMAZON.encode() + b"\n\n"),  # blank lines
     ("amazon-csv", b"i1,u1,5,100\n   \ni2,u1,4,1\n"),  # a line of spaces: skipped by Python
     ("amazon-csv", b"i1, u1 ,5,100\ni2,u1,4,1\n"),  # spaces around an id: stripped
@@ -401,7 +401,7 @@ INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\nu1\ti1\t5\
     ("amazon-csv", b"i,u,5,100\ni,u,5,1\n\xff\n"),
     ("amazon-csv", b"i,u,5,100\ni,u,5,1,2\n"),
     ("amazon-csv", b"i,u,5,100\ni,u,5"),  # no newline at the end
-    ("amazon-csv", gzip.compress(AMAZON.encode() * 40)[:-30]),  # truncated gzip
+    ("amazon-csv", gzip.compress(AMAZON.encode() * 40, mtime=0)[:-30]),  # truncated gzip
     ("recbole", INTER.encode()),
     ("recbole", INTER.replace("\n", "\r\n").encode()),
     ("recbole", b"\n" + INTER.encode()),  # the header is not on line 1
