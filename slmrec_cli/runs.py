@@ -173,6 +173,7 @@ class Run:
     base_model: BaseModelRef | None  # LLM runs
     distill: DistillRecord | None  # students
     precision: str  # the training precision: fp32 | bf16 | fp16
+    ids: dict | None  # LLM runs: the SASRec run their id table came from ({"run", "data_hash"}), as recorded
     config: dict  # config.json as written (paths resolved): provenance, and the report's setting comparisons
 
     @classmethod
@@ -210,7 +211,8 @@ class Run:
                    train=_typed(TrainArgs, cfg.get("train") or {}, f"{where}'s train section", strict=False),
                    targets=cfg.get("targets", "all" if kind is RunKind.SASREC else "last"),
                    quantization=quantization_of(bool(q.get("load_in_8bit")), bool(q.get("load_in_4bit"))),
-                   base_model=base, distill=distill, precision=cfg.get("precision", "fp32"), config=cfg)
+                   base_model=base, distill=distill, precision=cfg.get("precision", "fp32"),
+                   ids=cfg.get("ids") if isinstance(cfg.get("ids"), dict) else None, config=cfg)
 
     @property
     def name(self) -> str:

@@ -136,7 +136,7 @@ def distill(cfg: DistillConfig, *, on_step=None) -> dict:
                "teacher_cache_dtype": cfg.teacher_cache_dtype if cfg.teacher_cache else None,
                "teacher_quantization": t_quant if opts.mode == "offline" else None, **asdict(opts)}
     config = run_config(RunKind.STUDENT, data, model=asdict(student.cfg), base_model=asdict(ref),
-                        train=asdict(args), targets=targets, ids=trun.config.get("ids"), distill=section,
+                        train=asdict(args), targets=targets, ids=trun.ids, distill=section,
                         gradient_checkpointing=cfg.llm.gradient_checkpointing, **process_sections(acc, args))
     task = DistillTask(model, data, targets, cfg.llm.eval_batch, cache)
     ui.info(f"distill {m}→{opts.student_layers} layers, blocks {pairs}, {opts.mode}, {model.describe()}, "
