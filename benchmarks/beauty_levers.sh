@@ -19,9 +19,10 @@ declare -A opts=(
   [t8-e2-lr3e-4-attn]="--lora-targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
   [t8-e2-lr3e-4-len50]="--max-len 50"
   [t8-e2-lr3e-4-len10]="--max-len 10"
+  [t8-e2-lr3e-4-ids]="--train-ids"
 )
 order=(t8-e2-lr3e-4 t8-e2-lr3e-4-drop0.2 t8-e2-lr3e-4-wd0.1 t8-e2-lr3e-4-r4 t8-e2-lr3e-4-attn t8-e2-lr3e-4-len10
-  t8-e2-lr3e-4-r64 t8-e2-lr3e-4-len50)
+  t8-e2-lr3e-4-ids t8-e2-lr3e-4-r64 t8-e2-lr3e-4-len50)
 [ $# -gt 0 ] && order=("$@")
 mkdir -p "$root/levers"
 for name in "${order[@]}"; do

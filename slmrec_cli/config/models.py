@@ -64,6 +64,9 @@ class LLMRecConfig:
     lora_dropout: float = opt("LoRA dropout.", 0.05, panel=LORA)
     lora_targets: list[str] = opt("Comma-separated module names that get LoRA.", factory=lambda: list(LORA_TARGETS),
                                   panel=LORA, cli_type=str, cli_default=",".join(LORA_TARGETS), from_cli=split_commas)
+    train_ids: bool = opt("Train the item id table with the model (the SASRec table from --ids, which the history is "
+                          "read from and every item scored against); default: frozen, as E4SRec and SLMRec keep it.",
+                          False)
 
     def __post_init__(self) -> None:
         for key in ("layers", "max_len"):

@@ -49,8 +49,9 @@ def build_model(cfg: LLMRecConfig, base_model: str | BaseModelRef, id_table: tor
 
 
 def save_weights(model: LLMRec, out_dir: Path) -> list[str]:
-    """LoRA in peft adapter format in the causal LM's layout (models/adapter.py; swapped in whole) and the
-    projections in safetensors; the files written."""
+    """LoRA in peft adapter format in the causal LM's layout (models/adapter.py; swapped in whole), the projections
+    in safetensors, and a trained id table (--train-ids; a frozen one is the copy the run made at its start); the
+    files written."""
     out_dir = Path(out_dir)
     tmp, old = out_dir / f".{ADAPTER}.tmp", out_dir / f".{ADAPTER}.old"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -62,7 +63,10 @@ def save_weights(model: LLMRec, out_dir: Path) -> list[str]:
     shutil.rmtree(old, ignore_errors=True)
     save_safetensors({f"up.{k}": v for k, v in model.up.state_dict().items()}
                      | {f"down.{k}": v for k, v in model.down.state_dict().items()}, out_dir / PROJECTIONS)
-    return [*ADAPTER_FILES, PROJECTIONS]
+    if not model.cfg.train_ids:
+        return [*ADAPTER_FILES, PROJECTIONS]
+    save_safetensors({"item_embeddings": model.id_table.detach()}, out_dir / ID_TABLE)
+    return [*ADAPTER_FILES, PROJECTIONS, ID_TABLE]
 
 
 def load_projections(model: LLMRec, tensors: dict[str, torch.Tensor], where: Path) -> None:
@@ -74,11 +78,14 @@ def load_projections(model: LLMRec, tensors: dict[str, torch.Tensor], where: Pat
 
 
 def param_counts(model: LLMRec) -> dict[str, int]:
-    """trainable = LoRA + projections; inference = what a merged export holds (layers, norm, projections and the
-    prompt's token embeddings, not the whole vocabulary or the LoRA factors)."""
+    """trainable = LoRA + projections (+ the id table under --train-ids); inference = what a merged export holds
+    (layers, norm, projections and the prompt's token embeddings, not the whole vocabulary or the LoRA factors).
+    total and inference leave the id table out, trained or frozen."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
     embed = model._base().get_input_embeddings().weight
     prompt = (model.prefix_ids.numel() + model.suffix_ids.numel()) * embed.shape[1]
-    return {"trainable": trainable, "total": total, "inference": total - lora - embed.numel() + prompt}
+    table = model.id_table.numel() if model.cfg.train_ids else 0  # counted apart, as a frozen table (a buffer) is
+    return {"trainable": trainable, "total": total - table,
+            "inference": total - table - lora - embed.numel() + prompt}

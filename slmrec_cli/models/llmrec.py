@@ -53,7 +53,11 @@ class LLMRec(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.decoder = decoder
-        self.register_buffer("id_table", id_table.detach().float().clone(), persistent=False)
+        table = id_table.detach().float().clone()
+        if cfg.train_ids:  # trained (fp32, as the projections); saved in the run with them (models.build)
+            self.id_table = nn.Parameter(table)
+        else:
+            self.register_buffer("id_table", table, persistent=False)
         self.up = nn.Linear(cfg.id_dim, cfg.hidden)  # d0 → d1
         self.down = nn.Linear(cfg.hidden, cfg.id_dim)  # d1 → d0
         prefix, suffix = cfg.prompt_parts()

@@ -139,7 +139,8 @@ INCIDENTAL = {"": ("created", "version", "ids", "software", "command", "paths_fr
               "data": ("path", "name"), "base_model": ("path",), "distill": ("teacher", "teacher_cache")}
 # options added after runs were made: at their default they change nothing, so older runs (without the key) still fold;
 # in the typed sections every option at its default is dropped alike
-LATER_DEFAULTS = {"": {"precision": "fp32"}, "train": asdict(TrainArgs()), "distill": asdict(DEFAULTS)}
+LATER_DEFAULTS = {"": {"precision": "fp32"}, "train": asdict(TrainArgs()), "distill": asdict(DEFAULTS),
+                  "model": {"train_ids": False}}
 
 
 def setting_key(run: Result) -> str:
@@ -153,8 +154,8 @@ def setting_key(run: Result) -> str:
         if section and isinstance(cfg.get(section), dict):
             cfg[section] = {k: v for k, v in cfg[section].items() if defaults.get(k, object()) != v}
     sums = run.path / CHECKSUMS
-    if run.kind.llm and sums.exists():  # the frozen SASRec table a teacher or student was built on (a SASRec
-        # run's own table is its output, other for every seed)
+    if run.kind.llm and sums.exists() and not run.run.llm_model.train_ids:  # the frozen SASRec table a teacher or
+        # student was built on (a SASRec run's own table, or a trained one, is its output, other for every seed)
         cfg["id_table_sha256"] = json.loads(sums.read_text()).get("sha256", {}).get(ID_TABLE)
     return json.dumps(cfg, sort_keys=True)
 

@@ -89,13 +89,15 @@ def train_llm_run(acc, run: RunOptions, config: dict, task, args: TrainArgs, dat
                   eval_batch: int, trainable_params: int, quantization: str = "none", extra_params: dict | None = None,
                   setup=None, on_step=None) -> dict:
     """A teacher's or student's run: the lifecycle, plus a copy of the frozen id table so the run reloads on its
-    own (then setup(run_dir), on every process); efficiency.json counts trainable_params (and extra_params).
+    own (then setup(run_dir), on every process; a trained table is saved with the weights it goes with, never
+    here, where a resume would put the starting table back); efficiency.json counts trainable_params (and
+    extra_params).
 
     The task holds the only reference to the training model (callers drop theirs): it is released before the
     selected weights are reloaded, so a run never holds two copies of its model."""
 
     def save_table(run_dir: Path) -> None:
-        if acc.is_main_process:
+        if acc.is_main_process and not task.model.cfg.train_ids:
             save_safetensors({"item_embeddings": table}, run_dir / ID_TABLE)
             record_checksums(run_dir, [ID_TABLE])
         if setup is not None:
