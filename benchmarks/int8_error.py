@@ -81,14 +81,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from slmrec_cli.data import left_pad, load_dataset
     from slmrec_cli.export.model import load_export
-    from slmrec_cli.export.onnx import (
-        export_onnx,
-        int8_excluded_nodes,
-        onnx_scorer,
-        quantize_int8,
-        quiet_quantizer,
-        session,
-    )
+    from slmrec_cli.export.onnx import export_onnx, onnx_scorer, session
+    from slmrec_cli.export.onnx_quant import int8_excluded_nodes, quantize_int8, quiet_quantizer
     from slmrec_cli.export.smooth import _scores, activation_maxima, agreement, smoothed_copy
     from slmrec_cli.io import read_json
 

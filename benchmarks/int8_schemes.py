@@ -22,7 +22,8 @@ def main() -> None:
     from slmrec_cli.evaluation.evaluate import rank_split
     from slmrec_cli.export.bench import random_histories
     from slmrec_cli.export.model import load_export
-    from slmrec_cli.export.onnx import export_onnx, matmul_nbits, onnx_scorer, quantize_int8, session
+    from slmrec_cli.export.onnx import export_onnx, onnx_scorer, session
+    from slmrec_cli.export.onnx_quant import matmul_nbits, quantize_int8
     from slmrec_cli.export.smooth import activation_maxima, calibration_histories, smoothed_copy
     from slmrec_cli.io import read_json
 

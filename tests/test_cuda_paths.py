@@ -125,7 +125,8 @@ def test_fp16_graph_keeps_the_norm_statistic_in_fp32(tiny_runs, tmp_path):
     from onnx.reference import ReferenceEvaluator
 
     from slmrec_cli.export.model import merge_run
-    from slmrec_cli.export.onnx import TOLERANCES, convert_fp16, export_onnx, padded_histories
+    from slmrec_cli.export.onnx import TOLERANCES, export_onnx, padded_histories
+    from slmrec_cli.export.onnx_quant import convert_fp16
     from slmrec_cli.runs import Run
 
     _, _, run = tiny_runs

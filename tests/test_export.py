@@ -53,7 +53,8 @@ def test_int8_schemes(exported, tmp_path):
     Each keeps the top-10 of fp32."""
     import onnx
 
-    from slmrec_cli.export.onnx import onnx_scorer, quantize_int8, session
+    from slmrec_cli.export.onnx import onnx_scorer, session
+    from slmrec_cli.export.onnx_quant import quantize_int8
 
     _, _, out, result = exported
     quality = result["quality"]
@@ -176,7 +177,8 @@ def test_int8_error_benchmark_and_its_per_token_pass(exported, tmp_path, capsys)
 
     import onnx
 
-    from slmrec_cli.export.onnx import int8_excluded_nodes, onnx_scorer, session
+    from slmrec_cli.export.onnx import onnx_scorer, session
+    from slmrec_cli.export.onnx_quant import int8_excluded_nodes
 
     spec = importlib.util.spec_from_file_location("int8_error", Path(__file__).parents[1] / "benchmarks" /
                                                   "int8_error.py")

@@ -156,7 +156,8 @@ def write_onnx(rec, tmp: Path, manifest: dict, quantize: list[str], data, int8_s
     conversion (checked against torch where ONNX Runtime can run it; one that disagrees is recorded under `failed` and
     left out of the export, which goes on), and every file's metadata_props."""
     from slmrec_cli.export.card import onnx_metadata
-    from slmrec_cli.export.onnx import convert_fp16, export_onnx, quantize_int4, remove_onnx, stamp
+    from slmrec_cli.export.onnx import export_onnx, remove_onnx, stamp
+    from slmrec_cli.export.onnx_quant import convert_fp16, quantize_int4
 
     ui.info("exporting ONNX")
     export_onnx(rec, tmp / FILES["onnx-fp32"])
@@ -188,7 +189,7 @@ def write_onnx(rec, tmp: Path, manifest: dict, quantize: list[str], data, int8_s
 
 def onnx_int8(rec, tmp: Path, data, scheme: str, alpha: float | None) -> dict:
     """model.int8.onnx by the chosen scheme; SmoothQuant calibrates on the run's training histories."""
-    from slmrec_cli.export.onnx import quantize_int8
+    from slmrec_cli.export.onnx_quant import quantize_int8
 
     if scheme != "smooth":
         return quantize_int8(tmp / FILES["onnx-fp32"], tmp / FILES["onnx-int8"], scheme)

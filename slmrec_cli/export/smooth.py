@@ -116,7 +116,8 @@ def smooth_int8(rec: nn.Module, data, dst, alpha: float | None = None, users: in
     Runtime on the CPU, where int8 is served."""
     from pathlib import Path
 
-    from slmrec_cli.export.onnx import export_onnx, move_onnx, onnx_scorer, onnx_work, quantize_int8, session
+    from slmrec_cli.export.onnx import export_onnx, move_onnx, onnx_scorer, onnx_work, session
+    from slmrec_cli.export.onnx_quant import quantize_int8
 
     dst = Path(dst)
     calib = calibration_histories(data, rec.max_len, users)
