@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from slmrec_cli.data.readers import Log, take_ids
+from slmrec_cli.data.log import Log, take_ids
 from slmrec_cli.errors import SlmrecError
 
 MIN_LENGTH = 3  # leave-one-out needs one training item, a validation target and a test target
