@@ -9,16 +9,13 @@ import math
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from slmrec_cli.data.builtin import BUILTIN_DATASETS, builtin_dataset
 from slmrec_cli.data.log import Log
 from slmrec_cli.errors import SlmrecError
-
-if TYPE_CHECKING:
-    pass
 
 FORMATS = ("amazon-json", "amazon-csv", "movielens", "recbole", "csv", "sequences")
 CSV_DEFAULTS: dict[str, Any] = {
