@@ -8,10 +8,9 @@ import torch
 from safetensors.torch import load_file
 
 from slmrec_cli.config.train import TrainArgs
+from slmrec_cli.models.build import ID_TABLE as TABLE
 from slmrec_cli.runs import Run
 from tests.helpers import TEACHER_TINY, distill_args, eval_records, run_cli, student_run, teacher_run
-
-TABLE = "item_embeddings.safetensors"
 
 
 def table(run):

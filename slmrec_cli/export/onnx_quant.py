@@ -9,7 +9,7 @@ from pathlib import Path
 
 from slmrec_cli.config.export import INT8_SCHEMES
 from slmrec_cli.errors import SlmrecError
-from slmrec_cli.export import onnx as onnx_files
+from slmrec_cli.export import onnx as onnx_files  # EXTERNAL_DATA_ABOVE read at call time (tests lower it)
 from slmrec_cli.export.onnx import initializer_bytes, onnx_work, save_onnx
 
 
